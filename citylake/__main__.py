@@ -1,0 +1,3 @@
+from citylake.cli import main
+
+main()

@@ -1,0 +1,31 @@
+"""``city.yaml``: models and loading. Floor 1, beside schemas/."""
+
+from citylake.config.loader import (
+    ConfigDocument,
+    ConfigError,
+    ConfigProblem,
+    LoadedConfig,
+    load_config,
+)
+from citylake.config.models import (
+    CityConfig,
+    FlinkConfig,
+    PipelinesConfig,
+    ServiceConfig,
+    ServicesConfig,
+    SourceConfig,
+)
+
+__all__ = [
+    "CityConfig",
+    "ConfigDocument",
+    "ConfigError",
+    "ConfigProblem",
+    "FlinkConfig",
+    "LoadedConfig",
+    "PipelinesConfig",
+    "ServiceConfig",
+    "ServicesConfig",
+    "SourceConfig",
+    "load_config",
+]

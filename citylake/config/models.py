@@ -1,0 +1,106 @@
+"""The models of ``city.yaml``: the one file an operator writes.
+
+The root knows sources only by their common keys (``name``, ``type``, ``url``);
+each adapter owns the model of its own keys and the ingest registry validates a
+source against it by ``type``, so this floor never imports an adapter.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$")]
+Port = Annotated[int, Field(ge=0, le=65535)]
+
+
+class SourceConfig(BaseModel):
+    """Keys every source has. Adapter models subclass this and forbid extras."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: Name = Field(description="unique name of this source; becomes `readings.source`")
+    type: Name = Field(description="adapter type, e.g. mqtt, modbus, gb28181")
+    url: str = Field(description="where to connect or listen, e.g. mqtt://127.0.0.1:1883")
+    enabled: bool = Field(default=True, description="false keeps the source configured but idle")
+
+    @field_validator("url")
+    @classmethod
+    def _url_has_scheme_and_host(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if not parts.scheme or not (parts.hostname or parts.path):
+            raise ValueError(f"expected scheme://host:port, got {value!r}")
+        return value
+
+
+class FlinkConfig(BaseModel):
+    """How pipelines run: Flink's embedded mini-cluster unless ``rest_url`` is set."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    parallelism: int = Field(default=1, ge=1, le=256)
+    checkpoint_interval_s: float = Field(
+        default=5.0, gt=0, description="streaming jobs commit lake files at each checkpoint"
+    )
+    monitor_interval_s: float = Field(
+        default=1.0, gt=0, description="how often streaming jobs look for new landing files"
+    )
+    rest_url: str | None = Field(
+        default=None, description="Flink session cluster REST endpoint for `pipeline submit`"
+    )
+
+
+class PipelinesConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    flink: FlinkConfig = FlinkConfig()
+    jobs: list[Name] = Field(default_factory=lambda: ["readings"])
+
+
+class ServiceConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: Port = 8080
+    api_keys: list[str] = Field(
+        default_factory=list, description="if set, every route but /healthz needs X-API-Key"
+    )
+    sql_max_rows: int = Field(default=10_000, ge=1)
+    sql_timeout_s: float = Field(default=10.0, gt=0)
+
+
+class ServicesConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    query: ServiceConfig = ServiceConfig()
+
+
+class CityConfig(BaseModel):
+    """The root of ``city.yaml``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    site: Name = Field(description="this edge site's name; becomes `readings.site`")
+    data_dir: Path = Field(default=Path("./var"), description="landing zone, lake, checkpoints")
+    sources: list[SourceConfig] = Field(default_factory=list)
+    pipelines: PipelinesConfig = PipelinesConfig()
+    services: ServicesConfig = ServicesConfig()
+
+    @model_validator(mode="after")
+    def _source_names_unique(self) -> CityConfig:
+        seen: set[str] = set()
+        for source in self.sources:
+            if source.name in seen:
+                raise ValueError(f"source name {source.name!r} is used twice")
+            seen.add(source.name)
+        return self
+
+    def source(self, name: str) -> SourceConfig:
+        for source in self.sources:
+            if source.name == name:
+                return source
+        known = ", ".join(s.name for s in self.sources) or "none"
+        raise KeyError(f"no source named {name!r} (configured: {known})")

@@ -1,0 +1,93 @@
+"""The adapter interface: what a protocol module implements and what it gets.
+
+Two lifecycles, as Telegraf separates inputs from service inputs:
+
+- ``StreamingSource``: the protocol pushes (MQTT, GB28181, HTTP). ``start()``
+  connects or listens, ``stop()`` lets go.
+- ``PollingSource``: citylake asks on an interval (Modbus, SNMP). ``poll()``
+  reads once; the runner schedules it.
+
+Both get a ``SourceContext``: the only way rows leave an adapter. An adapter
+translates protocol to rows and nothing else; batching, validation, landing,
+acknowledgement and metrics live once, in the runner.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from typing import ClassVar, Protocol
+
+from citylake.config import SourceConfig
+from citylake.schemas import TableSpec
+
+Row = Mapping[str, object]
+Ack = Callable[[], None]
+
+
+class SourceContext(Protocol):
+    """What an adapter may do with what it received. Thread-safe: protocol
+    libraries that run their own network thread (paho) call it from there."""
+
+    @property
+    def source(self) -> str: ...
+
+    @property
+    def site(self) -> str: ...
+
+    def emit(self, table: TableSpec, rows: Sequence[Row], raw: bytes, ack: Ack | None = None) -> None:
+        """Hand over rows decoded from one input (``raw``). Invalid rows go to
+        ``rejected`` with ``raw``; ``ack`` runs once everything handed over so far
+        is durable in the landing zone."""
+
+    def reject(self, raw: bytes, reason: str, ack: Ack | None = None) -> None:
+        """Record an input that could not be decoded at all."""
+
+    def ready(self) -> bool:
+        """False while the landing buffer is full: stop acknowledging."""
+
+
+class Source(ABC):
+    """Common to both lifecycles."""
+
+    config_model: ClassVar[type[SourceConfig]]
+
+    def __init__(self, config: SourceConfig) -> None:
+        self.config = config
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def validate(self) -> list[str]:
+        """Problems found without any I/O (the model already checked types)."""
+        return []
+
+    @abstractmethod
+    async def check(self) -> None:
+        """Try the connection once; raise ``SourceUnavailable`` saying what failed."""
+
+
+class StreamingSource(Source):
+    @abstractmethod
+    async def start(self, ctx: SourceContext) -> None:
+        """Begin receiving; returns once started (delivery continues in background)."""
+
+    @abstractmethod
+    async def stop(self) -> None:
+        """Stop receiving and release the connection. Idempotent."""
+
+
+class PollingSource(Source):
+    interval_s: float = 1.0
+
+    @abstractmethod
+    async def poll(self, ctx: SourceContext) -> None:
+        """Read once and emit what was read."""
+
+    async def close(self) -> None:
+        """Release connections; called once when the runner stops."""
+
+
+class SourceUnavailable(Exception):
+    """A source's peer could not be reached; the message says which and why."""

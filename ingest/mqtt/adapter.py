@@ -1,0 +1,142 @@
+"""MQTT source: paho-mqtt subscriber that acknowledges only durable readings.
+
+paho runs its network loop in its own thread and calls ``on_message`` there;
+the message is decoded in that thread and handed to the context with an ack
+that sends the PUBACK once the runner has made the rows durable
+(``manual_ack=True``). With ``clean_session: false`` and a fixed client id the
+broker keeps unacknowledged QoS 1 messages across a crash and redelivers them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from functools import partial
+from urllib.parse import urlsplit
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from citylake.ingest.base import SourceContext, SourceUnavailable, StreamingSource
+from citylake.ingest.mqtt.codec import JsonReadingsCodec, PayloadError, TopicTemplate
+from citylake.ingest.mqtt.config import MqttSourceConfig
+from citylake.schemas import table
+
+log = logging.getLogger(__name__)
+READINGS = table("readings")
+
+
+class MqttSource(StreamingSource):
+    config_model = MqttSourceConfig
+
+    def __init__(self, config: MqttSourceConfig) -> None:  # type: ignore[override]
+        super().__init__(config)
+        self.config: MqttSourceConfig = config
+        parts = urlsplit(config.url)
+        self.host = parts.hostname or "127.0.0.1"
+        self.tls = parts.scheme in ("mqtts", "ssl")
+        self.port = parts.port or (8883 if self.tls else 1883)
+        self.routes = [
+            (TopicTemplate(m.template), JsonReadingsCodec(m.timestamp_field, m.timestamp_unit, m.units))
+            for m in config.topics
+        ]
+        self._client: mqtt.Client | None = None
+        self._ctx: SourceContext | None = None
+        self.connected = False
+
+    def validate(self) -> list[str]:
+        problems = []
+        for template, _ in self.routes:
+            if "device_id" not in template.names:
+                log.info("template %s has no {device_id}: payloads must carry one", template.template)
+        if self.config.reconnect_max_s < self.config.reconnect_min_s:
+            problems.append("reconnect_max_s must be >= reconnect_min_s")
+        return problems
+
+    def _subscriptions(self) -> list[str]:
+        filters = [t.subscription for t, _ in self.routes]
+        if self.config.shared_group:
+            return [f"$share/{self.config.shared_group}/{f}" for f in filters]
+        return filters
+
+    def _new_client(self, client_id: str) -> mqtt.Client:
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            clean_session=self.config.clean_session,
+            protocol=mqtt.MQTTv311,
+            manual_ack=True,
+        )
+        if self.config.username is not None:
+            client.username_pw_set(self.config.username, self.config.password)
+        if self.tls:
+            client.tls_set(ca_certs=self.config.ca_file, cert_reqs=ssl.CERT_REQUIRED)
+        client.reconnect_delay_set(int(max(1, self.config.reconnect_min_s)), int(self.config.reconnect_max_s))
+        return client
+
+    async def check(self) -> None:
+        client = self._new_client(f"citylake-check-{time.monotonic_ns()}")
+        try:
+            await asyncio.to_thread(client.connect, self.host, self.port, self.config.keepalive_s)
+        except OSError as exc:
+            raise SourceUnavailable(f"MQTT broker {self.host}:{self.port}: {exc}") from exc
+        finally:
+            client.disconnect()
+
+    async def start(self, ctx: SourceContext) -> None:
+        self._ctx = ctx
+        client_id = self.config.client_id or f"citylake-{ctx.site}-{self.name}"
+        client = self._new_client(client_id)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        self._client = client
+        # connect_async + loop_start: a broker that is down at start is retried
+        # with backoff instead of failing the whole ingest process.
+        client.connect_async(self.host, self.port, self.config.keepalive_s)
+        client.loop_start()
+
+    async def stop(self) -> None:
+        client, self._client = self._client, None
+        if client is None:
+            return
+        client.disconnect()
+        await asyncio.to_thread(client.loop_stop)
+
+    def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, reason: object, props: object) -> None:
+        if getattr(reason, "is_failure", False):
+            log.warning("MQTT %s: connect refused: %s", self.name, reason)
+            return
+        self.connected = True
+        client.subscribe([(f, self.config.qos) for f in self._subscriptions()])
+        log.info("MQTT %s connected to %s:%d", self.name, self.host, self.port)
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object, reason: object, props: object) -> None:
+        self.connected = False
+        log.info("MQTT %s disconnected (%s); paho reconnects with backoff", self.name, reason)
+
+    def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+        ctx = self._ctx
+        if ctx is None:
+            return
+        ack = partial(client.ack, message.mid, message.qos) if message.qos > 0 else None
+        payload = message.payload
+        topic = message.topic
+        raw = topic.encode() + b" " + payload
+        if len(payload) > self.config.max_payload_bytes:
+            ctx.reject(raw, f"payload of {len(payload)} bytes exceeds max_payload_bytes {self.config.max_payload_bytes} (topic {topic})", ack)
+            return
+        for template, codec in self.routes:
+            ids = template.match(topic)
+            if ids is None:
+                continue
+            try:
+                rows = codec.decode(payload, ids, self.name, ctx.site, int(time.time() * 1000))
+            except PayloadError as exc:
+                ctx.reject(raw, f"{exc} (topic {topic})", ack)
+            else:
+                ctx.emit(READINGS, rows, raw, ack)
+            return
+        ctx.reject(raw, f"topic {topic} matches no configured template", ack)

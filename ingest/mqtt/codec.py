@@ -1,0 +1,140 @@
+"""MQTT topics and JSON payloads to ``readings`` rows. Pure: no I/O."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Literal
+
+import orjson
+
+_PLACEHOLDER = re.compile(r"^\{([a-z_][a-z0-9_]*)\}$")
+RESERVED_KEYS = frozenset({"device_id", "quality", "unit"})
+
+Row = dict[str, object]
+
+
+class PayloadError(ValueError):
+    """A payload that yields no rows; the message is the ``rejected.reason``."""
+
+
+class TopicTemplate:
+    """``city/{district}/{device_type}/{device_id}/telemetry``: placeholders are
+    whole topic levels; the subscription filter has ``+`` in their place."""
+
+    def __init__(self, template: str) -> None:
+        if not template or template.startswith("/") or "#" in template or "+" in template:
+            raise ValueError(f"topic template {template!r}: use {{name}} levels instead of + and #")
+        self.template = template
+        self.levels = template.split("/")
+        self.names: list[str | None] = []
+        for level in self.levels:
+            match = _PLACEHOLDER.match(level)
+            if match is None and ("{" in level or "}" in level):
+                raise ValueError(f"topic template {template!r}: level {level!r} must be a whole {{name}}")
+            self.names.append(match.group(1) if match else None)
+        placeholders = [n for n in self.names if n]
+        if len(set(placeholders)) != len(placeholders):
+            raise ValueError(f"topic template {template!r}: a placeholder is used twice")
+        self.subscription = "/".join("+" if n else lvl for n, lvl in zip(self.names, self.levels, strict=True))
+
+    def match(self, topic: str) -> dict[str, str] | None:
+        """The placeholder values of ``topic``, or ``None`` if it does not fit."""
+        parts = topic.split("/")
+        if len(parts) != len(self.levels):
+            return None
+        values: dict[str, str] = {}
+        for part, level, name in zip(parts, self.levels, self.names, strict=True):
+            if name is None:
+                if part != level:
+                    return None
+            elif not part:
+                return None
+            else:
+                values[name] = part
+        return values
+
+
+def parse_timestamp(value: object, unit: Literal["ms", "s", "iso8601"], field: str) -> int:
+    """Event time as epoch milliseconds."""
+    if value is None:
+        raise PayloadError(f"missing timestamp field {field!r}")
+    if unit == "iso8601":
+        if not isinstance(value, str):
+            raise PayloadError(f"timestamp {field!r} must be an ISO 8601 string, got {type(value).__name__}")
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise PayloadError(f"timestamp {field!r}={value[:40]!r} is not ISO 8601") from None
+        if parsed.tzinfo is None:
+            raise PayloadError(f"timestamp {field!r}={value[:40]!r} has no UTC offset")
+        return int(parsed.timestamp() * 1000)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise PayloadError(f"timestamp {field!r} must be a number of {unit}, got {type(value).__name__}")
+    return int(value * 1000) if unit == "s" else int(value)
+
+
+class JsonReadingsCodec:
+    """One JSON object (``{"ts": ..., "<metric>": <value>, ...}``) or an array
+    of them, to one row per metric."""
+
+    def __init__(
+        self,
+        timestamp_field: str = "ts",
+        timestamp_unit: Literal["ms", "s", "iso8601"] = "ms",
+        units: dict[str, str] | None = None,
+    ) -> None:
+        self.timestamp_field = timestamp_field
+        self.timestamp_unit = timestamp_unit
+        self.units = units or {}
+
+    def decode(self, payload: bytes, ids: dict[str, str], source: str, site: str, ingest_ms: int) -> list[Row]:
+        try:
+            document = orjson.loads(payload)
+        except orjson.JSONDecodeError as exc:
+            raise PayloadError(f"invalid JSON: {exc}") from None
+        objects = document if isinstance(document, list) else [document]
+        rows: list[Row] = []
+        for index, item in enumerate(objects):
+            if not isinstance(item, dict):
+                raise PayloadError(f"item {index}: expected a JSON object, got {type(item).__name__}")
+            rows.extend(self._rows(item, ids, source, site, ingest_ms))
+        return rows
+
+    def _rows(self, item: dict[str, object], ids: dict[str, str], source: str, site: str, ingest_ms: int) -> list[Row]:
+        device_id = ids.get("device_id") or item.get("device_id")
+        if not isinstance(device_id, str) or not device_id:
+            raise PayloadError("no device_id in the topic or the payload")
+        ts = parse_timestamp(item.get(self.timestamp_field), self.timestamp_unit, self.timestamp_field)
+        quality = item.get("quality", 0)
+        rows: list[Row] = []
+        for metric, raw in item.items():
+            if metric == self.timestamp_field or metric in RESERVED_KEYS or raw is None:
+                continue
+            value: object = None
+            text: object = None
+            if isinstance(raw, bool):
+                value = 1.0 if raw else 0.0
+            elif isinstance(raw, int | float):
+                value = float(raw)
+            elif isinstance(raw, str):
+                text = raw
+            else:
+                value = raw  # validation refuses it with the metric's row, the others land
+            rows.append(
+                {
+                    "device_id": device_id,
+                    "ts": ts,
+                    "metric": metric,
+                    "value": value,
+                    "text": text,
+                    "unit": self.units.get(metric),
+                    "quality": quality,
+                    "source": source,
+                    "site": site,
+                    "ingest_ts": ingest_ms,
+                }
+            )
+        if not rows:
+            raise PayloadError("no metrics in the payload")
+        return rows

@@ -1,0 +1,227 @@
+"""One ingest process: sources -> validation -> batches -> landing -> acks.
+
+Adapters call the ``SourceContext`` from any thread; rows collect in one
+``ColumnBatcher`` per table under a lock. The flush loop swaps the batchers out,
+writes them to the landing zone in a worker thread and only then runs the
+acknowledgements collected with them, so an acknowledged input is always on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from citylake.ingest.base import Ack, PollingSource, Row, Source, StreamingSource
+from citylake.ingest.batcher import ColumnBatcher
+from citylake.ingest.landing import LandedFile, LandingWriter
+from citylake.ingest.metrics import IngestMetrics
+from citylake.schemas import TABLES, DataLayout, TableSpec, table, truncate_raw, validate_row
+
+log = logging.getLogger(__name__)
+REJECTED = table("rejected")
+
+
+@dataclass(frozen=True)
+class FlushPolicy:
+    """A flush happens when any of these is reached."""
+
+    max_rows: int = 50_000
+    max_bytes: int = 32 * 1024 * 1024
+    max_age_s: float = 0.5
+    # Above this many buffered rows, ready() turns false so streaming sources
+    # stop acknowledging and the broker holds the rest.
+    max_buffered_rows: int = 500_000
+
+
+class _Context:
+    """The ``SourceContext`` handed to one source."""
+
+    def __init__(self, buffer: LandingBuffer, source: str, site: str) -> None:
+        self._buffer = buffer
+        self._source = source
+        self._site = site
+
+    @property
+    def source(self) -> str:
+        return self._source
+
+    @property
+    def site(self) -> str:
+        return self._site
+
+    def emit(self, table: TableSpec, rows: Sequence[Row], raw: bytes, ack: Ack | None = None) -> None:
+        self._buffer.add(self._source, table, rows, raw, ack)
+
+    def reject(self, raw: bytes, reason: str, ack: Ack | None = None) -> None:
+        self._buffer.add_reject(self._source, raw, reason, ack)
+
+    def ready(self) -> bool:
+        return self._buffer.buffered_rows() < self._buffer.policy.max_buffered_rows
+
+
+class LandingBuffer:
+    """Thread-safe buffers for every table, drained by ``flush()``."""
+
+    def __init__(self, writer: LandingWriter, metrics: IngestMetrics, policy: FlushPolicy) -> None:
+        self.writer = writer
+        self.metrics = metrics
+        self.policy = policy
+        self._lock = threading.Lock()
+        self._batchers = {name: ColumnBatcher(spec) for name, spec in TABLES.items()}
+        self._acks: list[Ack] = []
+        self._flush_lock = asyncio.Lock()
+
+    def context(self, source: str, site: str) -> _Context:
+        return _Context(self, source, site)
+
+    def buffered_rows(self) -> int:
+        return sum(len(b) for b in self._batchers.values())
+
+    def add(self, source: str, spec: TableSpec, rows: Sequence[Row], raw: bytes, ack: Ack | None) -> None:
+        now_ms = int(time.time() * 1000)
+        self.metrics.received.labels(source).inc()
+        self.metrics.received_bytes.labels(source).inc(len(raw))
+        accepted = 0
+        with self._lock:
+            batcher = self._batchers[spec.name]
+            for row in rows:
+                error = validate_row(spec, row)
+                if error is None:
+                    batcher.append(row)
+                    accepted += 1
+                else:
+                    self._append_reject(source, raw, str(error), now_ms)
+            if ack is not None:
+                self._acks.append(ack)
+        if accepted:
+            self.metrics.accepted.labels(source, spec.name).inc(accepted)
+
+    def add_reject(self, source: str, raw: bytes, reason: str, ack: Ack | None) -> None:
+        self.metrics.received.labels(source).inc()
+        self.metrics.received_bytes.labels(source).inc(len(raw))
+        with self._lock:
+            self._append_reject(source, raw, reason, int(time.time() * 1000))
+            if ack is not None:
+                self._acks.append(ack)
+
+    def _append_reject(self, source: str, raw: bytes, reason: str, now_ms: int) -> None:
+        # The reason's first words are its label: bounded cardinality in Prometheus.
+        self.metrics.rejected.labels(source, reason.split(":", 1)[0][:60]).inc()
+        self._batchers[REJECTED.name].append(
+            {"source": source, "received_at": now_ms, "reason": reason, "raw": truncate_raw(raw)}
+        )
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        p = self.policy
+        return any(
+            len(b) >= p.max_rows or b.approx_bytes >= p.max_bytes or (len(b) and b.age_s(now) >= p.max_age_s)
+            for b in self._batchers.values()
+        ) or (bool(self._acks) and all(len(b) == 0 for b in self._batchers.values()))
+
+    async def flush(self) -> list[LandedFile]:
+        """Write everything buffered so far, then acknowledge it."""
+        async with self._flush_lock:
+            with self._lock:
+                batches = [(b.spec, b.take()) for b in self._batchers.values() if len(b)]
+                acks, self._acks = self._acks, []
+            self.metrics.buffered_rows.set(self.buffered_rows())
+            self.metrics.pending_acks.set(len(acks))
+            started = time.perf_counter()
+            landed: list[LandedFile] = []
+            for spec, batch in batches:
+                files = await asyncio.to_thread(self.writer.write, spec, batch)
+                landed.extend(files)
+                self.metrics.batches.labels(spec.name).inc()
+                self.metrics.landed_rows.labels(spec.name).inc(batch.num_rows)
+            if batches:
+                self.metrics.flush_seconds.observe(time.perf_counter() - started)
+            for ack in acks:
+                try:
+                    ack()
+                except Exception:  # an ack to a dropped connection is redelivered by the peer
+                    log.warning("acknowledgement failed; the peer will redeliver", exc_info=True)
+            self.metrics.pending_acks.set(0)
+            return landed
+
+
+class IngestRunner:
+    """Runs sources until ``stop()``; ``run()`` is the whole lifecycle."""
+
+    def __init__(
+        self,
+        sources: Sequence[Source],
+        layout: DataLayout,
+        site: str,
+        policy: FlushPolicy | None = None,
+        metrics: IngestMetrics | None = None,
+    ) -> None:
+        self.sources = list(sources)
+        self.site = site
+        self.metrics = metrics or IngestMetrics()
+        self.writer = LandingWriter(layout)
+        self.buffer = LandingBuffer(self.writer, self.metrics, policy or FlushPolicy())
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        removed = self.writer.clean_temporaries()
+        if removed:
+            log.info("removed %d temporary landing files left by a crash", removed)
+        for source in self.sources:
+            ctx = self.buffer.context(source.name, self.site)
+            if isinstance(source, StreamingSource):
+                await source.start(ctx)
+            elif isinstance(source, PollingSource):
+                self._tasks.append(asyncio.create_task(self._poll_loop(source, ctx)))
+        self._tasks.append(asyncio.create_task(self._flush_loop()))
+
+    async def _poll_loop(self, source: PollingSource, ctx: _Context) -> None:
+        next_at = time.monotonic()
+        while not self._stopping.is_set():
+            try:
+                await source.poll(ctx)
+            except Exception:
+                log.exception("poll of %s failed", source.name)
+            next_at += source.interval_s
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), max(0.0, next_at - time.monotonic()))
+
+    async def _flush_loop(self) -> None:
+        while not self._stopping.is_set():
+            if self.buffer.due():
+                try:
+                    await self.buffer.flush()
+                except OSError:
+                    # Disk full or unwritable: nothing was acknowledged; the rows
+                    # stay unacknowledged and the peer redelivers.
+                    self.metrics.flush_errors.inc()
+                    log.exception("landing write failed; inputs stay unacknowledged")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), 0.05)
+
+    async def stop(self) -> None:
+        """Flush and acknowledge what arrived, then let go of every source."""
+        self._stopping.set()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.buffer.flush()
+        for source in self.sources:
+            if isinstance(source, StreamingSource):
+                await source.stop()
+            elif isinstance(source, PollingSource):
+                await source.close()
+        await self.buffer.flush()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            await self.stop()

@@ -1,0 +1,101 @@
+"""Runs a job on Flink's embedded mini-cluster, or submits it to a session
+cluster with Flink's own ``flink run -py``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from pyflink.table import EnvironmentSettings, TableEnvironment, TableResult
+
+from citylake.config import CityConfig
+from citylake.pipelines.jars import pipeline_jars
+from citylake.pipelines.jobs import Job, job
+from citylake.pipelines.tables import Mode, lake_sink_ddl, landing_source_ddl
+from citylake.schemas import DataLayout
+
+log = logging.getLogger(__name__)
+
+
+def table_environment(config: CityConfig, job_name: str, mode: Mode) -> TableEnvironment:
+    settings = (
+        EnvironmentSettings.in_streaming_mode() if mode == "streaming" else EnvironmentSettings.in_batch_mode()
+    )
+    t_env = TableEnvironment.create(settings)
+    layout = DataLayout(config.data_dir)
+    flink = config.pipelines.flink
+    conf = t_env.get_config()
+    conf.set("pipeline.name", f"citylake-{job_name}-{mode}")
+    conf.set("pipeline.jars", ";".join(p.as_uri() for p in pipeline_jars()))
+    conf.set("parallelism.default", str(flink.parallelism))
+    # Partition dates and windows are UTC days, wherever the cluster runs.
+    conf.set("table.local-time-zone", "UTC")
+    if mode == "streaming":
+        conf.set("execution.checkpointing.interval", f"{int(flink.checkpoint_interval_s * 1000)} ms")
+        conf.set("execution.checkpointing.dir", (layout.checkpoints / job_name).as_uri())
+    return t_env
+
+
+def declare_tables(t_env: TableEnvironment, config: CityConfig, the_job: Job, mode: Mode) -> None:
+    layout = DataLayout(config.data_dir)
+    flink = config.pipelines.flink
+    for spec in the_job.inputs:
+        t_env.execute_sql(landing_source_ddl(spec, layout, mode, flink))
+    for spec in the_job.outputs:
+        t_env.execute_sql(lake_sink_ddl(spec, layout, flink))
+
+
+def start(config: CityConfig, job_name: str, mode: Mode) -> TableResult:
+    """Build and launch the job; returns at once with its ``TableResult``."""
+    the_job = job(job_name)
+    t_env = table_environment(config, job_name, mode)
+    declare_tables(t_env, config, the_job, mode)
+    statements = t_env.create_statement_set()
+    for name, result in the_job.module.transform(t_env).items():
+        statements.add_insert(f"lake_{name}", result)
+    return statements.execute()
+
+
+def run(config: CityConfig, job_name: str, mode: Mode) -> None:
+    """Run to the end (batch) or until interrupted (streaming), cancelling the
+    Flink job on the way out so no mini-cluster outlives the command."""
+    result = start(config, job_name, mode)
+    client = result.get_job_client()
+    try:
+        result.wait()
+    except KeyboardInterrupt:
+        if client is not None:
+            log.info("cancelling Flink job %s", client.get_job_id())
+            client.cancel().result()
+        raise
+
+
+def flink_home() -> Path:
+    import pyflink
+
+    return Path(pyflink.__file__).parent
+
+
+def submit(config: CityConfig, config_path: Path, job_name: str, mode: Mode, rest_url: str) -> str:
+    """Submit detached to a session cluster; returns Flink's job id."""
+    job(job_name)  # fail fast on a wrong name, before starting a JVM
+    entry = Path(__file__).with_name("main.py")
+    address = rest_url.removeprefix("http://").removeprefix("https://").rstrip("/")
+    command = [
+        "bash", str(flink_home() / "bin" / "flink"), "run", "--detached",
+        "--jobmanager", address,
+        "--python", str(entry),
+        "--pyExecutable", sys.executable,
+        "--", "--job", job_name, "--mode", mode, "--config", str(config_path),
+    ]
+    env = {**os.environ, "PYFLINK_CLIENT_EXECUTABLE": sys.executable, "FLINK_HOME": str(flink_home())}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False, timeout=300)
+    if done.returncode != 0:
+        raise RuntimeError(f"flink run failed (exit {done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    for line in done.stdout.splitlines():
+        if "JobID" in line:
+            return line.rsplit(" ", 1)[-1].strip()
+    raise RuntimeError(f"flink run printed no JobID:\n{done.stdout[-3000:]}")

@@ -1,0 +1,29 @@
+"""The contract every floor shares: table schemas, validation, lake layout.
+
+Floor 1: imports nothing from citylake but itself.
+"""
+
+from citylake.schemas.layout import PARTITION_COLUMN, DataLayout
+from citylake.schemas.tables import (
+    SCHEMA_VERSION,
+    TABLES,
+    EventKind,
+    Quality,
+    TableSpec,
+    table,
+)
+from citylake.schemas.validation import RowError, truncate_raw, validate_row
+
+__all__ = [
+    "PARTITION_COLUMN",
+    "SCHEMA_VERSION",
+    "TABLES",
+    "DataLayout",
+    "EventKind",
+    "Quality",
+    "RowError",
+    "TableSpec",
+    "table",
+    "truncate_raw",
+    "validate_row",
+]

@@ -1,0 +1,25 @@
+"""API keys: every route but /healthz needs ``X-API-Key`` when keys are configured."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable, Sequence
+
+from fastapi import Header, HTTPException, status
+
+
+def api_key_guard(keys: Sequence[str]) -> Callable[[str | None], None]:
+    allowed = [k.encode() for k in keys]
+
+    def guard(x_api_key: str | None = Header(default=None)) -> None:
+        if not allowed:
+            return
+        given = (x_api_key or "").encode()
+        # compare_digest against every key: timing does not reveal which matched.
+        if not any(hmac.compare_digest(given, key) for key in allowed):
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                detail="missing or wrong X-API-Key header; ask the operator for a key",
+            )
+
+    return guard

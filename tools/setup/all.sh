@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Everything `make demo` and `make test` need, idempotent: Debian packages, the
+# Python environment, the Flink jars and the daprd runtime.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+bash "$here/apt.sh"
+bash "$here/venv.sh"
+bash "$here/flink-jars.sh"
+bash "$here/daprd.sh"
