@@ -1,0 +1,103 @@
+"""Fixtures that start real components on free ports on 127.0.0.1.
+
+A fixture that cannot start its component fails the test with the reason
+(missing binary, busy port, the component's own log); nothing is skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+import yaml
+
+from citylake.devstack import ComponentUnavailable, Daprd, Mosquitto, start_daprd, start_mosquitto
+from citylake.devstack.flink import FlinkSessionCluster
+
+REPO = Path(__file__).resolve().parents[1]
+T = TypeVar("T")
+
+
+def _start(starter: Callable[[], T]) -> T:
+    try:
+        return starter()
+    except ComponentUnavailable as exc:
+        pytest.fail(f"could not start a real component: {exc}", pytrace=False)
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+    broker = _start(lambda: start_mosquitto(tmp_path / "mosquitto"))
+    yield broker
+    broker.process.stop()
+
+
+@pytest.fixture
+def daprd_factory(tmp_path: Path) -> Iterator[Callable[[str, int, str], Daprd]]:
+    started: list[Daprd] = []
+
+    def factory(app_id: str, app_port: int, mqtt_url: str) -> Daprd:
+        sidecar = _start(lambda: start_daprd(app_id, app_port, tmp_path / f"dapr-{app_id}", mqtt_url))
+        started.append(sidecar)
+        return sidecar
+
+    yield factory
+    for sidecar in started:
+        sidecar.process.stop()
+
+
+@pytest.fixture(scope="session")
+def flink_session_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FlinkSessionCluster]:
+    cluster = FlinkSessionCluster(tmp_path_factory.mktemp("flink-session"))
+    _start(cluster.start)
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def city_config(tmp_path: Path) -> Callable[..., Path]:
+    """Writes a city.yaml for this test: ``city_config(sources=[...], **overrides)``."""
+
+    def write(sources: list[dict[str, object]] | None = None, **overrides: object) -> Path:
+        document: dict[str, object] = {
+            "site": "test-site",
+            "data_dir": str(tmp_path / "data"),
+            "sources": sources or [],
+            "pipelines": {"flink": {"parallelism": 1, "checkpoint_interval_s": 1, "monitor_interval_s": 0.5}},
+        }
+        document.update(overrides)
+        path = tmp_path / "city.yaml"
+        path.write_text(yaml.safe_dump(document, sort_keys=False))
+        return path
+
+    return write
+
+
+def mqtt_source(url: str, **extra: object) -> dict[str, object]:
+    return {
+        "name": "sensors",
+        "type": "mqtt",
+        "url": url,
+        "qos": 1,
+        "topics": [{"template": "city/{district}/{device_type}/{device_id}/telemetry", "units": {"pm25": "ug/m3"}}],
+        **extra,
+    }
+
+
+@pytest.fixture
+def modbus_device(tmp_path: Path) -> Iterator[Callable[..., int]]:
+    """Starts pymodbus servers as separate processes; returns their ports."""
+    from citylake.devstack.modbus_device import start_modbus_device
+
+    started = []
+
+    def start(holding: dict[int, int], inputs: dict[int, int] | None = None, device_id: int = 1) -> int:
+        process, port = _start(lambda: start_modbus_device(tmp_path, holding, inputs, device_id))
+        started.append(process)
+        return port
+
+    yield start
+    for process in started:
+        process.stop()

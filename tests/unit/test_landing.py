@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from citylake.ingest.batcher import ColumnBatcher
+from citylake.ingest.landing import LandingWriter
+from citylake.ingest.metrics import IngestMetrics
+from citylake.ingest.runner import FlushPolicy, LandingBuffer
+from citylake.schemas import DataLayout, table
+from citylake.schemas.tables import SCHEMA_VERSION_KEY
+
+DAY1 = 1_764_072_000_000  # 2025-11-25T12:00Z
+DAY2 = DAY1 + 86_400_000
+
+
+def reading(ts: int, value: float = 1.0, device: str = "d1") -> dict[str, object]:
+    return {
+        "device_id": device, "ts": ts, "metric": "m", "value": value, "text": None, "unit": None,
+        "quality": 0, "source": "s", "site": "x", "ingest_ts": ts,
+    }
+
+
+def test_batcher_builds_the_exact_schema() -> None:
+    batcher = ColumnBatcher(table("readings"))
+    batcher.append(reading(DAY1, 1.5))
+    batcher.append(reading(DAY1 + 1, 2.5, device="d2"))
+    assert len(batcher) == 2 and batcher.approx_bytes > 0
+    batch = batcher.take()
+    assert batch.schema == table("readings").schema
+    assert batch.column("value").to_pylist() == [1.5, 2.5]
+    assert batch.column("device_id").to_pylist() == ["d1", "d2"]
+    assert len(batcher) == 0
+
+
+def test_landing_partitions_by_date_and_leaves_no_temporaries(tmp_path: Path) -> None:
+    batcher = ColumnBatcher(table("readings"))
+    for ts in (DAY1, DAY1 + 5, DAY2):
+        batcher.append(reading(ts))
+    files = LandingWriter(DataLayout(tmp_path)).write(table("readings"), batcher.take())
+    assert sorted(f.path.parent.name for f in files) == ["date=2025-11-25", "date=2025-11-26"]
+    assert sum(f.rows for f in files) == 3
+    assert not list(tmp_path.rglob(".*"))
+    written = pq.read_table(files[0].path)
+    assert written.schema.metadata[SCHEMA_VERSION_KEY] == b"1"
+    assert pq.ParquetFile(files[0].path).metadata.row_group(0).column(0).compression == "ZSTD"
+
+
+def test_crash_leftovers_are_cleaned(tmp_path: Path) -> None:
+    directory = tmp_path / "landing" / "readings" / "date=2025-11-25"
+    directory.mkdir(parents=True)
+    (directory / ".123-abc.parquet.tmp").write_bytes(b"half a file")
+    assert LandingWriter(DataLayout(tmp_path)).clean_temporaries() == 1
+    assert not list(directory.iterdir())
+
+
+def test_acks_run_only_after_the_rows_are_on_disk(tmp_path: Path) -> None:
+    layout = DataLayout(tmp_path)
+    buffer = LandingBuffer(LandingWriter(layout), IngestMetrics(), FlushPolicy())
+    seen_on_ack: list[int] = []
+
+    def ack() -> None:
+        seen_on_ack.append(sum(pq.read_table(p).num_rows for p in layout.landing_root.rglob("*.parquet")))
+
+    buffer.add("s", table("readings"), [reading(DAY1), reading(DAY1 + 1)], b"raw", ack)
+    assert seen_on_ack == []
+    asyncio.run(buffer.flush())
+    assert seen_on_ack == [2]
+
+
+def test_invalid_rows_go_to_rejected_and_valid_ones_land(tmp_path: Path) -> None:
+    layout = DataLayout(tmp_path)
+    metrics = IngestMetrics()
+    buffer = LandingBuffer(LandingWriter(layout), metrics, FlushPolicy())
+    buffer.add("s", table("readings"), [reading(DAY1), {**reading(DAY1), "value": "high"}], b"topic payload", None)
+    buffer.add_reject("s", b"\xff" * 10_000, "invalid JSON: boom", None)
+    asyncio.run(buffer.flush())
+    readings = pq.read_table(layout.landing(table("readings")))
+    rejected = pq.read_table(layout.landing(table("rejected"))).to_pylist()
+    assert readings.num_rows == 1
+    reasons = sorted(r["reason"] for r in rejected)
+    assert reasons == ["invalid JSON: boom", "readings.value: expected a number, got str 'high'"]
+    assert max(len(r["raw"]) for r in rejected) == 4096
+    assert metrics.rejected.labels("s", "invalid JSON")._value.get() == 1
+
+
+def test_failed_write_does_not_ack(tmp_path: Path) -> None:
+    blocker = tmp_path / "landing"
+    blocker.write_text("a file where the landing directory should be")
+    buffer = LandingBuffer(LandingWriter(DataLayout(tmp_path)), IngestMetrics(), FlushPolicy())
+    acked: list[bool] = []
+    buffer.add("s", table("readings"), [reading(DAY1)], b"raw", lambda: acked.append(True))
+    with pytest.raises(OSError):
+        asyncio.run(buffer.flush())
+    assert acked == []
+
+
+def test_backpressure_signal(tmp_path: Path) -> None:
+    buffer = LandingBuffer(LandingWriter(DataLayout(tmp_path)), IngestMetrics(), FlushPolicy(max_buffered_rows=2))
+    ctx = buffer.context("s", "x")
+    assert ctx.ready()
+    ctx.emit(table("readings"), [reading(DAY1), reading(DAY1 + 1)], b"raw")
+    assert not ctx.ready()
+    asyncio.run(buffer.flush())
+    assert ctx.ready()
+    assert pa.types.is_dictionary(table("readings").schema.field("device_id").type)
