@@ -63,6 +63,10 @@ class Source(ABC):
         """Problems found without any I/O (the model already checked types)."""
         return []
 
+    def is_up(self) -> bool:
+        """Whether the source is connected (or listening) right now."""
+        return True
+
     @abstractmethod
     async def check(self) -> None:
         """Try the connection once; raise ``SourceUnavailable`` saying what failed."""

@@ -20,4 +20,5 @@ class IngestMetrics:
         self.flush_seconds = Histogram("citylake_ingest_flush_seconds", "time to make one flush durable", registry=r)
         self.buffered_rows = Gauge("citylake_ingest_buffered_rows", "rows waiting for the next flush", registry=r)
         self.pending_acks = Gauge("citylake_ingest_pending_acks", "inputs waiting for acknowledgement", registry=r)
+        self.source_up = Gauge("citylake_ingest_source_up", "1 while the source is connected", ["source"], registry=r)
         self.flush_errors = Counter("citylake_ingest_flush_errors", "failed landing writes", registry=r)

@@ -194,6 +194,8 @@ class IngestRunner:
 
     async def _flush_loop(self) -> None:
         while not self._stopping.is_set():
+            for source in self.sources:
+                self.metrics.source_up.labels(source.name).set(1 if source.is_up() else 0)
             if self.buffer.due():
                 try:
                     await self.buffer.flush()

@@ -7,6 +7,7 @@ from typing import Literal
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -17,8 +18,19 @@ def to_records(table: pa.Table) -> list[dict[str, object]]:
     return table.to_pylist()
 
 
+def _instants_as_text(table: pa.Table) -> pa.Table:
+    """Timestamps as ISO 8601 UTC with milliseconds (the lake's precision): 2025-11-25T12:02:03.456Z."""
+    for index, field in enumerate(table.schema):
+        if pa.types.is_timestamp(field.type):
+            column = pc.cast(table.column(index), pa.timestamp("ms", tz="UTC"))
+            text = pc.strftime(column, format="%Y-%m-%dT%H:%M:%SZ")
+            table = table.set_column(index, pa.field(field.name, pa.string()), text)
+    return table
+
+
 def to_json(table: pa.Table) -> bytes:
     """A JSON array of objects; instants as ISO 8601 with ``Z``, bytes as text."""
+    table = _instants_as_text(table)
 
     def default(value: object) -> object:
         if isinstance(value, bytes):

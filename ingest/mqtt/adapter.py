@@ -45,6 +45,10 @@ class MqttSource(StreamingSource):
         self._client: mqtt.Client | None = None
         self._ctx: SourceContext | None = None
         self.connected = False
+        self.subscribed = False
+
+    def is_up(self) -> bool:
+        return self.connected and self.subscribed
 
     def validate(self) -> list[str]:
         problems = []
@@ -92,6 +96,7 @@ class MqttSource(StreamingSource):
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         self._client = client
         # connect_async + loop_start: a broker that is down at start is retried
         # with backoff instead of failing the whole ingest process.
@@ -113,8 +118,15 @@ class MqttSource(StreamingSource):
         client.subscribe([(f, self.config.qos) for f in self._subscriptions()])
         log.info("MQTT %s connected to %s:%d", self.name, self.host, self.port)
 
+    def _on_subscribe(self, client: mqtt.Client, userdata: object, mid: int, reasons: object, props: object) -> None:
+        failures = [r for r in reasons if getattr(r, "is_failure", False)]  # type: ignore[attr-defined]
+        if failures:
+            log.error("MQTT %s: broker refused subscriptions %s: %s", self.name, self._subscriptions(), failures)
+        self.subscribed = not failures
+
     def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object, reason: object, props: object) -> None:
         self.connected = False
+        self.subscribed = False
         log.info("MQTT %s disconnected (%s); paho reconnects with backoff", self.name, reason)
 
     def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
