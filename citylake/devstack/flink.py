@@ -53,7 +53,8 @@ class FlinkSessionCluster:
 
     def write_config(self) -> None:
         home = flink_home()
-        self.conf_dir.mkdir(parents=True, exist_ok=True)
+        for directory in (self.conf_dir, self.workdir / "log", self.workdir / "pid"):
+            directory.mkdir(parents=True, exist_ok=True)
         for item in (home / "conf").iterdir():
             if item.name != "config.yaml":
                 shutil.copy(item, self.conf_dir / item.name)
