@@ -12,13 +12,27 @@ class IngestMetrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.received = Counter("citylake_ingest_received", "inputs received", ["source"], registry=r)
-        self.received_bytes = Counter("citylake_ingest_received_bytes", "input bytes received", ["source"], registry=r)
-        self.accepted = Counter("citylake_ingest_rows_accepted", "rows accepted", ["source", "table"], registry=r)
-        self.rejected = Counter("citylake_ingest_rejected", "inputs or rows rejected", ["source", "reason"], registry=r)
+        self.received_bytes = Counter(
+            "citylake_ingest_received_bytes", "input bytes received", ["source"], registry=r
+        )
+        self.accepted = Counter(
+            "citylake_ingest_rows_accepted", "rows accepted", ["source", "table"], registry=r
+        )
+        self.rejected = Counter(
+            "citylake_ingest_rejected", "inputs or rows rejected", ["source", "reason"], registry=r
+        )
         self.batches = Counter("citylake_ingest_batches", "batches written to landing", ["table"], registry=r)
         self.landed_rows = Counter("citylake_ingest_landed_rows", "rows made durable", ["table"], registry=r)
-        self.flush_seconds = Histogram("citylake_ingest_flush_seconds", "time to make one flush durable", registry=r)
-        self.buffered_rows = Gauge("citylake_ingest_buffered_rows", "rows waiting for the next flush", registry=r)
-        self.pending_acks = Gauge("citylake_ingest_pending_acks", "inputs waiting for acknowledgement", registry=r)
-        self.source_up = Gauge("citylake_ingest_source_up", "1 while the source is connected", ["source"], registry=r)
+        self.flush_seconds = Histogram(
+            "citylake_ingest_flush_seconds", "time to make one flush durable", registry=r
+        )
+        self.buffered_rows = Gauge(
+            "citylake_ingest_buffered_rows", "rows waiting for the next flush", registry=r
+        )
+        self.pending_acks = Gauge(
+            "citylake_ingest_pending_acks", "inputs waiting for acknowledgement", registry=r
+        )
+        self.source_up = Gauge(
+            "citylake_ingest_source_up", "1 while the source is connected", ["source"], registry=r
+        )
         self.flush_errors = Counter("citylake_ingest_flush_errors", "failed landing writes", registry=r)

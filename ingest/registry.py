@@ -43,7 +43,11 @@ def build_sources(loaded: LoadedConfig, only: set[str] | None = None) -> list[So
         try:
             cls = adapter_class(base.type)
         except LookupError as exc:
-            problems.append(ConfigProblem(f"sources[{index}].type", document.line_of(("sources", index, "type")), str(exc)))
+            problems.append(
+                ConfigProblem(
+                    f"sources[{index}].type", document.line_of(("sources", index, "type")), str(exc)
+                )
+            )
             continue
         try:
             config = document.validate(cls.config_model, raw, prefix=("sources", index))

@@ -8,6 +8,7 @@ the same columns whether a table has files yet or not.
 from __future__ import annotations
 
 import threading
+
 import duckdb
 import pyarrow as pa
 

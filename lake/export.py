@@ -14,10 +14,6 @@ import pyarrow.parquet as pq
 Format = Literal["json", "csv", "parquet"]
 
 
-def to_records(table: pa.Table) -> list[dict[str, object]]:
-    return table.to_pylist()
-
-
 def _instants_as_text(table: pa.Table) -> pa.Table:
     """Timestamps as ISO 8601 UTC with milliseconds (the lake's precision): 2025-11-25T12:02:03.456Z."""
     for index, field in enumerate(table.schema):
@@ -37,14 +33,12 @@ def to_json(table: pa.Table) -> bytes:
             return value.decode("utf-8", "backslashreplace")
         raise TypeError(f"cannot encode {type(value).__name__} as JSON")
 
-    return orjson.dumps(
-        table.to_pylist(), default=default, option=orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
-    )
+    return orjson.dumps(table.to_pylist(), default=default, option=orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC)
 
 
 def to_csv(table: pa.Table) -> bytes:
     sink = io.BytesIO()
-    pacsv.write_csv(table, sink)
+    pacsv.write_csv(_instants_as_text(table), sink)
     return sink.getvalue()
 
 

@@ -32,6 +32,8 @@ def table_stats(layout: DataLayout) -> list[TableStats]:
             date.fromisoformat(f.parent.name.split("=", 1)[1]) for f in files if "=" in f.parent.name
         )
         stats.append(
-            TableStats(spec.name, len(files), rows, size, dates[0] if dates else None, dates[-1] if dates else None)
+            TableStats(
+                spec.name, len(files), rows, size, dates[0] if dates else None, dates[-1] if dates else None
+            )
         )
     return stats

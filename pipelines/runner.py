@@ -22,7 +22,9 @@ log = logging.getLogger(__name__)
 
 def table_environment(config: CityConfig, job_name: str, mode: Mode) -> TableEnvironment:
     settings = (
-        EnvironmentSettings.in_streaming_mode() if mode == "streaming" else EnvironmentSettings.in_batch_mode()
+        EnvironmentSettings.in_streaming_mode()
+        if mode == "streaming"
+        else EnvironmentSettings.in_batch_mode()
     )
     t_env = TableEnvironment.create(settings)
     layout = DataLayout(config.data_dir)
@@ -85,16 +87,30 @@ def submit(config: CityConfig, config_path: Path, job_name: str, mode: Mode, res
     entry = Path(__file__).with_name("main.py")
     address = rest_url.removeprefix("http://").removeprefix("https://").rstrip("/")
     command = [
-        "bash", str(flink_home() / "bin" / "flink"), "run", "--detached",
-        "--jobmanager", address,
-        "--python", str(entry),
-        "--pyExecutable", sys.executable,
-        "--", "--job", job_name, "--mode", mode, "--config", str(config_path),
+        "bash",
+        str(flink_home() / "bin" / "flink"),
+        "run",
+        "--detached",
+        "--jobmanager",
+        address,
+        "--python",
+        str(entry),
+        "--pyExecutable",
+        sys.executable,
+        "--",
+        "--job",
+        job_name,
+        "--mode",
+        mode,
+        "--config",
+        str(config_path),
     ]
     env = {**os.environ, "PYFLINK_CLIENT_EXECUTABLE": sys.executable, "FLINK_HOME": str(flink_home())}
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False, timeout=300)
     if done.returncode != 0:
-        raise RuntimeError(f"flink run failed (exit {done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        raise RuntimeError(
+            f"flink run failed (exit {done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        )
     for line in done.stdout.splitlines():
         if "JobID" in line:
             return line.rsplit(" ", 1)[-1].strip()

@@ -194,8 +194,7 @@ REJECTED = TableSpec(
 REJECTED_RAW_LIMIT = 4096
 
 TABLES: dict[str, TableSpec] = {
-    spec.name: spec
-    for spec in (READINGS, READINGS_1M, READINGS_1H, DEVICE_EVENTS, DEVICES, ALERTS, REJECTED)
+    spec.name: spec for spec in (READINGS, READINGS_1M, READINGS_1H, DEVICE_EVENTS, DEVICES, ALERTS, REJECTED)
 }
 
 

@@ -42,34 +42,54 @@ def _describe(value: object) -> str:
     return f"{type(value).__name__} {text}"
 
 
-def _check_value(spec: TableSpec, name: str, dtype: pa.DataType, value: object) -> RowError | None:
+def _check_timestamp(value: object) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return f"expected epoch milliseconds (int), got {_describe(value)}"
+    if not MIN_TS_MS <= value < MAX_TS_MS:
+        return f"timestamp {value} ms is outside 2000..2100"
+    return None
+
+
+def _check_float(value: object) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"expected a number, got {_describe(value)}"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"expected a finite number, got {value}"
+    return None
+
+
+def _check_integer(value: object, dtype: pa.DataType) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return f"expected an integer, got {_describe(value)}"
+    bits = dtype.bit_width
+    if pa.types.is_unsigned_integer(dtype):
+        low, high = 0, 2**bits - 1
+    else:
+        low, high = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    return None if low <= value <= high else f"{value} does not fit {dtype}"
+
+
+def _check_text(value: object) -> str | None:
+    if not isinstance(value, str):
+        return f"expected text, got {_describe(value)}"
+    if len(value) > MAX_TEXT_CHARS:
+        return f"text of {len(value)} chars exceeds {MAX_TEXT_CHARS}"
+    return None
+
+
+def _check_value(dtype: pa.DataType, value: object) -> str | None:
     if pa.types.is_dictionary(dtype):
         dtype = dtype.value_type
     if pa.types.is_timestamp(dtype):
-        if isinstance(value, bool) or not isinstance(value, int):
-            return RowError(spec.name, name, f"expected epoch milliseconds (int), got {_describe(value)}")
-        if not MIN_TS_MS <= value < MAX_TS_MS:
-            return RowError(spec.name, name, f"timestamp {value} ms is outside 2000..2100")
-    elif pa.types.is_floating(dtype):
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return RowError(spec.name, name, f"expected a number, got {_describe(value)}")
-        if isinstance(value, float) and not math.isfinite(value):
-            return RowError(spec.name, name, f"expected a finite number, got {value}")
-    elif pa.types.is_integer(dtype):
-        if isinstance(value, bool) or not isinstance(value, int):
-            return RowError(spec.name, name, f"expected an integer, got {_describe(value)}")
-        bits = dtype.bit_width
-        low, high = (0, 2**bits - 1) if pa.types.is_unsigned_integer(dtype) else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
-        if not low <= value <= high:
-            return RowError(spec.name, name, f"{value} does not fit {dtype}")
-    elif pa.types.is_string(dtype):
-        if not isinstance(value, str):
-            return RowError(spec.name, name, f"expected text, got {_describe(value)}")
-        if len(value) > MAX_TEXT_CHARS:
-            return RowError(spec.name, name, f"text of {len(value)} chars exceeds {MAX_TEXT_CHARS}")
-    elif pa.types.is_binary(dtype):
-        if not isinstance(value, bytes):
-            return RowError(spec.name, name, f"expected bytes, got {_describe(value)}")
+        return _check_timestamp(value)
+    if pa.types.is_floating(dtype):
+        return _check_float(value)
+    if pa.types.is_integer(dtype):
+        return _check_integer(value, dtype)
+    if pa.types.is_string(dtype):
+        return _check_text(value)
+    if pa.types.is_binary(dtype) and not isinstance(value, bytes):
+        return f"expected bytes, got {_describe(value)}"
     return None
 
 
@@ -82,9 +102,9 @@ def validate_row(spec: TableSpec, row: Mapping[str, object]) -> RowError | None:
         value = row.get(field.name)
         if value is None:
             continue
-        error = _check_value(spec, field.name, field.type, value)
-        if error is not None:
-            return error
+        reason = _check_value(field.type, value)
+        if reason is not None:
+            return RowError(spec.name, field.name, reason)
     unknown = set(row) - set(spec.schema.names)
     if unknown:
         return RowError(spec.name, sorted(unknown)[0], "not a column of this table")

@@ -15,6 +15,7 @@ def add_health_and_metrics(
     guard: Callable[..., None],
 ) -> None:
     """``/healthz`` is open (probes carry no keys); ``/metrics`` is guarded."""
+
     @app.get("/healthz", tags=["ops"], summary="Liveness and readiness")
     def healthz(response: Response) -> dict[str, object]:
         results = checks()

@@ -81,7 +81,9 @@ def mqtt_source(url: str, **extra: object) -> dict[str, object]:
         "type": "mqtt",
         "url": url,
         "qos": 1,
-        "topics": [{"template": "city/{district}/{device_type}/{device_id}/telemetry", "units": {"pm25": "ug/m3"}}],
+        "topics": [
+            {"template": "city/{district}/{device_type}/{device_id}/telemetry", "units": {"pm25": "ug/m3"}}
+        ],
         **extra,
     }
 

@@ -17,9 +17,16 @@ def write_lake_readings(data_dir: Path, rows: list[dict[str, object]], name: str
         rows,
         schema=pa.schema(
             [
-                ("device_id", pa.string()), ("ts", pa.timestamp("ms", tz="UTC")), ("metric", pa.string()),
-                ("value", pa.float64()), ("text", pa.string()), ("unit", pa.string()), ("quality", pa.int32()),
-                ("source", pa.string()), ("site", pa.string()), ("ingest_ts", pa.timestamp("ms", tz="UTC")),
+                ("device_id", pa.string()),
+                ("ts", pa.timestamp("ms", tz="UTC")),
+                ("metric", pa.string()),
+                ("value", pa.float64()),
+                ("text", pa.string()),
+                ("unit", pa.string()),
+                ("quality", pa.int32()),
+                ("source", pa.string()),
+                ("site", pa.string()),
+                ("ingest_ts", pa.timestamp("ms", tz="UTC")),
             ]
         ),
     )
@@ -31,8 +38,18 @@ def write_lake_readings(data_dir: Path, rows: list[dict[str, object]], name: str
     return path
 
 
-def reading(device: str, metric: str, ts: datetime, value: float | None, text: str | None = None) -> dict[str, object]:
+def reading(
+    device: str, metric: str, ts: datetime, value: float | None, text: str | None = None
+) -> dict[str, object]:
     return {
-        "device_id": device, "ts": ts, "metric": metric, "value": value, "text": text, "unit": "C",
-        "quality": 0, "source": "mqtt", "site": "s1", "ingest_ts": ts,
+        "device_id": device,
+        "ts": ts,
+        "metric": metric,
+        "value": value,
+        "text": text,
+        "unit": "C",
+        "quality": 0,
+        "source": "mqtt",
+        "site": "s1",
+        "ingest_ts": ts,
     }

@@ -27,7 +27,9 @@ DEFAULT_CONFIG = Path("city.yaml")
 def setup_logging(verbose: bool = False) -> None:
     level = logging.DEBUG if verbose else getattr(logging, os.environ.get("CITYLAKE_LOG_LEVEL", "INFO"))
     logging.basicConfig(
-        level=level, format="%(name)s: %(message)s", datefmt="[%X]",
+        level=level,
+        format="%(name)s: %(message)s",
+        datefmt="[%X]",
         handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=True)],
         force=True,
     )
@@ -44,7 +46,7 @@ def load(path: Path) -> LoadedConfig:
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

@@ -18,7 +18,9 @@ def stats(config: ConfigOption = DEFAULT_CONFIG) -> None:
     loaded = load(config)
     table = Table("table", "files", "rows", "bytes", "first date", "last date")
     for s in table_stats(DataLayout(loaded.config.data_dir)):
-        table.add_row(s.table, str(s.files), str(s.rows), str(s.bytes), str(s.first_date or ""), str(s.last_date or ""))
+        table.add_row(
+            s.table, str(s.files), str(s.rows), str(s.bytes), str(s.first_date or ""), str(s.last_date or "")
+        )
     console.print(table)
 
 

@@ -8,9 +8,19 @@ from typing import Annotated
 import httpx
 import typer
 
-from citylake.cli.common import DEFAULT_CONFIG, ConfigOption, console, fail, load, not_implemented, setup_logging
+from citylake.cli.common import (
+    DEFAULT_CONFIG,
+    ConfigOption,
+    console,
+    fail,
+    load,
+    not_implemented,
+    setup_logging,
+)
 
-app = typer.Typer(help="Run PyFlink jobs on the local mini-cluster or a Flink session cluster.", no_args_is_help=True)
+app = typer.Typer(
+    help="Run PyFlink jobs on the local mini-cluster or a Flink session cluster.", no_args_is_help=True
+)
 
 
 class Mode(StrEnum):
@@ -42,7 +52,7 @@ def run(
 
     console.print(f"running {job} in {mode.value} mode on Flink's local mini-cluster")
     try:
-        runner.run(loaded.config, job, mode.value)  # type: ignore[arg-type]
+        runner.run(loaded.config, job, mode.value)
     except KeyError as exc:
         fail(str(exc.args[0]), code=2)
     except KeyboardInterrupt:
@@ -65,7 +75,7 @@ def submit(
     from citylake.pipelines import runner
 
     try:
-        job_id = runner.submit(loaded.config, config.resolve(), job, mode.value, url)  # type: ignore[arg-type]
+        job_id = runner.submit(loaded.config, config.resolve(), job, mode.value, url)
     except (RuntimeError, KeyError) as exc:
         fail(str(exc))
     typer.echo(job_id)

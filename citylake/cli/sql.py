@@ -32,7 +32,7 @@ def sql(
     loaded = load(config)
     lake = Lake(DataLayout(loaded.config.data_dir))
     try:
-        result = lake.cursor().execute(query).fetch_arrow_table()
+        result = lake.cursor().execute(query).to_arrow_table()
     except duckdb.Error as exc:
         fail(f"query failed: {exc}")
     finally:
@@ -43,7 +43,7 @@ def sql(
             table.add_row(*("" if v is None else str(v) for v in row.values()))
         console.print(table)
         return
-    sys.stdout.buffer.write(export(result, fmt.value))
-    if fmt is not OutputFormat.parquet:
+    sys.stdout.buffer.write(export(result, fmt.value))  # type: ignore[arg-type]
+    if fmt is OutputFormat.json:
         sys.stdout.buffer.write(b"\n")
     sys.stdout.flush()

@@ -37,7 +37,7 @@ class ConfigError(Exception):
     def __init__(self, path: Path, problems: Sequence[ConfigProblem]) -> None:
         self.path = path
         self.problems = list(problems)
-        lines = "\n".join(f"  {path}:{p}" for p in self.problems)
+        lines = "\n".join(f"  {path} {p}" for p in self.problems)
         super().__init__(f"invalid config {path}:\n{lines}")
 
 
@@ -97,8 +97,7 @@ class LoadedConfig:
 
     def source_data(self) -> Iterable[tuple[int, dict[str, Any]]]:
         """Each source's raw keys with its index, for adapter-model validation."""
-        for index, source in enumerate(_plain(self.document.root).get("sources") or []):
-            yield index, source
+        yield from enumerate(_plain(self.document.root).get("sources") or [])
 
 
 def load_config(path: Path | str) -> LoadedConfig:

@@ -68,7 +68,9 @@ def daprd_binary() -> Path:
 
     path = cache_dir() / "bin" / "daprd"
     if not path.exists():
-        raise ComponentUnavailable(f"daprd not found at {path}; run `make setup` (tools/setup/daprd.sh builds it)")
+        raise ComponentUnavailable(
+            f"daprd not found at {path}; run `make setup` (tools/setup/daprd.sh builds it)"
+        )
     return path
 
 
@@ -100,20 +102,34 @@ def start_daprd(
     workdir.mkdir(parents=True, exist_ok=True)
     argv = [
         str(daprd_binary()),
-        "--mode", "standalone",
-        "--app-id", app_id,
-        "--app-port", str(app_port),
-        "--app-protocol", "http",
-        "--app-channel-address", "127.0.0.1",
-        "--dapr-listen-addresses", "127.0.0.1",
-        "--dapr-http-port", str(http_port),
-        "--dapr-grpc-port", str(grpc_port),
-        "--dapr-internal-grpc-port", str(internal),
-        "--metrics-port", str(metrics),
-        "--resources-path", str(components),
-        "--placement-host-address", "",
-        "--scheduler-host-address", "",
-        "--log-level", "info",
+        "--mode",
+        "standalone",
+        "--app-id",
+        app_id,
+        "--app-port",
+        str(app_port),
+        "--app-protocol",
+        "http",
+        "--app-channel-address",
+        "127.0.0.1",
+        "--dapr-listen-addresses",
+        "127.0.0.1",
+        "--dapr-http-port",
+        str(http_port),
+        "--dapr-grpc-port",
+        str(grpc_port),
+        "--dapr-internal-grpc-port",
+        str(internal),
+        "--metrics-port",
+        str(metrics),
+        "--resources-path",
+        str(components),
+        "--placement-host-address",
+        "",
+        "--scheduler-host-address",
+        "",
+        "--log-level",
+        "info",
     ]
     env = {
         "CITYLAKE_MQTT_URL": mqtt_url.replace("mqtt://", "tcp://"),
@@ -123,7 +139,9 @@ def start_daprd(
 
     def healthy() -> bool:
         try:
-            return httpx.get(f"http://127.0.0.1:{http_port}/v1.0/healthz/outbound", timeout=1).status_code == 204
+            return (
+                httpx.get(f"http://127.0.0.1:{http_port}/v1.0/healthz/outbound", timeout=1).status_code == 204
+            )
         except httpx.HTTPError:
             return False
 
@@ -133,7 +151,17 @@ def start_daprd(
 
 def start_service(service: str, config_path: Path, port: int, workdir: Path) -> ManagedProcess:
     """``citylake serve <service>`` as a child process, waited for on /healthz."""
-    argv = [sys.executable, "-m", "citylake", "serve", service, "--config", str(config_path), "--port", str(port)]
+    argv = [
+        sys.executable,
+        "-m",
+        "citylake",
+        "serve",
+        service,
+        "--config",
+        str(config_path),
+        "--port",
+        str(port),
+    ]
     require_port_free(port, f"citylake {service}")
     process = ManagedProcess(f"citylake-{service}", argv, workdir / f"{service}.log").start()
 

@@ -91,7 +91,11 @@ class FlinkSessionCluster:
         self.write_config()
         done = subprocess.run(
             ["bash", str(flink_home() / "bin" / "start-cluster.sh")],
-            env=self._env(), capture_output=True, text=True, timeout=120, check=False,
+            env=self._env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
         )
         if done.returncode != 0:
             raise ComponentUnavailable(f"start-cluster.sh failed: {done.stdout}{done.stderr}")
@@ -112,7 +116,9 @@ class FlinkSessionCluster:
             time.sleep(0.5)
         logs = "\n".join(p.read_text(errors="replace")[-2000:] for p in (self.workdir / "log").glob("*.log"))
         self.stop()
-        raise ComponentUnavailable(f"Flink session cluster not ready on {self.rest_url} after {timeout_s}s:\n{logs}")
+        raise ComponentUnavailable(
+            f"Flink session cluster not ready on {self.rest_url} after {timeout_s}s:\n{logs}"
+        )
 
     def jobs(self) -> list[dict[str, object]]:
         return list(httpx.get(f"{self.rest_url}/jobs/overview", timeout=5).json()["jobs"])
@@ -120,7 +126,10 @@ class FlinkSessionCluster:
     def stop(self) -> None:
         subprocess.run(
             ["bash", str(flink_home() / "bin" / "stop-cluster.sh")],
-            env=self._env(), capture_output=True, timeout=120, check=False,
+            env=self._env(),
+            capture_output=True,
+            timeout=120,
+            check=False,
         )
 
     def __enter__(self) -> FlinkSessionCluster:

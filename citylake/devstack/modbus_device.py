@@ -29,13 +29,11 @@ def _block(values: dict[int, int]) -> ModbusSequentialDataBlock:
     for address, value in values.items():
         registers[address] = value
     # pymodbus keeps the Modbus "+1" convention: protocol address 0 is block address 1.
-    return ModbusSequentialDataBlock(1, registers)
+    return ModbusSequentialDataBlock(1, registers)  # type: ignore[no-untyped-call]
 
 
 async def serve(port: int, holding: dict[int, int], inputs: dict[int, int], device_id: int) -> None:
-    device = ModbusDeviceContext(
-        hr=_block(holding), ir=_block(inputs), co=_block({}), di=_block({})
-    )
+    device = ModbusDeviceContext(hr=_block(holding), ir=_block(inputs), co=_block({}), di=_block({}))
     context = ModbusServerContext(devices={device_id: device}, single=False)
     await StartAsyncTcpServer(context, address=("127.0.0.1", port))
 
@@ -45,10 +43,17 @@ def start_modbus_device(
 ) -> tuple[ManagedProcess, int]:
     port = free_port()
     argv = [
-        sys.executable, "-m", "citylake.devstack.modbus_device", "--port", str(port),
-        "--device-id", str(device_id),
-        "--holding", ",".join(f"{a}={v}" for a, v in holding.items()),
-        "--input", ",".join(f"{a}={v}" for a, v in (inputs or {}).items()),
+        sys.executable,
+        "-m",
+        "citylake.devstack.modbus_device",
+        "--port",
+        str(port),
+        "--device-id",
+        str(device_id),
+        "--holding",
+        ",".join(f"{a}={v}" for a, v in holding.items()),
+        "--input",
+        ",".join(f"{a}={v}" for a, v in (inputs or {}).items()),
     ]
     process = ManagedProcess(f"modbus-device:{port}", argv, workdir / f"modbus-{port}.log").start()
     process.wait_port(port, 20)

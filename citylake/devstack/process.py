@@ -59,11 +59,17 @@ class ManagedProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
         try:
             self.proc = subprocess.Popen(
-                self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.cwd,
+                self.argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=self.cwd,
                 start_new_session=True,
             )
         except FileNotFoundError as exc:
-            raise ComponentUnavailable(f"{self.name}: {self.argv[0]} not found ({exc}); run `make setup`") from exc
+            raise ComponentUnavailable(
+                f"{self.name}: {self.argv[0]} not found ({exc}); run `make setup`"
+            ) from exc
         finally:
             log.close()
         return self
@@ -94,7 +100,9 @@ class ManagedProcess:
             if ready():
                 return
             time.sleep(0.1)
-        raise ComponentUnavailable(f"{self.name}: no {what} after {timeout_s:.0f}s; log {self.log_path}:\n{self.log_tail()}")
+        raise ComponentUnavailable(
+            f"{self.name}: no {what} after {timeout_s:.0f}s; log {self.log_path}:\n{self.log_tail()}"
+        )
 
     def wait_port(self, port: int, timeout_s: float = 30.0) -> None:
         self.wait_until(lambda: port_open(port), timeout_s, f"listener on port {port}")
@@ -124,5 +132,7 @@ class ManagedProcess:
     def __enter__(self) -> ManagedProcess:
         return self
 
-    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()

@@ -13,13 +13,12 @@ import asyncio
 import logging
 import ssl
 import time
-from functools import partial
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from citylake.ingest.base import SourceContext, SourceUnavailable, StreamingSource
+from citylake.ingest.base import Ack, SourceContext, SourceUnavailable, StreamingSource
 from citylake.ingest.mqtt.codec import JsonReadingsCodec, PayloadError, TopicTemplate
 from citylake.ingest.mqtt.config import MqttSourceConfig
 from citylake.schemas import table
@@ -31,7 +30,7 @@ READINGS = table("readings")
 class MqttSource(StreamingSource):
     config_model = MqttSourceConfig
 
-    def __init__(self, config: MqttSourceConfig) -> None:  # type: ignore[override]
+    def __init__(self, config: MqttSourceConfig) -> None:
         super().__init__(config)
         self.config: MqttSourceConfig = config
         parts = urlsplit(config.url)
@@ -110,21 +109,29 @@ class MqttSource(StreamingSource):
         client.disconnect()
         await asyncio.to_thread(client.loop_stop)
 
-    def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, reason: object, props: object) -> None:
+    def _on_connect(
+        self, client: mqtt.Client, userdata: object, flags: object, reason: object, props: object
+    ) -> None:
         if getattr(reason, "is_failure", False):
             log.warning("MQTT %s: connect refused: %s", self.name, reason)
             return
         self.connected = True
-        client.subscribe([(f, self.config.qos) for f in self._subscriptions()])
+        client.subscribe([(f, int(self.config.qos)) for f in self._subscriptions()])
         log.info("MQTT %s connected to %s:%d", self.name, self.host, self.port)
 
-    def _on_subscribe(self, client: mqtt.Client, userdata: object, mid: int, reasons: object, props: object) -> None:
+    def _on_subscribe(
+        self, client: mqtt.Client, userdata: object, mid: int, reasons: object, props: object
+    ) -> None:
         failures = [r for r in reasons if getattr(r, "is_failure", False)]  # type: ignore[attr-defined]
         if failures:
-            log.error("MQTT %s: broker refused subscriptions %s: %s", self.name, self._subscriptions(), failures)
+            log.error(
+                "MQTT %s: broker refused subscriptions %s: %s", self.name, self._subscriptions(), failures
+            )
         self.subscribed = not failures
 
-    def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object, reason: object, props: object) -> None:
+    def _on_disconnect(
+        self, client: mqtt.Client, userdata: object, flags: object, reason: object, props: object
+    ) -> None:
         self.connected = False
         self.subscribed = False
         log.info("MQTT %s disconnected (%s); paho reconnects with backoff", self.name, reason)
@@ -133,12 +140,20 @@ class MqttSource(StreamingSource):
         ctx = self._ctx
         if ctx is None:
             return
-        ack = partial(client.ack, message.mid, message.qos) if message.qos > 0 else None
-        payload = message.payload
+        ack: Ack | None = None
+        if message.qos > 0:
+            mid, qos = message.mid, message.qos
+
+            def ack() -> None:
+                client.ack(mid, qos)
+
+        payload = bytes(message.payload)
         topic = message.topic
         raw = topic.encode() + b" " + payload
         if len(payload) > self.config.max_payload_bytes:
-            ctx.reject(raw, f"payload of {len(payload)} bytes exceeds max_payload_bytes {self.config.max_payload_bytes} (topic {topic})", ack)
+            limit = self.config.max_payload_bytes
+            reason = f"payload of {len(payload)} bytes exceeds max_payload_bytes {limit} (topic {topic})"
+            ctx.reject(raw, reason, ack)
             return
         for template, codec in self.routes:
             ids = template.match(topic)

@@ -36,7 +36,9 @@ class TopicTemplate:
         placeholders = [n for n in self.names if n]
         if len(set(placeholders)) != len(placeholders):
             raise ValueError(f"topic template {template!r}: a placeholder is used twice")
-        self.subscription = "/".join("+" if n else lvl for n, lvl in zip(self.names, self.levels, strict=True))
+        self.subscription = "/".join(
+            "+" if n else lvl for n, lvl in zip(self.names, self.levels, strict=True)
+        )
 
     def match(self, topic: str) -> dict[str, str] | None:
         """The placeholder values of ``topic``, or ``None`` if it does not fit."""
@@ -88,7 +90,9 @@ class JsonReadingsCodec:
         self.timestamp_unit = timestamp_unit
         self.units = units or {}
 
-    def decode(self, payload: bytes, ids: dict[str, str], source: str, site: str, ingest_ms: int) -> list[Row]:
+    def decode(
+        self, payload: bytes, ids: dict[str, str], source: str, site: str, ingest_ms: int
+    ) -> list[Row]:
         try:
             document = orjson.loads(payload)
         except orjson.JSONDecodeError as exc:
@@ -101,7 +105,9 @@ class JsonReadingsCodec:
             rows.extend(self._rows(item, ids, source, site, ingest_ms))
         return rows
 
-    def _rows(self, item: dict[str, object], ids: dict[str, str], source: str, site: str, ingest_ms: int) -> list[Row]:
+    def _rows(
+        self, item: dict[str, object], ids: dict[str, str], source: str, site: str, ingest_ms: int
+    ) -> list[Row]:
         device_id = ids.get("device_id") or item.get("device_id")
         if not isinstance(device_id, str) or not device_id:
             raise PayloadError("no device_id in the topic or the payload")

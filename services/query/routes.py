@@ -12,7 +12,9 @@ from citylake.services.query.models import DeviceLatest, LatestReading
 
 router = APIRouter(prefix="/v1", tags=["devices"])
 
-DeviceId = Annotated[str, Path(min_length=1, max_length=128, description="device id as in readings.device_id")]
+DeviceId = Annotated[
+    str, Path(min_length=1, max_length=128, description="device id as in readings.device_id")
+]
 
 _LATEST_SQL = """
 SELECT metric, ts, value, text, unit, quality

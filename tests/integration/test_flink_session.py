@@ -29,10 +29,20 @@ def land_readings(layout: DataLayout, count: int) -> float:
     for i in range(count):
         value = i * 0.5
         total += value
-        batcher.append({
-            "device_id": f"pump-{i % 7}", "ts": T0 + i * 1000, "metric": "pressure", "value": value,
-            "text": None, "unit": "kPa", "quality": 0, "source": "modbus", "site": "s", "ingest_ts": T0,
-        })
+        batcher.append(
+            {
+                "device_id": f"pump-{i % 7}",
+                "ts": T0 + i * 1000,
+                "metric": "pressure",
+                "value": value,
+                "text": None,
+                "unit": "kPa",
+                "quality": 0,
+                "source": "modbus",
+                "site": "s",
+                "ingest_ts": T0,
+            }
+        )
     LandingWriter(layout).write(table("readings"), batcher.take())
     return total
 
@@ -45,9 +55,22 @@ def test_submit_batch_job_with_flink_run(
     total = land_readings(layout, 500)
 
     submitted = subprocess.run(
-        [*CITYLAKE, "pipeline", "submit", "readings", "--mode", "batch", "--config", str(config),
-         "--rest-url", flink_session_cluster.rest_url],
-        capture_output=True, text=True, timeout=300, check=False,
+        [
+            *CITYLAKE,
+            "pipeline",
+            "submit",
+            "readings",
+            "--mode",
+            "batch",
+            "--config",
+            str(config),
+            "--rest-url",
+            flink_session_cluster.rest_url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert submitted.returncode == 0, submitted.stderr + submitted.stdout
     job_id = submitted.stdout.strip().splitlines()[-1]
@@ -63,15 +86,30 @@ def test_submit_batch_job_with_flink_run(
     assert state == "FINISHED", f"job {job_id} ended {state}"
 
     listed = subprocess.run(
-        [*CITYLAKE, "pipeline", "list", "--config", str(config), "--rest-url", flink_session_cluster.rest_url],
-        capture_output=True, text=True, timeout=60, check=True,
+        [
+            *CITYLAKE,
+            "pipeline",
+            "list",
+            "--config",
+            str(config),
+            "--rest-url",
+            flink_session_cluster.rest_url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     assert job_id in listed.stdout and "FINISHED" in listed.stdout
 
     lake = Lake(layout)
-    count, value_sum, devices = lake.cursor().execute(
-        "SELECT count(*), sum(value), count(DISTINCT device_id) FROM readings"
-    ).fetchone()  # type: ignore[misc]
+    row = (
+        lake.cursor()
+        .execute("SELECT count(*), sum(value), count(DISTINCT device_id) FROM readings")
+        .fetchone()
+    )
+    assert row is not None
+    count, value_sum, devices = row
     lake.close()
     assert (count, devices) == (500, 7)
     assert value_sum == pytest.approx(total)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 import paho.mqtt.client as mqtt
@@ -15,6 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from citylake.config import load_config
 from citylake.devstack import Mosquitto
+from citylake.ingest.base import StreamingSource
 from citylake.ingest.registry import build_sources
 from citylake.ingest.runner import FlushPolicy, IngestRunner
 from citylake.schemas import DataLayout, table
@@ -35,12 +38,12 @@ def publish(client: mqtt.Client, topic: str, payload: bytes) -> None:
     client.publish(topic, payload, qos=1).wait_for_publish(10)
 
 
-def landed(layout: DataLayout, name: str) -> list[dict[str, object]]:
+def landed(layout: DataLayout, name: str) -> list[dict[str, Any]]:
     files = sorted(layout.landing(table(name)).rglob("*.parquet"))
     return [row for f in files for row in pq.read_table(f).to_pylist()]
 
 
-async def wait_for(predicate, timeout_s: float = 20) -> None:  # type: ignore[no-untyped-def]
+async def wait_for(predicate: Callable[[], bool], timeout_s: float = 20) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
@@ -53,11 +56,13 @@ def make_runner(config_path: Path, policy: FlushPolicy | None = None) -> tuple[I
     return IngestRunner(build_sources(loaded), layout, loaded.config.site, policy), layout
 
 
-async def test_readings_and_hostile_input(mosquitto: Mosquitto, city_config) -> None:  # type: ignore[no-untyped-def]
-    runner, layout = make_runner(city_config(sources=[mqtt_source(mosquitto.url, max_payload_bytes=300 * 1024)]))
+async def test_readings_and_hostile_input(mosquitto: Mosquitto, city_config: Callable[..., Path]) -> None:
+    runner, layout = make_runner(
+        city_config(sources=[mqtt_source(mosquitto.url, max_payload_bytes=300 * 1024)])
+    )
     await runner.start()
     source = runner.sources[0]
-    await wait_for(lambda: source.connected)  # type: ignore[attr-defined]
+    await wait_for(source.is_up)
     client = publisher(mosquitto)
     good = "city/haidian/air/air-1/telemetry"
     publish(client, good, orjson.dumps({"ts": TS, "pm25": 35.5, "temperature": -2}))
@@ -69,12 +74,18 @@ async def test_readings_and_hostile_input(mosquitto: Mosquitto, city_config) -> 
     publish(client, good, b"[" + b"1," * (160 * 1024) + b"1]")  # ~320 KiB
     # An empty id level matches the broker's + filter but not the template.
     publish(client, "city/haidian/air//telemetry", orjson.dumps({"ts": TS, "x": 1}))
-    publish(client, "city/chaoyang/noise/noise-2/telemetry", orjson.dumps([{"ts": TS, "db": 61}, {"ts": TS + 1000, "db": 63}]))
+    publish(
+        client,
+        "city/chaoyang/noise/noise-2/telemetry",
+        orjson.dumps([{"ts": TS, "db": 61}, {"ts": TS + 1000, "db": 63}]),
+    )
     await wait_for(lambda: len(landed(layout, "rejected")) >= 7 and len(landed(layout, "readings")) >= 6)
     await runner.stop()
     client.disconnect()
 
-    readings = {(r["device_id"], r["metric"], r["ts"].timestamp() * 1000): r for r in landed(layout, "readings")}
+    readings = {
+        (r["device_id"], r["metric"], r["ts"].timestamp() * 1000): r for r in landed(layout, "readings")
+    }
     assert readings[("air-1", "pm25", TS)]["value"] == 35.5
     assert readings[("air-1", "pm25", TS)]["unit"] == "ug/m3"
     assert readings[("air-1", "temperature", TS)]["value"] == -2.0
@@ -101,19 +112,23 @@ async def test_readings_and_hostile_input(mosquitto: Mosquitto, city_config) -> 
     assert runner.metrics.rejected.labels("sensors", "invalid JSON")._value.get() == 2
 
 
-async def test_unflushed_messages_are_not_acknowledged_and_come_back(mosquitto: Mosquitto, city_config) -> None:  # type: ignore[no-untyped-def]
+async def test_unflushed_messages_are_not_acknowledged_and_come_back(
+    mosquitto: Mosquitto, city_config: Callable[..., Path]
+) -> None:
     config = city_config(sources=[mqtt_source(mosquitto.url, client_id="citylake-durable")])
     never = FlushPolicy(max_age_s=3600, max_rows=10**9, max_bytes=10**12)
     first, layout = make_runner(config, never)
     await first.start()
-    await wait_for(lambda: first.sources[0].connected)  # type: ignore[attr-defined]
+    await wait_for(first.sources[0].is_up)
     client = publisher(mosquitto)
     for i in range(20):
         publish(client, f"city/d/air/air-{i}/telemetry", orjson.dumps({"ts": TS + i, "pm25": float(i)}))
     await wait_for(lambda: first.metrics.received.labels("sensors")._value.get() == 20)
     # A crash before the landing write: the source lets go without the runner
     # flushing, so no PUBACK was ever sent for these 20 messages.
-    await first.sources[0].stop()  # type: ignore[attr-defined]
+    source = first.sources[0]
+    assert isinstance(source, StreamingSource)
+    await source.stop()
     assert landed(layout, "readings") == []
 
     second, _ = make_runner(config)

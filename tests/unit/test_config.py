@@ -6,8 +6,8 @@ import pytest
 import yaml
 
 from citylake.config import ConfigError, load_config
-from citylake.ingest.registry import adapter_types, build_sources
 from citylake.ingest.mqtt.config import MqttSourceConfig
+from citylake.ingest.registry import adapter_types, build_sources
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -66,7 +66,9 @@ def test_adapter_keys_are_checked_by_the_adapter_model_with_lines(tmp_path: Path
 
 def test_unknown_source_type_lists_known_types(tmp_path: Path) -> None:
     path = write(tmp_path, "site: s1\nsources:\n  - name: x\n    type: zigbee\n    url: tcp://h:1\n")
-    with pytest.raises(ConfigError, match=r"line 4: sources\[0\].type: no adapter for type 'zigbee' \(known: .*mqtt"):
+    with pytest.raises(
+        ConfigError, match=r"line 4: sources\[0\].type: no adapter for type 'zigbee' \(known: .*mqtt"
+    ):
         build_sources(load_config(path))
 
 

@@ -20,8 +20,16 @@ DAY2 = DAY1 + 86_400_000
 
 def reading(ts: int, value: float = 1.0, device: str = "d1") -> dict[str, object]:
     return {
-        "device_id": device, "ts": ts, "metric": "m", "value": value, "text": None, "unit": None,
-        "quality": 0, "source": "s", "site": "x", "ingest_ts": ts,
+        "device_id": device,
+        "ts": ts,
+        "metric": "m",
+        "value": value,
+        "text": None,
+        "unit": None,
+        "quality": 0,
+        "source": "s",
+        "site": "x",
+        "ingest_ts": ts,
     }
 
 
@@ -76,7 +84,9 @@ def test_invalid_rows_go_to_rejected_and_valid_ones_land(tmp_path: Path) -> None
     layout = DataLayout(tmp_path)
     metrics = IngestMetrics()
     buffer = LandingBuffer(LandingWriter(layout), metrics, FlushPolicy())
-    buffer.add("s", table("readings"), [reading(DAY1), {**reading(DAY1), "value": "high"}], b"topic payload", None)
+    buffer.add(
+        "s", table("readings"), [reading(DAY1), {**reading(DAY1), "value": "high"}], b"topic payload", None
+    )
     buffer.add_reject("s", b"\xff" * 10_000, "invalid JSON: boom", None)
     asyncio.run(buffer.flush())
     readings = pq.read_table(layout.landing(table("readings")))
@@ -100,7 +110,9 @@ def test_failed_write_does_not_ack(tmp_path: Path) -> None:
 
 
 def test_backpressure_signal(tmp_path: Path) -> None:
-    buffer = LandingBuffer(LandingWriter(DataLayout(tmp_path)), IngestMetrics(), FlushPolicy(max_buffered_rows=2))
+    buffer = LandingBuffer(
+        LandingWriter(DataLayout(tmp_path)), IngestMetrics(), FlushPolicy(max_buffered_rows=2)
+    )
     ctx = buffer.context("s", "x")
     assert ctx.ready()
     ctx.emit(table("readings"), [reading(DAY1), reading(DAY1 + 1)], b"raw")

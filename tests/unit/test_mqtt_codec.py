@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 import pytest
 
@@ -13,31 +15,44 @@ def test_template_builds_subscription_and_extracts_ids() -> None:
     t = TopicTemplate(TEMPLATE)
     assert t.subscription == "city/+/+/+/telemetry"
     assert t.match("city/haidian/air/air-7/telemetry") == {
-        "district": "haidian", "device_type": "air", "device_id": "air-7",
+        "district": "haidian",
+        "device_type": "air",
+        "device_id": "air-7",
     }
 
 
 @pytest.mark.parametrize(
     "topic",
-    ["city/haidian/air/air-7/status", "city/haidian/air/telemetry", "city/haidian/air//telemetry", "x/h/a/d/telemetry"],
+    [
+        "city/haidian/air/air-7/status",
+        "city/haidian/air/telemetry",
+        "city/haidian/air//telemetry",
+        "x/h/a/d/telemetry",
+    ],
 )
 def test_template_refuses_other_topics(topic: str) -> None:
     assert TopicTemplate(TEMPLATE).match(topic) is None
 
 
-@pytest.mark.parametrize("bad", ["city/#", "city/+/x", "city/{a}{b}/x", "city/{a}/{a}", "", "/city/{a}", "city/pre{a}/x"])
+@pytest.mark.parametrize(
+    "bad", ["city/#", "city/+/x", "city/{a}{b}/x", "city/{a}/{a}", "", "/city/{a}", "city/pre{a}/x"]
+)
 def test_bad_templates_raise(bad: str) -> None:
     with pytest.raises(ValueError, match="topic template"):
         TopicTemplate(bad)
 
 
-def decode(payload: object | bytes, ids: dict[str, str] | None = None, **kw: object) -> list[dict[str, object]]:
+def decode(payload: object | bytes, ids: dict[str, str] | None = None, **kw: Any) -> list[dict[str, object]]:
     raw = payload if isinstance(payload, bytes) else orjson.dumps(payload)
-    return JsonReadingsCodec(**kw).decode(raw, ids if ids is not None else {"device_id": "d1"}, "src", "site", TS + 1)  # type: ignore[arg-type]
+    return JsonReadingsCodec(**kw).decode(
+        raw, ids if ids is not None else {"device_id": "d1"}, "src", "site", TS + 1
+    )
 
 
 def test_object_with_several_metrics_gives_one_row_each() -> None:
-    rows = decode({"ts": TS, "pm25": 35.2, "temperature": -3, "state": "open", "door": True}, units={"pm25": "ug/m3"})
+    rows = decode(
+        {"ts": TS, "pm25": 35.2, "temperature": -3, "state": "open", "door": True}, units={"pm25": "ug/m3"}
+    )
     by_metric = {r["metric"]: r for r in rows}
     assert by_metric["pm25"]["value"] == 35.2
     assert by_metric["pm25"]["unit"] == "ug/m3"

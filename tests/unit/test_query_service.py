@@ -29,8 +29,22 @@ def test_latest_returns_newest_value_per_metric(tmp_path: Path) -> None:
         body = http.get("/v1/devices/air-1/latest").json()
         assert body["device_id"] == "air-1"
         assert body["readings"] == [
-            {"metric": "state", "ts": "2026-11-25T08:00:00.000Z", "value": None, "text": "ok", "unit": "C", "quality": 0},
-            {"metric": "temp", "ts": "2026-11-25T08:05:00.000Z", "value": 21.5, "text": None, "unit": "C", "quality": 0},
+            {
+                "metric": "state",
+                "ts": "2026-11-25T08:00:00.000Z",
+                "value": None,
+                "text": "ok",
+                "unit": "C",
+                "quality": 0,
+            },
+            {
+                "metric": "temp",
+                "ts": "2026-11-25T08:05:00.000Z",
+                "value": 21.5,
+                "text": None,
+                "unit": "C",
+                "quality": 0,
+            },
         ]
         one = http.get("/v1/devices/air-1/latest", params={"metric": "temp"}).json()
         assert [r["value"] for r in one["readings"]] == [21.5]

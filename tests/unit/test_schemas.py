@@ -12,15 +12,31 @@ TS = 1_764_072_000_000  # 2025-11-25T12:00:00Z
 
 def reading(**overrides: object) -> dict[str, object]:
     row: dict[str, object] = {
-        "device_id": "air-1", "ts": TS, "metric": "pm25", "value": 35.2, "text": None, "unit": "ug/m3",
-        "quality": Quality.GOOD.value, "source": "mqtt", "site": "s1", "ingest_ts": TS + 5,
+        "device_id": "air-1",
+        "ts": TS,
+        "metric": "pm25",
+        "value": 35.2,
+        "text": None,
+        "unit": "ug/m3",
+        "quality": Quality.GOOD.value,
+        "source": "mqtt",
+        "site": "s1",
+        "ingest_ts": TS + 5,
     }
     row.update(overrides)
     return row
 
 
 def test_every_design_table_has_a_schema() -> None:
-    assert set(TABLES) == {"readings", "readings_1m", "readings_1h", "device_events", "devices", "alerts", "rejected"}
+    assert set(TABLES) == {
+        "readings",
+        "readings_1m",
+        "readings_1h",
+        "device_events",
+        "devices",
+        "alerts",
+        "rejected",
+    }
     readings = table("readings").schema
     assert readings.field("ts").type == pa.timestamp("ms", tz="UTC")
     assert readings.field("device_id").type == pa.dictionary(pa.int32(), pa.string())
