@@ -26,9 +26,16 @@ T0 = 1_764_072_000_000
 def make_rows(count: int) -> list[dict[str, object]]:
     return [
         {
-            "device_id": f"dev-{i % 10_000:05d}", "ts": T0 + i, "metric": ("pm25", "temp", "db")[i % 3],
-            "value": float(i % 997), "text": None, "unit": "u", "quality": 0, "source": "mqtt",
-            "site": "s1", "ingest_ts": T0 + i,
+            "device_id": f"dev-{i % 10_000:05d}",
+            "ts": T0 + i,
+            "metric": ("pm25", "temp", "db")[i % 3],
+            "value": float(i % 997),
+            "text": None,
+            "unit": "u",
+            "quality": 0,
+            "source": "mqtt",
+            "site": "s1",
+            "ingest_ts": T0 + i,
         }
         for i in range(count)
     ]
