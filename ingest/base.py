@@ -82,12 +82,29 @@ class StreamingSource(Source):
         """Stop receiving and release the connection. Idempotent."""
 
 
-class PollingSource(Source):
-    interval_s: float = 1.0
+class PollTarget(ABC):
+    """One thing polled on its own schedule (a Modbus device, an SNMP agent).
+    The runner schedules every target of every polling source on one event
+    loop, measures lateness and skips a poll when the previous one still runs
+    or the landing buffer is full."""
+
+    name: str
+    interval_s: float
 
     @abstractmethod
     async def poll(self, ctx: SourceContext) -> None:
-        """Read once and emit what was read."""
+        """Read once and emit what was read. Errors the protocol reports
+        (exceptions, timeouts) are emitted as bad-quality rows or rejects;
+        anything raised is counted as a failed poll."""
+
+
+class PollingSource(Source):
+    @abstractmethod
+    def targets(self) -> Sequence[PollTarget]:
+        """What to poll; fixed for the life of the source."""
+
+    async def open(self) -> None:
+        """Prepare shared resources; connections may also open lazily per target."""
 
     async def close(self) -> None:
         """Release connections; called once when the runner stops."""

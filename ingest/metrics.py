@@ -35,4 +35,21 @@ class IngestMetrics:
         self.source_up = Gauge(
             "citylake_ingest_source_up", "1 while the source is connected", ["source"], registry=r
         )
+        self.polls = Counter("citylake_ingest_polls", "polls finished", ["source", "outcome"], registry=r)
+        self.polls_skipped = Counter(
+            "citylake_ingest_polls_skipped",
+            "polls skipped (still running or buffer full)",
+            ["source", "why"],
+            registry=r,
+        )
+        self.poll_lateness = Histogram(
+            "citylake_ingest_poll_lateness_seconds",
+            "actual minus scheduled poll start",
+            ["source"],
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=r,
+        )
+        self.poll_seconds = Histogram(
+            "citylake_ingest_poll_seconds", "time one poll took", ["source"], registry=r
+        )
         self.flush_errors = Counter("citylake_ingest_flush_errors", "failed landing writes", registry=r)

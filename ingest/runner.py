@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from citylake.ingest.base import Ack, PollingSource, Row, Source, StreamingSource
+from citylake.ingest.base import Ack, PollingSource, PollTarget, Row, Source, StreamingSource
 from citylake.ingest.batcher import ColumnBatcher
 from citylake.ingest.landing import LandedFile, LandingWriter
 from citylake.ingest.metrics import IngestMetrics
@@ -178,19 +178,60 @@ class IngestRunner:
             if isinstance(source, StreamingSource):
                 await source.start(ctx)
             elif isinstance(source, PollingSource):
-                self._tasks.append(asyncio.create_task(self._poll_loop(source, ctx)))
+                await source.open()
+                targets = source.targets()
+                for index, target in enumerate(targets):
+                    offset = target.interval_s * index / max(1, len(targets))
+                    self._tasks.append(asyncio.create_task(self._poll_loop(source, target, ctx, offset)))
         self._tasks.append(asyncio.create_task(self._flush_loop()))
 
-    async def _poll_loop(self, source: PollingSource, ctx: _Context) -> None:
-        next_at = time.monotonic()
+    async def _poll_loop(
+        self, source: PollingSource, target: PollTarget, ctx: _Context, offset_s: float
+    ) -> None:
+        """Poll ``target`` every ``interval_s`` on a fixed grid (no drift), starting
+        ``offset_s`` in so thousands of targets do not all fire at once."""
+        metrics = self.metrics
+        interval = target.interval_s
+        start = time.monotonic() + offset_s
+        tick = 0
+        running: asyncio.Task[None] | None = None
         while not self._stopping.is_set():
-            try:
-                await source.poll(ctx)
-            except Exception:
-                log.exception("poll of %s failed", source.name)
-            next_at += source.interval_s
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), max(0.0, next_at - time.monotonic()))
+            scheduled = start + tick * interval
+            delay = scheduled - time.monotonic()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                if self._stopping.is_set():
+                    break
+            tick += 1
+            if running is not None and not running.done():
+                metrics.polls_skipped.labels(source.name, "previous poll still running").inc()
+                continue
+            if not ctx.ready():
+                metrics.polls_skipped.labels(source.name, "landing buffer full").inc()
+                log.warning("%s/%s: poll skipped, landing buffer full", source.name, target.name)
+                continue
+            metrics.poll_lateness.labels(source.name).observe(max(0.0, time.monotonic() - scheduled))
+            running = asyncio.create_task(self._poll_once(source, target, ctx))
+            # Catch up without a burst: skip ticks already in the past.
+            behind = int((time.monotonic() - start) / interval) - tick
+            if behind > 0:
+                metrics.polls_skipped.labels(source.name, "behind schedule").inc(behind)
+                tick += behind
+        if running is not None:
+            await asyncio.gather(running, return_exceptions=True)
+
+    async def _poll_once(self, source: PollingSource, target: PollTarget, ctx: _Context) -> None:
+        started = time.perf_counter()
+        try:
+            await target.poll(ctx)
+        except Exception:
+            self.metrics.polls.labels(source.name, "error").inc()
+            log.exception("%s/%s: poll failed", source.name, target.name)
+        else:
+            self.metrics.polls.labels(source.name, "ok").inc()
+        finally:
+            self.metrics.poll_seconds.labels(source.name).observe(time.perf_counter() - started)
 
     async def _flush_loop(self) -> None:
         while not self._stopping.is_set():
@@ -210,8 +251,8 @@ class IngestRunner:
     async def stop(self) -> None:
         """Flush and acknowledge what arrived, then let go of every source."""
         self._stopping.set()
-        for task in self._tasks:
-            task.cancel()
+        # Poll loops end at their next wait and finish the poll in flight; the
+        # flush loop is cancelled. Then whatever arrived is made durable.
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.buffer.flush()
         for source in self.sources:
