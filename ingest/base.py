@@ -35,16 +35,39 @@ class SourceContext(Protocol):
     @property
     def site(self) -> str: ...
 
-    def emit(self, table: TableSpec, rows: Sequence[Row], raw: bytes, ack: Ack | None = None) -> None:
+    def emit(
+        self,
+        table: TableSpec,
+        rows: Sequence[Row],
+        raw: bytes,
+        ack: Ack | None = None,
+        input_id: str | None = None,
+    ) -> None:
         """Hand over rows decoded from one input (``raw``). Invalid rows go to
         ``rejected`` with ``raw``; ``ack`` runs once everything handed over so far
-        is durable in the landing zone."""
+        is durable in the landing zone. ``input_id`` (unique per delivery, stable
+        across redelivery) is recorded with the commit; see ``already_landed``."""
 
-    def reject(self, raw: bytes, reason: str, ack: Ack | None = None) -> None:
+    def emit_columns(
+        self,
+        table: TableSpec,
+        columns: Mapping[str, Sequence[object]],
+        count: int,
+        raw: bytes,
+        ack: Ack | None = None,
+        input_id: str | None = None,
+    ) -> None:
+        """``emit`` for ``count`` rows given as columns: the fast path."""
+
+    def reject(self, raw: bytes, reason: str, ack: Ack | None = None, input_id: str | None = None) -> None:
         """Record an input that could not be decoded at all."""
 
     def ready(self) -> bool:
-        """False while the landing buffer is full: stop acknowledging."""
+        """False while the landing buffer is full: stop taking input."""
+
+    def already_landed(self, input_id: str) -> bool:
+        """True if a redelivered input was landed before a crash lost its
+        acknowledgement: acknowledge it again and drop it."""
 
 
 class Source(ABC):

@@ -15,8 +15,11 @@ class IngestMetrics:
         self.received_bytes = Counter(
             "citylake_ingest_received_bytes", "input bytes received", ["source"], registry=r
         )
-        self.accepted = Counter(
-            "citylake_ingest_rows_accepted", "rows accepted", ["source", "table"], registry=r
+        self.rows_received = Counter(
+            "citylake_ingest_rows", "rows decoded (landed = rows - rejected)", ["source", "table"], registry=r
+        )
+        self.duplicates = Counter(
+            "citylake_ingest_duplicates", "redelivered inputs landed before a crash", ["source"], registry=r
         )
         self.rejected = Counter(
             "citylake_ingest_rejected", "inputs or rows rejected", ["source", "reason"], registry=r

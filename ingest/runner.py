@@ -13,14 +13,16 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+import pyarrow as pa
 
 from citylake.ingest.base import Ack, PollingSource, PollTarget, Row, Source, StreamingSource
 from citylake.ingest.batcher import ColumnBatcher
 from citylake.ingest.landing import LandedFile, LandingWriter
 from citylake.ingest.metrics import IngestMetrics
-from citylake.schemas import TABLES, DataLayout, TableSpec, table, truncate_raw, validate_row
+from citylake.schemas import TABLES, DataLayout, TableSpec, table, truncate_raw
 
 log = logging.getLogger(__name__)
 REJECTED = table("rejected")
@@ -54,14 +56,35 @@ class _Context:
     def site(self) -> str:
         return self._site
 
-    def emit(self, table: TableSpec, rows: Sequence[Row], raw: bytes, ack: Ack | None = None) -> None:
-        self._buffer.add(self._source, table, rows, raw, ack)
+    def emit(
+        self,
+        table: TableSpec,
+        rows: Sequence[Row],
+        raw: bytes,
+        ack: Ack | None = None,
+        input_id: str | None = None,
+    ) -> None:
+        self._buffer.add(self._source, table, rows, raw, ack, input_id)
 
-    def reject(self, raw: bytes, reason: str, ack: Ack | None = None) -> None:
-        self._buffer.add_reject(self._source, raw, reason, ack)
+    def emit_columns(
+        self,
+        table: TableSpec,
+        columns: Mapping[str, Sequence[object]],
+        count: int,
+        raw: bytes,
+        ack: Ack | None = None,
+        input_id: str | None = None,
+    ) -> None:
+        self._buffer.add_columns(self._source, table, columns, count, raw, ack, input_id)
+
+    def reject(self, raw: bytes, reason: str, ack: Ack | None = None, input_id: str | None = None) -> None:
+        self._buffer.add_reject(self._source, raw, reason, ack, input_id)
 
     def ready(self) -> bool:
         return self._buffer.buffered_rows() < self._buffer.policy.max_buffered_rows
+
+    def already_landed(self, input_id: str) -> bool:
+        return self._buffer.already_landed(self._source, input_id)
 
 
 class LandingBuffer:
@@ -74,44 +97,83 @@ class LandingBuffer:
         self._lock = threading.Lock()
         self._batchers = {name: ColumnBatcher(spec) for name, spec in TABLES.items()}
         self._acks: list[Ack] = []
+        self._inputs: dict[str, list[str]] = {}
+        self._recent_inputs: dict[str, set[str]] = {}
         self._flush_lock = asyncio.Lock()
 
     def context(self, source: str, site: str) -> _Context:
         return _Context(self, source, site)
 
+    def remember_landed(self, recent: Mapping[str, set[str]]) -> None:
+        """Input ids of the last commits before a restart (see LandingWriter.recover)."""
+        self._recent_inputs = {source: set(ids) for source, ids in recent.items()}
+
+    def already_landed(self, source: str, input_id: str) -> bool:
+        if input_id in self._recent_inputs.get(source, ()):
+            self.metrics.duplicates.labels(source).inc()
+            return True
+        return False
+
     def buffered_rows(self) -> int:
         return sum(len(b) for b in self._batchers.values())
 
-    def add(self, source: str, spec: TableSpec, rows: Sequence[Row], raw: bytes, ack: Ack | None) -> None:
-        now_ms = int(time.time() * 1000)
+    def _received(self, source: str, raw: bytes, ack: Ack | None, input_id: str | None) -> None:
+        # Called with the lock held.
+        if ack is not None:
+            self._acks.append(ack)
+        if input_id is not None:
+            self._inputs.setdefault(source, []).append(input_id)
+
+    def add(
+        self,
+        source: str,
+        spec: TableSpec,
+        rows: Sequence[Row],
+        raw: bytes,
+        ack: Ack | None,
+        input_id: str | None = None,
+    ) -> None:
         self.metrics.received.labels(source).inc()
         self.metrics.received_bytes.labels(source).inc(len(raw))
-        accepted = 0
+        self.metrics.rows_received.labels(source, spec.name).inc(len(rows))
         with self._lock:
             batcher = self._batchers[spec.name]
             for row in rows:
-                error = validate_row(spec, row)
-                if error is None:
-                    batcher.append(row)
-                    accepted += 1
-                else:
-                    self._append_reject(source, raw, str(error), now_ms)
-            if ack is not None:
-                self._acks.append(ack)
-        if accepted:
-            self.metrics.accepted.labels(source, spec.name).inc(accepted)
+                batcher.append(row, raw, source)
+            self._received(source, raw, ack, input_id)
 
-    def add_reject(self, source: str, raw: bytes, reason: str, ack: Ack | None) -> None:
+    def add_columns(
+        self,
+        source: str,
+        spec: TableSpec,
+        columns: Mapping[str, Sequence[object]],
+        count: int,
+        raw: bytes,
+        ack: Ack | None,
+        input_id: str | None = None,
+    ) -> None:
+        self.metrics.received.labels(source).inc()
+        self.metrics.received_bytes.labels(source).inc(len(raw))
+        self.metrics.rows_received.labels(source, spec.name).inc(count)
+        with self._lock:
+            self._batchers[spec.name].extend(columns, count, raw, source)
+            self._received(source, raw, ack, input_id)
+
+    def add_reject(
+        self, source: str, raw: bytes, reason: str, ack: Ack | None, input_id: str | None = None
+    ) -> None:
         self.metrics.received.labels(source).inc()
         self.metrics.received_bytes.labels(source).inc(len(raw))
         with self._lock:
             self._append_reject(source, raw, reason, int(time.time() * 1000))
-            if ack is not None:
-                self._acks.append(ack)
+            self._received(source, raw, ack, input_id)
 
-    def _append_reject(self, source: str, raw: bytes, reason: str, now_ms: int) -> None:
+    def _count_reject(self, source: str, reason: str) -> None:
         # The reason's first words are its label: bounded cardinality in Prometheus.
         self.metrics.rejected.labels(source, reason.split(":", 1)[0][:60]).inc()
+
+    def _append_reject(self, source: str, raw: bytes, reason: str, now_ms: int) -> None:
+        self._count_reject(source, reason)
         self._batchers[REJECTED.name].append(
             {"source": source, "received_at": now_ms, "reason": reason, "raw": truncate_raw(raw)}
         )
@@ -124,23 +186,49 @@ class LandingBuffer:
             for b in self._batchers.values()
         ) or (bool(self._acks) and all(len(b) == 0 for b in self._batchers.values()))
 
+    def _take(self) -> tuple[list[tuple[TableSpec, pa.RecordBatch]], list[Ack], dict[str, list[str]]]:
+        """Swap everything buffered out (lock held): valid batches, plus a
+        ``rejected`` batch that includes the rows refused while building them."""
+        with self._lock:
+            batchers = {name: b for name, b in self._batchers.items() if len(b)}
+            self._batchers.update({name: ColumnBatcher(b.spec) for name, b in batchers.items()})
+            acks, self._acks = self._acks, []
+            inputs, self._inputs = self._inputs, {}
+        batches = []
+        rejected = batchers.pop(REJECTED.name, None) or ColumnBatcher(REJECTED)
+        now_ms = int(time.time() * 1000)
+        for batcher in batchers.values():
+            batch, refused = batcher.take()
+            if batch.num_rows:
+                batches.append((batcher.spec, batch))
+            for row in refused:
+                self._count_reject(row.source, row.reason)
+                rejected.append(
+                    {
+                        "source": row.source,
+                        "received_at": now_ms,
+                        "reason": row.reason,
+                        "raw": truncate_raw(row.raw),
+                    }
+                )
+        if len(rejected):
+            batch, _ = rejected.take()
+            batches.append((REJECTED, batch))
+        return batches, acks, inputs
+
     async def flush(self) -> list[LandedFile]:
-        """Write everything buffered so far, then acknowledge it."""
+        """Commit everything buffered so far, then acknowledge it."""
         async with self._flush_lock:
-            with self._lock:
-                batches = [(b.spec, b.take()) for b in self._batchers.values() if len(b)]
-                acks, self._acks = self._acks, []
+            batches, acks, inputs = await asyncio.to_thread(self._take)
             self.metrics.buffered_rows.set(self.buffered_rows())
             self.metrics.pending_acks.set(len(acks))
             started = time.perf_counter()
-            landed: list[LandedFile] = []
-            for spec, batch in batches:
-                files = await asyncio.to_thread(self.writer.write, spec, batch)
-                landed.extend(files)
-                self.metrics.batches.labels(spec.name).inc()
-                self.metrics.landed_rows.labels(spec.name).inc(batch.num_rows)
+            landed = await asyncio.to_thread(self.writer.commit, batches, inputs)
             if batches:
                 self.metrics.flush_seconds.observe(time.perf_counter() - started)
+            for spec, batch in batches:
+                self.metrics.batches.labels(spec.name).inc()
+                self.metrics.landed_rows.labels(spec.name).inc(batch.num_rows)
             for ack in acks:
                 try:
                     ack()
@@ -170,9 +258,8 @@ class IngestRunner:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        removed = self.writer.clean_temporaries()
-        if removed:
-            log.info("removed %d temporary landing files left by a crash", removed)
+        recovery = await asyncio.to_thread(self.writer.recover)
+        self.buffer.remember_landed(recovery.recent_inputs)
         for source in self.sources:
             ctx = self.buffer.context(source.name, self.site)
             if isinstance(source, StreamingSource):

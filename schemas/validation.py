@@ -51,7 +51,8 @@ def _check_timestamp(value: object) -> str | None:
 
 
 def _check_float(value: object) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    # bool is an int in Python and 1.0/0.0 in Arrow: a switch state is a number.
+    if not isinstance(value, int | float):
         return f"expected a number, got {_describe(value)}"
     if isinstance(value, float) and not math.isfinite(value):
         return f"expected a finite number, got {value}"

@@ -38,7 +38,8 @@ def test_batcher_builds_the_exact_schema() -> None:
     batcher.append(reading(DAY1, 1.5))
     batcher.append(reading(DAY1 + 1, 2.5, device="d2"))
     assert len(batcher) == 2 and batcher.approx_bytes > 0
-    batch = batcher.take()
+    batch, refused = batcher.take()
+    assert refused == []
     assert batch.schema == table("readings").schema
     assert batch.column("value").to_pylist() == [1.5, 2.5]
     assert batch.column("device_id").to_pylist() == ["d1", "d2"]
@@ -49,7 +50,7 @@ def test_landing_partitions_by_date_and_leaves_no_temporaries(tmp_path: Path) ->
     batcher = ColumnBatcher(table("readings"))
     for ts in (DAY1, DAY1 + 5, DAY2):
         batcher.append(reading(ts))
-    files = LandingWriter(DataLayout(tmp_path)).write(table("readings"), batcher.take())
+    files = LandingWriter(DataLayout(tmp_path)).write(table("readings"), batcher.take()[0])
     assert sorted(f.path.parent.name for f in files) == ["date=2025-11-25", "date=2025-11-26"]
     assert sum(f.rows for f in files) == 3
     assert not list(tmp_path.rglob(".*"))
@@ -58,12 +59,61 @@ def test_landing_partitions_by_date_and_leaves_no_temporaries(tmp_path: Path) ->
     assert pq.ParquetFile(files[0].path).metadata.row_group(0).column(0).compression == "ZSTD"
 
 
-def test_crash_leftovers_are_cleaned(tmp_path: Path) -> None:
+def test_uncommitted_flush_is_rolled_back(tmp_path: Path) -> None:
     directory = tmp_path / "landing" / "readings" / "date=2025-11-25"
     directory.mkdir(parents=True)
     (directory / ".123-abc.parquet.tmp").write_bytes(b"half a file")
-    assert LandingWriter(DataLayout(tmp_path)).clean_temporaries() == 1
+    report = LandingWriter(DataLayout(tmp_path)).recover()
+    assert report.rolled_back == 1
     assert not list(directory.iterdir())
+
+
+def test_committed_flush_is_rolled_forward_and_its_inputs_remembered(tmp_path: Path) -> None:
+    layout = DataLayout(tmp_path)
+    writer = LandingWriter(layout)
+    batcher = ColumnBatcher(table("readings"))
+    batcher.append(reading(DAY1))
+    batch, _ = batcher.take()
+    files = writer.commit([(table("readings"), batch)], {"mqtt-a": ["7:abc"]})
+    # Simulate a crash after the commit record but before the rename.
+    final = files[0].path
+    final.rename(final.with_name(f".{final.name}.tmp"))
+    report = LandingWriter(layout).recover()
+    assert report.rolled_forward == 1
+    assert final.exists()
+    assert report.recent_inputs == {"mqtt-a": {"7:abc"}}
+
+
+def test_vectorised_validation_rejects_only_the_bad_rows() -> None:
+    batcher = ColumnBatcher(table("readings"))
+    batcher.append(reading(DAY1, 1.0), b"in-1", "a")
+    batcher.append({**reading(DAY1), "value": float("inf")}, b"in-2", "a")
+    batcher.append({**reading(DAY1), "ts": 5}, b"in-3", "b")
+    batcher.append({**reading(DAY1), "device_id": None}, b"in-4", "b")
+    batch, refused = batcher.take()
+    assert batch.num_rows == 1
+    assert [(r.source, r.raw) for r in refused] == [("a", b"in-2"), ("b", b"in-3"), ("b", b"in-4")]
+    assert [r.reason.split(":")[0] for r in refused] == [
+        "readings.value",
+        "readings.ts",
+        "readings.device_id",
+    ]
+
+
+def test_unconvertible_batch_falls_back_to_row_checks() -> None:
+    batcher = ColumnBatcher(table("readings"))
+    batcher.extend(
+        {"device_id": ["d1", "d2"], "ts": [DAY1, DAY1], "metric": ["m", "m"], "value": [1.0, "x"], "quality": [0, 0],
+         "source": ["s", "s"], "site": ["x", "x"], "ingest_ts": [DAY1, DAY1]},
+        2, b"batch", "src",
+    )  # fmt: skip
+    batcher.append({**reading(DAY1), "colour": "red"}, b"odd", "src")
+    batch, refused = batcher.take()
+    assert batch.column("device_id").to_pylist() == ["d1"]
+    assert sorted(r.reason for r in refused) == [
+        "readings.colour: not a column of this table",
+        "readings.value: expected a number, got str 'x'",
+    ]
 
 
 def test_acks_run_only_after_the_rows_are_on_disk(tmp_path: Path) -> None:
