@@ -19,12 +19,14 @@ def mqtt(
     rate: Annotated[float, typer.Option(min=0.0, help="messages per device per second")] = 1.0,
     duration: Annotated[float, typer.Option(min=0.0, help="seconds to run")] = 10.0,
     qos: Annotated[int, typer.Option(min=0, max=1)] = 1,
-    manifest: Annotated[Path | None, typer.Option(help="write what was sent (JSON) here")] = None,
+    manifest: Annotated[
+        Path | None, typer.Option(help="write what the broker acknowledged (counts, sums, every key) here")
+    ] = None,
 ) -> None:
     """Publish JSON telemetry on city/{district}/{type}/{device_id}/telemetry."""
     from citylake.ingest.mqtt.simulator import run_simulator
 
-    result = run_simulator(url, devices, rate, duration, qos=qos)
+    result = run_simulator(url, devices, rate, duration, qos=qos, record_keys=manifest is not None)
     if manifest is not None:
         result.write(manifest)
     console.print(f"sent {result.messages} messages, {result.readings} readings to {url}")

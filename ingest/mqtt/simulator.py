@@ -29,13 +29,19 @@ class Manifest:
     per_device: dict[str, int] = field(default_factory=dict)
     first_ts: int | None = None
     last_ts: int | None = None
+    # Every acknowledged reading as (device_id, metric, ts), when asked for:
+    # what a test compares the landing zone or the lake with, exactly.
+    keys: list[tuple[str, str, int]] | None = None
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(self.__dict__, indent=1, sort_keys=True))
 
     @classmethod
     def read(cls, path: Path) -> Manifest:
-        return cls(**json.loads(path.read_text()))
+        data = json.loads(path.read_text())
+        if data.get("keys") is not None:
+            data["keys"] = [tuple(k) for k in data["keys"]]
+        return cls(**data)
 
 
 def device_topic(index: int) -> tuple[str, str]:
@@ -53,6 +59,8 @@ def run_simulator(
     qos: int = 1,
     seed: int = 7,
     progress: Callable[[Manifest], None] | None = None,
+    record_keys: bool = False,
+    stop: Callable[[], bool] = lambda: False,
 ) -> Manifest:
     """Each device publishes one message with its metrics ``rate_hz`` times a second."""
     parts = urlsplit(url)
@@ -62,31 +70,39 @@ def run_simulator(
     client.connect(parts.hostname or "127.0.0.1", parts.port or 1883, keepalive=30)
     client.loop_start()
     rng = random.Random(seed)
-    manifest = Manifest()
-    pending: list[mqtt.MQTTMessageInfo] = []
+    manifest = Manifest(keys=[] if record_keys else None)
+    pending: list[tuple[mqtt.MQTTMessageInfo, str, int, list[tuple[str, float]]]] = []
     interval = 1.0 / rate_hz if rate_hz > 0 else 0.0
     start = time.monotonic()
     tick = 0
     try:
-        while time.monotonic() - start < duration_s or tick == 0:
+        while (time.monotonic() - start < duration_s or tick == 0) and not stop():
             ts = int(time.time() * 1000)
+            if manifest.last_ts is not None and ts <= manifest.last_ts:
+                ts = manifest.last_ts + 1  # one message per device per millisecond at most
             for index in range(devices):
                 device_id, topic = device_topic(index)
                 device_type = DEVICE_TYPES[index % len(DEVICE_TYPES)]
                 payload: dict[str, object] = {"ts": ts}
+                values = []
                 for metric in METRICS[device_type]:
                     value = round(rng.uniform(0, 100), 3)
                     payload[metric] = value
-                    manifest.value_sum += value
-                    manifest.readings += 1
-                pending.append(client.publish(topic, json.dumps(payload), qos=qos))
-                manifest.messages += 1
-                manifest.per_device[device_id] = manifest.per_device.get(device_id, 0) + 1
-                manifest.first_ts = manifest.first_ts or ts
-                manifest.last_ts = ts
+                    values.append((metric, value))
+                pending.append((client.publish(topic, json.dumps(payload), qos=qos), device_id, ts, values))
             tick += 1
-            for info in pending:
+            for info, device_id, sent_ts, sent_values in pending:
                 info.wait_for_publish(timeout=30)
+                if not info.is_published():
+                    continue  # the broker never acknowledged it: not in the manifest
+                manifest.messages += 1
+                manifest.readings += len(sent_values)
+                manifest.value_sum += sum(v for _, v in sent_values)
+                manifest.per_device[device_id] = manifest.per_device.get(device_id, 0) + 1
+                manifest.first_ts = manifest.first_ts or sent_ts
+                manifest.last_ts = sent_ts
+                if manifest.keys is not None:
+                    manifest.keys.extend((device_id, metric, sent_ts) for metric, _ in sent_values)
             pending.clear()
             if progress is not None:
                 progress(manifest)

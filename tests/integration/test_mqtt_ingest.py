@@ -137,3 +137,43 @@ async def test_unflushed_messages_are_not_acknowledged_and_come_back(
     await second.stop()
     client.disconnect()
     assert sorted(r["value"] for r in landed(layout, "readings")) == [float(i) for i in range(20)]
+
+
+async def test_crash_between_commit_and_ack_does_not_duplicate(
+    mosquitto: Mosquitto, city_config: Callable[..., Path]
+) -> None:
+    """The narrow window a random kill -9 rarely hits: the flush is committed
+    but the PUBACKs never leave. The broker redelivers (DUP); the next process
+    recognises the inputs from the commit record and acknowledges them only."""
+    config = city_config(sources=[mqtt_source(mosquitto.url, client_id="citylake-window")])
+    never = FlushPolicy(max_age_s=3600, max_rows=10**9, max_bytes=10**12)
+    first, layout = make_runner(config, never)
+    await first.start()
+    await wait_for(first.sources[0].is_up)
+    client = publisher(mosquitto)
+    for i in range(25):
+        publish(client, f"city/d/air/air-{i}/telemetry", orjson.dumps({"ts": TS + i, "pm25": float(i)}))
+    await wait_for(lambda: first.metrics.received.labels("sensors")._value.get() == 25)
+    batches, _acks_never_sent, inputs = first.buffer._take()
+    first.writer.commit(batches, inputs)
+    source = first.sources[0]
+    assert isinstance(source, StreamingSource)
+    await source.stop()  # the crash: committed, not acknowledged
+    assert len(landed(layout, "readings")) == 25
+
+    second, _ = make_runner(config)
+    await second.start()
+    await wait_for(lambda: second.metrics.duplicates.labels("sensors")._value.get() == 25)
+    publish(client, "city/d/air/air-99/telemetry", orjson.dumps({"ts": TS + 99, "pm25": 99.0}))
+    await wait_for(lambda: len(landed(layout, "readings")) == 26)
+    await second.stop()
+    client.disconnect()
+    values = sorted(r["value"] for r in landed(layout, "readings"))
+    assert values == [*(float(i) for i in range(25)), 99.0]
+
+    # Acknowledged this time: a third process gets nothing more.
+    third, _ = make_runner(config)
+    await third.start()
+    await asyncio.sleep(1.0)
+    await third.stop()
+    assert third.metrics.received.labels("sensors")._value.get() == 0
