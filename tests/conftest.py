@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 import yaml
 
 from citylake.devstack import ComponentUnavailable, Daprd, Mosquitto, start_daprd, start_mosquitto
 from citylake.devstack.flink import FlinkSessionCluster
+from citylake.devstack.process import ManagedProcess
 
 REPO = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
@@ -88,17 +89,65 @@ def mqtt_source(url: str, **extra: object) -> dict[str, object]:
     }
 
 
-@pytest.fixture
-def modbus_device(tmp_path: Path) -> Iterator[Callable[..., int]]:
-    """Starts pymodbus servers as separate processes; returns their ports."""
-    from citylake.devstack.modbus_device import start_modbus_device
+class ModbusDevices:
+    """Starts pymodbus servers as separate processes: ``devices(holding, inputs,
+    device_id, **options)`` returns the port; the options are those of
+    ``start_modbus_device`` (coils, discrete, more slaves, RTU framing, silence,
+    a fixed port). Each server logs the requests it receives."""
 
-    started = []
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.processes: dict[int, ManagedProcess] = {}
 
-    def start(holding: dict[int, int], inputs: dict[int, int] | None = None, device_id: int = 1) -> int:
-        process, port = _start(lambda: start_modbus_device(tmp_path, holding, inputs, device_id))
-        started.append(process)
+    def __call__(
+        self,
+        holding: dict[int, int],
+        inputs: dict[int, int] | None = None,
+        device_id: int = 1,
+        **options: Any,
+    ) -> int:
+        from citylake.devstack.modbus_device import start_modbus_device
+
+        workdir = self.workdir
+        process, port = _start(lambda: start_modbus_device(workdir, holding, inputs, device_id, **options))
+        self.processes[port] = process
         return port
+
+    def stop(self, port: int) -> None:
+        self.processes.pop(port).stop()
+
+    def requests(self, port: int) -> list[dict[str, Any]]:
+        """The requests the server on ``port`` received, oldest first."""
+        from citylake.devstack.modbus_device import read_request_log, request_log_path
+
+        return read_request_log(request_log_path(self.workdir, port))
+
+    def stop_all(self) -> None:
+        for process in self.processes.values():
+            process.stop()
+        self.processes.clear()
+
+
+@pytest.fixture
+def modbus_device(tmp_path: Path) -> Iterator[ModbusDevices]:
+    """Starts pymodbus servers as separate processes; calling it returns a port."""
+    devices = ModbusDevices(tmp_path)
+    yield devices
+    devices.stop_all()
+
+
+@pytest.fixture
+def modbus_serial_device(tmp_path: Path) -> Iterator[Callable[..., tuple[Path, Path]]]:
+    """A pymodbus serial RTU server on one end of a socat pty pair; calling it with
+    ``{slave_id: DeviceRegisters}`` returns (the client's end, the request log)."""
+    from citylake.devstack.modbus_device import request_log_path, start_serial_modbus_device
+
+    started: list[ManagedProcess] = []
+
+    def start(devices: dict[int, Any]) -> tuple[Path, Path]:
+        socat, device, client_end = _start(lambda: start_serial_modbus_device(tmp_path, devices))
+        started.extend([device, socat])
+        return client_end, request_log_path(tmp_path, "serial")
 
     yield start
     for process in started:

@@ -37,7 +37,7 @@ class Mosquitto:
         return f"mqtt://127.0.0.1:{self.port}"
 
 
-def start_mosquitto(workdir: Path, port: int | None = None) -> Mosquitto:
+def start_mosquitto(workdir: Path, port: int | None = None, queue_qos0: bool = False) -> Mosquitto:
     """A mosquitto broker on 127.0.0.1 with persistence, sized for ingest that
     acknowledges only after its landing write: the default in-flight window of
     20 QoS 1 messages per client would stall a batching subscriber."""
@@ -56,6 +56,7 @@ def start_mosquitto(workdir: Path, port: int | None = None) -> Mosquitto:
         "max_inflight_messages 0\n"
         "max_queued_messages 1000000\n"
         "message_size_limit 10485760\n"
+        f"queue_qos0_messages {'true' if queue_qos0 else 'false'}\n"
         "log_type error\nlog_type warning\nlog_type notice\n"
     )
     process = ManagedProcess("mosquitto", [exe, "-c", str(conf)], workdir / "mosquitto.log").start()

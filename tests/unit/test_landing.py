@@ -103,8 +103,8 @@ def test_vectorised_validation_rejects_only_the_bad_rows() -> None:
 def test_unconvertible_batch_falls_back_to_row_checks() -> None:
     batcher = ColumnBatcher(table("readings"))
     batcher.extend(
-        {"device_id": ["d1", "d2"], "ts": [DAY1, DAY1], "metric": ["m", "m"], "value": [1.0, "x"], "quality": [0, 0],
-         "source": ["s", "s"], "site": ["x", "x"], "ingest_ts": [DAY1, DAY1]},
+        {"device_id": ["d1", "d2"], "ts": [DAY1, DAY1], "metric": ["m", "m"], "value": [1.0, "x"],
+         "quality": [0, 0], "source": ["s", "s"], "site": ["x", "x"], "ingest_ts": [DAY1, DAY1]},
         2, b"batch", "src",
     )  # fmt: skip
     batcher.append({**reading(DAY1), "colour": "red"}, b"odd", "src")
