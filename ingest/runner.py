@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
+from prometheus_client import Counter
 
 from citylake.ingest.base import Ack, PollingSource, PollTarget, Row, Source, StreamingSource
 from citylake.ingest.batcher import ColumnBatcher
@@ -40,6 +41,13 @@ class FlushPolicy:
     max_buffered_rows: int = 500_000
 
 
+@dataclass(frozen=True)
+class _SourceMetrics:
+    received: Counter
+    received_bytes: Counter
+    rows: Counter
+
+
 class _Context:
     """The ``SourceContext`` handed to one source."""
 
@@ -47,6 +55,7 @@ class _Context:
         self._buffer = buffer
         self._source = source
         self._site = site
+        self._limit = buffer.policy.max_buffered_rows
 
     @property
     def source(self) -> str:
@@ -81,7 +90,7 @@ class _Context:
         self._buffer.add_reject(self._source, raw, reason, ack, input_id)
 
     def ready(self) -> bool:
-        return self._buffer.buffered_rows() < self._buffer.policy.max_buffered_rows
+        return self._buffer.buffered_rows() < self._limit
 
     def already_landed(self, input_id: str) -> bool:
         return self._buffer.already_landed(self._source, input_id)
@@ -100,6 +109,23 @@ class LandingBuffer:
         self._inputs: dict[str, list[str]] = {}
         self._recent_inputs: dict[str, set[str]] = {}
         self._flush_lock = asyncio.Lock()
+        self._buffered = 0
+        self._source_metrics: dict[tuple[str, str], _SourceMetrics] = {}
+
+    def _metrics_for(self, source: str, table: str) -> _SourceMetrics:
+        # prometheus_client's labels() costs a lock and a tuple per call; the
+        # hot path looks the children up once per source and table.
+        key = (source, table)
+        found = self._source_metrics.get(key)
+        if found is None:
+            m = self.metrics
+            found = _SourceMetrics(
+                m.received.labels(source),
+                m.received_bytes.labels(source),
+                m.rows_received.labels(source, table),
+            )
+            self._source_metrics[key] = found
+        return found
 
     def context(self, source: str, site: str) -> _Context:
         return _Context(self, source, site)
@@ -115,7 +141,7 @@ class LandingBuffer:
         return False
 
     def buffered_rows(self) -> int:
-        return sum(len(b) for b in self._batchers.values())
+        return self._buffered
 
     def _received(self, source: str, raw: bytes, ack: Ack | None, input_id: str | None) -> None:
         # Called with the lock held.
@@ -133,13 +159,15 @@ class LandingBuffer:
         ack: Ack | None,
         input_id: str | None = None,
     ) -> None:
-        self.metrics.received.labels(source).inc()
-        self.metrics.received_bytes.labels(source).inc(len(raw))
-        self.metrics.rows_received.labels(source, spec.name).inc(len(rows))
+        counters = self._metrics_for(source, spec.name)
+        counters.received.inc()
+        counters.received_bytes.inc(len(raw))
+        counters.rows.inc(len(rows))
         with self._lock:
             batcher = self._batchers[spec.name]
             for row in rows:
                 batcher.append(row, raw, source)
+            self._buffered += len(rows)
             self._received(source, raw, ack, input_id)
 
     def add_columns(
@@ -152,11 +180,13 @@ class LandingBuffer:
         ack: Ack | None,
         input_id: str | None = None,
     ) -> None:
-        self.metrics.received.labels(source).inc()
-        self.metrics.received_bytes.labels(source).inc(len(raw))
-        self.metrics.rows_received.labels(source, spec.name).inc(count)
+        counters = self._metrics_for(source, spec.name)
+        counters.received.inc()
+        counters.received_bytes.inc(len(raw))
+        counters.rows.inc(count)
         with self._lock:
             self._batchers[spec.name].extend(columns, count, raw, source)
+            self._buffered += count
             self._received(source, raw, ack, input_id)
 
     def add_reject(
@@ -166,6 +196,7 @@ class LandingBuffer:
         self.metrics.received_bytes.labels(source).inc(len(raw))
         with self._lock:
             self._append_reject(source, raw, reason, int(time.time() * 1000))
+            self._buffered += 1
             self._received(source, raw, ack, input_id)
 
     def _count_reject(self, source: str, reason: str) -> None:
@@ -194,6 +225,7 @@ class LandingBuffer:
             self._batchers.update({name: ColumnBatcher(b.spec) for name, b in batchers.items()})
             acks, self._acks = self._acks, []
             inputs, self._inputs = self._inputs, {}
+            self._buffered = 0
         batches = []
         rejected = batchers.pop(REJECTED.name, None) or ColumnBatcher(REJECTED)
         now_ms = int(time.time() * 1000)
@@ -238,6 +270,16 @@ class LandingBuffer:
             return landed
 
 
+def _warm_up() -> None:
+    """Build one row of every table once before data flows. pyarrow imports
+    pandas lazily on its first conversion (about a second, holding the GIL);
+    paid at start it does not stall the network threads of a busy source."""
+    for spec in TABLES.values():
+        batcher = ColumnBatcher(spec)
+        batcher.append({}, b"", "")
+        batcher.take()
+
+
 class IngestRunner:
     """Runs sources until ``stop()``; ``run()`` is the whole lifecycle."""
 
@@ -258,6 +300,7 @@ class IngestRunner:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
+        await asyncio.to_thread(_warm_up)
         recovery = await asyncio.to_thread(self.writer.recover)
         self.buffer.remember_landed(recovery.recent_inputs)
         for source in self.sources:
