@@ -7,6 +7,7 @@ naming the missing binary or the busy port.
 
 from __future__ import annotations
 
+import getpass
 import shutil
 import sys
 from dataclasses import dataclass
@@ -31,13 +32,16 @@ def _binary(name: str, hint: str) -> str:
 class Mosquitto:
     process: ManagedProcess
     port: int
+    tls: bool = False
 
     @property
     def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
+        return f"{'mqtts' if self.tls else 'mqtt'}://127.0.0.1:{self.port}"
 
 
-def start_mosquitto(workdir: Path, port: int | None = None, queue_qos0: bool = False) -> Mosquitto:
+def start_mosquitto(
+    workdir: Path, port: int | None = None, queue_qos0: bool = False, listener_config: str = ""
+) -> Mosquitto:
     """A mosquitto broker on 127.0.0.1 with persistence, sized for ingest that
     acknowledges only after its landing write: the default in-flight window of
     20 QoS 1 messages per client would stall a batching subscriber."""
@@ -47,21 +51,27 @@ def start_mosquitto(workdir: Path, port: int | None = None, queue_qos0: bool = F
     require_port_free(port, "mosquitto")
     workdir.mkdir(parents=True, exist_ok=True)
     conf = workdir / "mosquitto.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\n"
-        "allow_anonymous true\n"
-        "persistence true\n"
-        f"persistence_location {workdir}/\n"
-        "autosave_interval 1\n"
-        "max_inflight_messages 0\n"
-        "max_queued_messages 1000000\n"
-        "message_size_limit 10485760\n"
-        f"queue_qos0_messages {'true' if queue_qos0 else 'false'}\n"
-        "log_type error\nlog_type warning\nlog_type notice\n"
-    )
+    settings = [
+        f"listener {port} 127.0.0.1",
+        listener_config.strip() or "allow_anonymous true",
+        # As root mosquitto would drop to user "mosquitto", which cannot read the
+        # test's files (persistence, certificates) in private temporary folders.
+        f"user {getpass.getuser()}",
+        "persistence true",
+        f"persistence_location {workdir}/",
+        "autosave_interval 1",
+        "max_inflight_messages 0",
+        "max_queued_messages 1000000",
+        "message_size_limit 10485760",
+        f"queue_qos0_messages {'true' if queue_qos0 else 'false'}",
+        "log_type error",
+        "log_type warning",
+        "log_type notice",
+    ]
+    conf.write_text("\n".join(settings) + "\n")
     process = ManagedProcess("mosquitto", [exe, "-c", str(conf)], workdir / "mosquitto.log").start()
     process.wait_port(port, 15)
-    return Mosquitto(process, port)
+    return Mosquitto(process, port, tls="certfile" in listener_config)
 
 
 def daprd_binary() -> Path:

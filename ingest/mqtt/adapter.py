@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import logging
 import ssl
+import threading
 import time
 from urllib.parse import urlsplit
 
@@ -82,13 +83,30 @@ class MqttSource(StreamingSource):
         return client
 
     async def check(self) -> None:
+        """Connect once and wait for the broker's CONNACK: catches a wrong
+        address, TLS trouble and refused credentials alike."""
         client = self._new_client(f"citylake-check-{time.monotonic_ns()}")
+        answer: list[object] = []
+        connected = threading.Event()
+
+        def on_connect(c: mqtt.Client, u: object, f: object, reason: object, p: object) -> None:
+            answer.append(reason)
+            connected.set()
+
+        client.on_connect = on_connect
+        where = f"MQTT broker {self.host}:{self.port}"
         try:
             await asyncio.to_thread(client.connect, self.host, self.port, self.config.keepalive_s)
-        except OSError as exc:
-            raise SourceUnavailable(f"MQTT broker {self.host}:{self.port}: {exc}") from exc
+            client.loop_start()
+            if not await asyncio.to_thread(connected.wait, 10):
+                raise SourceUnavailable(f"{where}: no CONNACK within 10 s")
+            if getattr(answer[0], "is_failure", False):
+                raise SourceUnavailable(f"{where} refused the connection: {answer[0]}")
+        except (OSError, ssl.SSLError) as exc:
+            raise SourceUnavailable(f"{where}: {exc}") from exc
         finally:
             client.disconnect()
+            client.loop_stop()
 
     async def start(self, ctx: SourceContext) -> None:
         self._ctx = ctx
