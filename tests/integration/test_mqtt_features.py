@@ -91,7 +91,10 @@ def make_tls(workdir: Path) -> dict[str, Path]:
     ca_key, ca, key, csr, cert = (
         workdir / n for n in ("ca.key", "ca.pem", "server.key", "server.csr", "server.pem")
     )
-    run = lambda *a: subprocess.run(a, check=True, capture_output=True, cwd=workdir)  # noqa: E731
+
+    def run(*argv: str) -> None:
+        subprocess.run(argv, check=True, capture_output=True, cwd=workdir)
+
     run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
         "-subj", "/CN=citylake-test-ca", "-keyout", str(ca_key), "-out", str(ca))  # fmt: skip
     run("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", str(key),
