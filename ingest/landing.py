@@ -19,6 +19,7 @@ zone.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -80,6 +81,7 @@ class LandingWriter:
         self.layout = layout
         self.compression = compression
         self.commits_dir = layout.landing_root / "_commits"
+        self.landing_bytes = 0
 
     def commit(
         self,
@@ -111,6 +113,7 @@ class LandingWriter:
         for temporary, final, rows in staged:
             os.rename(temporary, final)
             landed.append(LandedFile(final, rows, final.stat().st_size))
+        self.landing_bytes += sum(f.bytes for f in landed)
         for directory in {final.parent for _, final, _ in staged}:
             _fsync_dir(directory)
         self._prune_commits()
@@ -145,6 +148,17 @@ class LandingWriter:
             os.fsync(handle.fileno())
         return temporary, directory / name, table.num_rows
 
+    def measure_usage(self) -> int:
+        """Bytes of landed Parquet files right now (others may have removed some)."""
+        root = self.layout.landing_root
+        total = 0
+        if root.exists():
+            for path in root.rglob("*.parquet"):
+                with contextlib.suppress(FileNotFoundError):
+                    total += path.stat().st_size
+        self.landing_bytes = total
+        return total
+
     def _records(self) -> list[Path]:
         if not self.commits_dir.exists():
             return []
@@ -177,6 +191,7 @@ class LandingWriter:
                 if leftover not in referenced:
                     leftover.unlink(missing_ok=True)
                     report.rolled_back += 1
+        self.measure_usage()
         if report.rolled_forward or report.rolled_back:
             log.info(
                 "landing recovery: %d files of committed flushes finished, %d uncommitted files removed",

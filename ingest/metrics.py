@@ -55,4 +55,8 @@ class IngestMetrics:
         self.poll_seconds = Histogram(
             "citylake_ingest_poll_seconds", "time one poll took", ["source"], registry=r
         )
+        self.landing_bytes = Gauge("citylake_ingest_landing_bytes", "bytes in the landing zone", registry=r)
+        self.landing_full = Gauge(
+            "citylake_ingest_landing_full", "1 while the landing bound holds flushes back", registry=r
+        )
         self.flush_errors = Counter("citylake_ingest_flush_errors", "failed landing writes", registry=r)

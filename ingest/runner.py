@@ -39,6 +39,13 @@ class FlushPolicy:
     # Above this many buffered rows, ready() turns false so streaming sources
     # stop acknowledging and the broker holds the rest.
     max_buffered_rows: int = 500_000
+    # Landing disk bound: at it, flushes wait (rows stay buffered, so sources
+    # are held back) until the pipeline has drained landing files.
+    max_landing_bytes: int | None = None
+
+
+class LandingFull(Exception):
+    """The landing zone reached its configured bound."""
 
 
 @dataclass(frozen=True)
@@ -251,6 +258,9 @@ class LandingBuffer:
     async def flush(self) -> list[LandedFile]:
         """Commit everything buffered so far, then acknowledge it."""
         async with self._flush_lock:
+            limit = self.policy.max_landing_bytes
+            if limit is not None and self.writer.landing_bytes >= limit:
+                raise LandingFull(f"landing zone holds {self.writer.landing_bytes} bytes, bound {limit}")
             batches, acks, inputs = await asyncio.to_thread(self._take)
             self.metrics.buffered_rows.set(self.buffered_rows())
             self.metrics.pending_acks.set(len(acks))
@@ -268,6 +278,9 @@ class LandingBuffer:
                     log.warning("acknowledgement failed; the peer will redeliver", exc_info=True)
             self.metrics.pending_acks.set(0)
             return landed
+
+
+LANDING_RESCAN_S = 30.0
 
 
 def _warm_up() -> None:
@@ -298,6 +311,7 @@ class IngestRunner:
         self.buffer = LandingBuffer(self.writer, self.metrics, policy or FlushPolicy())
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self.last_flush_error: str | None = None
 
     async def start(self) -> None:
         await asyncio.to_thread(_warm_up)
@@ -364,13 +378,28 @@ class IngestRunner:
             self.metrics.poll_seconds.labels(source.name).observe(time.perf_counter() - started)
 
     async def _flush_loop(self) -> None:
+        rescan_at = time.monotonic() + LANDING_RESCAN_S
         while not self._stopping.is_set():
             for source in self.sources:
                 self.metrics.source_up.labels(source.name).set(1 if source.is_up() else 0)
+            if time.monotonic() >= rescan_at:
+                # The pipeline removes landing files it has committed to the lake.
+                await asyncio.to_thread(self.writer.measure_usage)
+                rescan_at = time.monotonic() + LANDING_RESCAN_S
+            self.metrics.landing_bytes.set(self.writer.landing_bytes)
             if self.buffer.due():
                 try:
                     await self.buffer.flush()
-                except OSError:
+                    self.last_flush_error = None
+                    self.metrics.landing_full.set(0)
+                except LandingFull as exc:
+                    self.last_flush_error = str(exc)
+                    self.metrics.landing_full.set(1)
+                    log.warning("%s; holding sources back until it drains", exc)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopping.wait(), 1.0)
+                except OSError as exc:
+                    self.last_flush_error = f"landing write failed: {exc}"
                     # Disk full or unwritable: nothing was acknowledged; the rows
                     # stay unacknowledged and the peer redelivers.
                     self.metrics.flush_errors.inc()
@@ -391,6 +420,23 @@ class IngestRunner:
             elif isinstance(source, PollingSource):
                 await source.close()
         await self.buffer.flush()
+
+    def health(self) -> dict[str, object]:
+        """What /healthz reports: each source, the buffer and the landing zone."""
+        policy = self.buffer.policy
+        checks: dict[str, str] = {}
+        for source in self.sources:
+            checks[f"source:{source.name}"] = "ok" if source.is_up() else "down"
+        buffered = self.buffer.buffered_rows()
+        checks["buffer"] = "ok" if buffered < policy.max_buffered_rows else f"full ({buffered} rows)"
+        checks["landing"] = "ok" if self.last_flush_error is None else self.last_flush_error
+        return {
+            "status": "ok" if all(v == "ok" for v in checks.values()) else "degraded",
+            "checks": checks,
+            "buffered_rows": buffered,
+            "landing_bytes": self.writer.landing_bytes,
+            "landing_max_bytes": policy.max_landing_bytes,
+        }
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.start()

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
+from collections.abc import Iterator
 from typing import Annotated
 
 import typer
-from prometheus_client import start_http_server
+import uvicorn
 
 from citylake.cli.common import DEFAULT_CONFIG, ConfigOption, console, fail, load, setup_logging
 from citylake.config import ConfigError
 from citylake.ingest.base import SourceUnavailable
 from citylake.ingest.registry import build_sources
-from citylake.ingest.runner import IngestRunner
+from citylake.ingest.runner import FlushPolicy, IngestRunner
 from citylake.schemas import DataLayout
 
 
@@ -21,7 +23,7 @@ def ingest(
     config: ConfigOption = DEFAULT_CONFIG,
     source: Annotated[list[str] | None, typer.Option("--source", "-s", help="only these sources")] = None,
     check: Annotated[bool, typer.Option("--check", help="try each source's connection and exit")] = False,
-    metrics_port: Annotated[int, typer.Option(help="Prometheus /metrics port; 0 = off")] = 0,
+    metrics_port: Annotated[int, typer.Option(help="port for /healthz and Prometheus /metrics; 0 = off")] = 0,
 ) -> None:
     """Receive from every configured source and land the data durably."""
     setup_logging()
@@ -35,20 +37,47 @@ def ingest(
     if check:
         asyncio.run(_check(sources))
         return
-    runner = IngestRunner(sources, DataLayout(loaded.config.data_dir), loaded.config.site)
-    if metrics_port:
-        start_http_server(metrics_port, addr="127.0.0.1", registry=runner.metrics.registry)
+    settings = loaded.config.ingest
+    policy = FlushPolicy(
+        max_rows=settings.flush_max_rows,
+        max_age_s=settings.flush_max_age_s,
+        max_buffered_rows=settings.max_buffered_rows,
+        max_landing_bytes=settings.landing_max_bytes,
+    )
+    runner = IngestRunner(sources, DataLayout(loaded.config.data_dir), loaded.config.site, policy)
     names = ", ".join(f"{s.name} ({s.config.type})" for s in sources)
     console.print(f"ingesting from {names} into {loaded.config.data_dir / 'landing'}; Ctrl-C stops")
-    asyncio.run(_run(runner))
+    if metrics_port:
+        console.print(f"health and metrics: http://127.0.0.1:{metrics_port}/healthz  /metrics")
+    asyncio.run(_run(runner, metrics_port))
 
 
-async def _run(runner: IngestRunner) -> None:
+class _OpsServer(uvicorn.Server):
+    """uvicorn inside the ingest loop: the loop, not uvicorn, owns SIGINT/SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def _run(runner: IngestRunner, http_port: int) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await runner.run(stop)
+    server = None
+    if http_port:
+        from citylake.ingest.ops import create_ops_app
+
+        config = uvicorn.Config(create_ops_app(runner), host="127.0.0.1", port=http_port, log_level="warning")
+        server = _OpsServer(config)
+        serving = asyncio.create_task(server.serve())
+    try:
+        await runner.run(stop)
+    finally:
+        if server is not None:
+            server.should_exit = True
+            await serving
 
 
 async def _check(sources: list) -> None:  # type: ignore[type-arg]

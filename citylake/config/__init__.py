@@ -10,6 +10,7 @@ from citylake.config.loader import (
 from citylake.config.models import (
     CityConfig,
     FlinkConfig,
+    IngestConfig,
     PipelinesConfig,
     ServiceConfig,
     ServicesConfig,
@@ -22,6 +23,7 @@ __all__ = [
     "ConfigError",
     "ConfigProblem",
     "FlinkConfig",
+    "IngestConfig",
     "LoadedConfig",
     "PipelinesConfig",
     "ServiceConfig",

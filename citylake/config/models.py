@@ -36,6 +36,21 @@ class SourceConfig(BaseModel):
         return value
 
 
+class IngestConfig(BaseModel):
+    """How ingest batches, lands and holds back."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    flush_max_rows: int = Field(default=50_000, ge=1, description="flush a table's buffer at this many rows")
+    flush_max_age_s: float = Field(default=0.5, gt=0, description="flush at this age: bounds ack latency")
+    max_buffered_rows: int = Field(
+        default=500_000, ge=1, description="above this, streaming sources are held back and polls skipped"
+    )
+    landing_max_bytes: int | None = Field(
+        default=None, ge=1, description="landing zone bound; at it flushes wait and sources are held back"
+    )
+
+
 class FlinkConfig(BaseModel):
     """How pipelines run: Flink's embedded mini-cluster unless ``rest_url`` is set."""
 
@@ -86,6 +101,7 @@ class CityConfig(BaseModel):
     site: Name = Field(description="this edge site's name; becomes `readings.site`")
     data_dir: Path = Field(default=Path("./var"), description="landing zone, lake, checkpoints")
     sources: list[SourceConfig] = Field(default_factory=list)
+    ingest: IngestConfig = IngestConfig()
     pipelines: PipelinesConfig = PipelinesConfig()
     services: ServicesConfig = ServicesConfig()
 

@@ -56,7 +56,11 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(
     rng = random.Random(20261125)
 
     process, port = start_ingest(config, tmp_path, 0)
-    httpx.get(f"http://127.0.0.1:{port}/metrics")  # up and serving
+    # The session's subscription must exist before the first publish: the
+    # broker acknowledges a message nobody subscribed to and drops it.
+    process.wait_until(
+        lambda: httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200, 30, "subscribed"
+    )
     result: list[Manifest] = []
     simulator = threading.Thread(
         target=lambda: result.append(

@@ -159,3 +159,31 @@ async def test_reconnects_after_the_broker_restarts(tmp_path: Path, city_config:
         await runner.stop()
         broker.process.stop()
     assert sorted(landed_values(layout)) == [float(i) for i in range(20)]
+
+
+async def test_health_reports_a_source_down_and_recovers(
+    tmp_path: Path, city_config: Callable[..., Path]
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from citylake.ingest.ops import create_ops_app
+
+    broker = start_mosquitto(tmp_path / "broker")
+    port = broker.port
+    runner, _ = runner_for(
+        city_config(sources=[mqtt_source(broker.url, reconnect_min_s=0.2, reconnect_max_s=1)])
+    )
+    await runner.start()
+    http = TestClient(create_ops_app(runner))
+    try:
+        await wait_for(runner.sources[0].is_up)
+        assert http.get("/healthz").json()["status"] == "ok"
+        broker.process.stop()
+        await wait_for(lambda: http.get("/healthz").status_code == 503)
+        assert http.get("/healthz").json()["checks"]["source:sensors"] == "down"
+        assert "citylake_ingest_source_up" in http.get("/metrics").text
+        broker = start_mosquitto(tmp_path / "broker", port=port)
+        await wait_for(lambda: http.get("/healthz").status_code == 200)
+    finally:
+        await runner.stop()
+        broker.process.stop()

@@ -10,7 +10,7 @@ import pytest
 from citylake.ingest.batcher import ColumnBatcher
 from citylake.ingest.landing import LandingWriter
 from citylake.ingest.metrics import IngestMetrics
-from citylake.ingest.runner import FlushPolicy, LandingBuffer
+from citylake.ingest.runner import FlushPolicy, LandingBuffer, LandingFull
 from citylake.schemas import DataLayout, table
 from citylake.schemas.tables import SCHEMA_VERSION_KEY
 
@@ -170,3 +170,24 @@ def test_backpressure_signal(tmp_path: Path) -> None:
     asyncio.run(buffer.flush())
     assert ctx.ready()
     assert pa.types.is_dictionary(table("readings").schema.field("device_id").type)
+
+
+def test_landing_bound_holds_rows_back_until_it_drains(tmp_path: Path) -> None:
+    layout = DataLayout(tmp_path)
+    writer = LandingWriter(layout)
+    buffer = LandingBuffer(writer, IngestMetrics(), FlushPolicy(max_landing_bytes=1, max_buffered_rows=2))
+    acked: list[int] = []
+    buffer.add("s", table("readings"), [reading(DAY1)], b"first", lambda: acked.append(1))
+    asyncio.run(buffer.flush())  # under the bound: lands, and now the zone is over it
+    assert acked == [1] and writer.landing_bytes > 1
+    ctx = buffer.context("s", "x")
+    ctx.emit(table("readings"), [reading(DAY1 + 1), reading(DAY1 + 2)], b"second", lambda: acked.append(2))
+    with pytest.raises(LandingFull, match="bound 1"):
+        asyncio.run(buffer.flush())
+    assert acked == [1], "nothing is acknowledged while the bound holds"
+    assert buffer.buffered_rows() == 2 and not ctx.ready()
+    for path in layout.landing_root.rglob("*.parquet"):
+        path.unlink()  # the pipeline drained the landing zone
+    writer.measure_usage()
+    asyncio.run(buffer.flush())
+    assert acked == [1, 2] and ctx.ready()
