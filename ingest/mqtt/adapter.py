@@ -21,12 +21,14 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from citylake.ingest.base import Ack, SourceContext, SourceUnavailable, StreamingSource
+from citylake.ingest.mqtt import sparkplug
 from citylake.ingest.mqtt.codec import JsonReadingsCodec, PayloadError, TopicTemplate
 from citylake.ingest.mqtt.config import MqttSourceConfig
 from citylake.schemas import table
 
 log = logging.getLogger(__name__)
 READINGS = table("readings")
+DEVICE_EVENTS = table("device_events")
 
 
 class MqttSource(StreamingSource):
@@ -44,6 +46,7 @@ class MqttSource(StreamingSource):
             for m in config.topics
         ]
         self._client: mqtt.Client | None = None
+        self._sparkplug = sparkplug.SparkplugDecoder(lambda: int(time.time() * 1000))
         self._ctx: SourceContext | None = None
         self.connected = False
         self.subscribed = False
@@ -63,6 +66,7 @@ class MqttSource(StreamingSource):
 
     def _subscriptions(self) -> list[str]:
         filters = [t.subscription for t, _ in self.routes]
+        filters += [f"{sparkplug.NAMESPACE}/{group}/#" for group in self.config.sparkplug_groups]
         if self.config.shared_group:
             return [f"$share/{self.config.shared_group}/{f}" for f in filters]
         return filters
@@ -184,6 +188,9 @@ class MqttSource(StreamingSource):
             reason = f"payload of {len(payload)} bytes exceeds max_payload_bytes {limit} (topic {topic})"
             ctx.reject(raw, reason, ack, input_id)
             return
+        if self.config.sparkplug_groups and topic.startswith(sparkplug.NAMESPACE + "/"):
+            self._on_sparkplug(ctx, topic, payload, raw, ack, input_id)
+            return
         for template, codec in self.routes:
             ids = template.match(topic)
             if ids is None:
@@ -197,6 +204,41 @@ class MqttSource(StreamingSource):
                 ctx.emit_columns(READINGS, columns, len(decoded), raw, ack, input_id)
             return
         ctx.reject(raw, f"topic {topic} matches no configured template", ack, input_id)
+
+    def _on_sparkplug(
+        self,
+        ctx: SourceContext,
+        topic: str,
+        payload: bytes,
+        raw: bytes,
+        ack: Ack | None,
+        input_id: str | None,
+    ) -> None:
+        try:
+            decoded = self._sparkplug.decode(topic, payload)
+        except sparkplug.SparkplugError as exc:
+            ctx.reject(raw, str(exc), ack, input_id)
+            return
+        now = int(time.time() * 1000)
+        common = {"source": self.name, "site": ctx.site, "ingest_ts": now}
+        # One acknowledgement per message: it rides on the last hand-over.
+        parts: list[tuple[str, object]] = [("problem", p) for p in decoded.problems]
+        if decoded.events:
+            parts.append(("events", [{**e, **common} for e in decoded.events]))
+        if decoded.readings:
+            parts.append(("readings", [{**r, **common, "unit": None} for r in decoded.readings]))
+        if not parts:
+            if ack is not None:
+                ctx.reject(raw, f"Sparkplug B {topic[:80]}: nothing to store", ack, input_id)
+            return
+        for index, (kind, item) in enumerate(parts):
+            last = index == len(parts) - 1
+            this_ack, this_id = (ack, input_id) if last else (None, None)
+            if kind == "problem":
+                ctx.reject(raw, f"Sparkplug B {item}", this_ack, this_id)
+            else:
+                spec = READINGS if kind == "readings" else DEVICE_EVENTS
+                ctx.emit(spec, item, raw, this_ack, this_id)  # type: ignore[arg-type]
 
     def _wait_until_ready(self, ctx: SourceContext) -> None:
         """Backpressure: while the landing buffer is full, hold paho's network

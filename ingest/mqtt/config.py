@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from citylake.config import SourceConfig
 
@@ -37,7 +37,10 @@ class MqttSourceConfig(SourceConfig):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     type: Literal["mqtt"] = "mqtt"
-    topics: list[TopicMapping] = Field(min_length=1)
+    topics: list[TopicMapping] = Field(default_factory=list, description="JSON telemetry topics")
+    sparkplug_groups: list[str] = Field(
+        default_factory=list, description="Sparkplug B group ids to subscribe to (spBv1.0/<group>/#)"
+    )
     qos: Literal[0, 1] = Field(default=1, description="1: acknowledged only once durable")
     client_id: str | None = Field(
         default=None, description="fixed id for a persistent session; default citylake-<site>-<name>"
@@ -53,6 +56,12 @@ class MqttSourceConfig(SourceConfig):
     reconnect_min_s: float = Field(default=0.5, gt=0)
     reconnect_max_s: float = Field(default=30.0, gt=0)
     max_payload_bytes: int = Field(default=256 * 1024, ge=64)
+
+    @model_validator(mode="after")
+    def _something_to_subscribe(self) -> MqttSourceConfig:
+        if not self.topics and not self.sparkplug_groups:
+            raise ValueError("give topics (JSON telemetry) or sparkplug_groups (Sparkplug B), or both")
+        return self
 
     @field_validator("url")
     @classmethod

@@ -187,3 +187,53 @@ async def test_health_reports_a_source_down_and_recovers(
     finally:
         await runner.stop()
         broker.process.stop()
+
+
+async def test_sparkplug_b_births_data_and_deaths_land(
+    mosquitto: Mosquitto, city_config: Callable[..., Path]
+) -> None:
+    from citylake.ingest.mqtt import sparkplug as spb
+
+    def message(*metrics: dict[str, Any]) -> bytes:
+        payload = spb.Payload(timestamp=TS, seq=0)
+        for fields in metrics:
+            payload.metrics.add(**fields)
+        return bytes(payload.SerializeToString())
+
+    source = {**mqtt_source(mosquitto.url), "topics": [], "sparkplug_groups": ["plant1"]}
+    runner, layout = runner_for(city_config(sources=[source]))
+    await runner.start()
+    await wait_for(runner.sources[0].is_up)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="edge-node-gw7")
+    client.connect("127.0.0.1", mosquitto.port)
+    client.loop_start()
+    for topic, body in [
+        ("spBv1.0/plant1/NBIRTH/gw7",
+         message({"name": "uptime", "alias": 1, "datatype": spb.UINT32, "int_value": 5})),
+        ("spBv1.0/plant1/DBIRTH/gw7/pump3",
+         message({"name": "flow", "alias": 10, "datatype": spb.FLOAT, "float_value": 1.5})),
+        ("spBv1.0/plant1/DDATA/gw7/pump3", message({"alias": 10, "float_value": 2.5, "timestamp": TS + 1000})),
+        ("spBv1.0/plant1/DDATA/gw7/pump3", b"not protobuf at all \xff\xff"),
+        ("spBv1.0/plant1/DDEATH/gw7/pump3", message()),
+        ("spBv1.0/other/NDATA/gw9", message({"name": "x", "datatype": spb.FLOAT, "float_value": 9})),
+    ]:  # fmt: skip
+        client.publish(topic, body, qos=1).wait_for_publish(10)
+
+    def landed(name: str) -> list[dict[str, Any]]:
+        return [
+            r
+            for f in sorted(layout.landing(table(name)).rglob("*.parquet"))
+            for r in pq.read_table(f).to_pylist()
+        ]
+
+    await wait_for(
+        lambda: len(landed("readings")) == 3 and len(landed("device_events")) == 3 and landed("rejected")
+    )
+    await runner.stop()
+    client.disconnect()
+    readings = sorted((r["device_id"], r["metric"], r["value"]) for r in landed("readings"))
+    assert readings == [("gw7", "uptime", 5.0), ("gw7/pump3", "flow", 1.5), ("gw7/pump3", "flow", 2.5)]
+    events = sorted((e["device_id"], e["kind"]) for e in landed("device_events"))
+    assert events == [("gw7", "online"), ("gw7/pump3", "offline"), ("gw7/pump3", "online")]
+    [rejected] = landed("rejected")
+    assert rejected["reason"].startswith("invalid Sparkplug B payload on spBv1.0/plant1/DDATA/gw7/pump3")
