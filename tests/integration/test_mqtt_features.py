@@ -228,7 +228,9 @@ async def test_sparkplug_b_births_data_and_deaths_land(
         ]
 
     await wait_for(
-        lambda: len(landed("readings")) == 3 and len(landed("device_events")) == 3 and landed("rejected")
+        lambda: (
+            len(landed("readings")) == 3 and len(landed("device_events")) == 3 and bool(landed("rejected"))
+        )
     )
     await runner.stop()
     client.disconnect()
