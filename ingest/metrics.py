@@ -59,4 +59,16 @@ class IngestMetrics:
         self.landing_full = Gauge(
             "citylake_ingest_landing_full", "1 while the landing bound holds flushes back", registry=r
         )
+        self.event_lag = Gauge(
+            "citylake_ingest_lag_seconds",
+            "age of the oldest reading in the last flush",
+            ["source"],
+            registry=r,
+        )
+        self.freshest_lag = Gauge(
+            "citylake_ingest_freshest_lag_seconds",
+            "age of the newest reading in the last flush",
+            ["source"],
+            registry=r,
+        )
         self.flush_errors = Counter("citylake_ingest_flush_errors", "failed landing writes", registry=r)

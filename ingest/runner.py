@@ -27,6 +27,7 @@ from citylake.schemas import TABLES, DataLayout, TableSpec, table, truncate_raw
 
 log = logging.getLogger(__name__)
 REJECTED = table("rejected")
+READINGS_NAME = "readings"
 
 
 @dataclass(frozen=True)
@@ -240,6 +241,8 @@ class LandingBuffer:
             batch, refused = batcher.take()
             if batch.num_rows:
                 batches.append((batcher.spec, batch))
+                if batcher.spec.name == READINGS_NAME:
+                    self._observe_lag(batch, now_ms)
             for row in refused:
                 self._count_reject(row.source, row.reason)
                 rejected.append(
@@ -254,6 +257,16 @@ class LandingBuffer:
             batch, _ = rejected.take()
             batches.append((REJECTED, batch))
         return batches, acks, inputs
+
+    def _observe_lag(self, batch: pa.RecordBatch, now_ms: int) -> None:
+        """How old the newest and oldest readings of each source are when they
+        land: a device clock, a buffering gateway or a backlog shows here."""
+        table = pa.Table.from_batches([batch]).select(["source", "ts"])
+        table = table.set_column(0, "source", table.column("source").cast(pa.string()))
+        table = table.set_column(1, "ts", table.column("ts").cast(pa.int64()))
+        for row in table.group_by("source").aggregate([("ts", "min"), ("ts", "max")]).to_pylist():
+            self.metrics.event_lag.labels(row["source"]).set((now_ms - row["ts_min"]) / 1000)
+            self.metrics.freshest_lag.labels(row["source"]).set((now_ms - row["ts_max"]) / 1000)
 
     async def flush(self) -> list[LandedFile]:
         """Commit everything buffered so far, then acknowledge it."""

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -191,3 +192,14 @@ def test_landing_bound_holds_rows_back_until_it_drains(tmp_path: Path) -> None:
     writer.measure_usage()
     asyncio.run(buffer.flush())
     assert acked == [1, 2] and ctx.ready()
+
+
+def test_lag_per_source_is_measured_at_flush(tmp_path: Path) -> None:
+    metrics = IngestMetrics()
+    buffer = LandingBuffer(LandingWriter(DataLayout(tmp_path)), metrics, FlushPolicy())
+    now = int(time.time() * 1000)
+    buffer.add("late-gw", table("readings"), [{**reading(now - 60_000), "source": "late-gw"}], b"", None)
+    buffer.add("live", table("readings"), [{**reading(now - 100), "source": "live"}], b"", None)
+    asyncio.run(buffer.flush())
+    assert 59 < metrics.event_lag.labels("late-gw")._value.get() < 70
+    assert metrics.event_lag.labels("live")._value.get() < 10
