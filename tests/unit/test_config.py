@@ -5,9 +5,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from citylake.config import ConfigError, load_config
+from citylake.config import ConfigError, SourceConfig, load_config
+from citylake.ingest.base import PollingSource, StreamingSource
 from citylake.ingest.mqtt.config import MqttSourceConfig
-from citylake.ingest.registry import adapter_types, build_sources
+from citylake.ingest.registry import adapter_class, adapter_types, build_sources
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -21,12 +22,21 @@ def test_sample_city_yaml_loads_with_its_sources() -> None:
     assert isinstance(sources[0].config, MqttSourceConfig)
 
 
-def test_every_adapter_sample_config_validates() -> None:
-    for type_name in adapter_types():
-        sample = REPO / "ingest" / type_name / "sample.yaml"
-        assert sample.exists(), f"adapter {type_name} has no sample.yaml"
-        data = yaml.safe_load(sample.read_text())
-        assert data["type"] == type_name
+@pytest.mark.parametrize("type_name", adapter_types())
+def test_every_adapter_conforms(type_name: str) -> None:
+    """The shape every protocol folder has: a sample that its own model
+    accepts, a README, and an adapter built from the sample without I/O."""
+    folder = REPO / "ingest" / type_name
+    assert (folder / "README.md").exists(), f"adapter {type_name} has no README.md"
+    sample = folder / "sample.yaml"
+    assert sample.exists(), f"adapter {type_name} has no sample.yaml"
+    data = yaml.safe_load(sample.read_text())
+    assert data["type"] == type_name
+    cls = adapter_class(type_name)
+    assert issubclass(cls.config_model, SourceConfig)
+    source = cls(cls.config_model.model_validate(data))
+    assert isinstance(source.validate(), list)
+    assert isinstance(source, StreamingSource | PollingSource)
 
 
 def write(tmp_path: Path, text: str) -> Path:
