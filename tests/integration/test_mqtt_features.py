@@ -240,3 +240,20 @@ async def test_sparkplug_b_births_data_and_deaths_land(
     assert events == [("gw7", "online"), ("gw7/pump3", "offline"), ("gw7/pump3", "online")]
     [rejected] = landed("rejected")
     assert rejected["reason"].startswith("invalid Sparkplug B payload on spBv1.0/plant1/DDATA/gw7/pump3")
+
+
+def test_ingest_check_tries_each_source(mosquitto: Mosquitto, city_config: Callable[..., Path]) -> None:
+    import os
+    import sys
+
+    from citylake.devstack import free_port
+
+    dead = {**mqtt_source(f"mqtt://127.0.0.1:{free_port()}"), "name": "nowhere"}
+    config = city_config(sources=[mqtt_source(mosquitto.url), dead])
+    done = subprocess.run(
+        [sys.executable, "-m", "citylake", "ingest", "--check", "--config", str(config)],
+        capture_output=True, text=True, timeout=60, check=False, env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "ok   sensors" in done.stderr
+    assert "fail nowhere: MQTT broker 127.0.0.1:" in done.stderr
