@@ -1,0 +1,1 @@
+"""GB/T 28181-2016 signalling (metadata only): a SIP platform devices register with."""

@@ -1,0 +1,641 @@
+"""GB28181 source: a SIP server acting as the platform devices register with.
+
+UDP (an asyncio DatagramProtocol) and TCP (asyncio streams) share one event
+loop and one handler. Every request is answered on the transport and address
+it came from; the platform's own requests (Catalog/DeviceInfo queries, the
+Alarm response) go to the device the same way, on the same TCP connection.
+
+Platform-originated MESSAGEs reuse the Call-ID of the device's REGISTER:
+an out-of-dialog MESSAGE may carry any Call-ID (devices do not care), and
+stateful user agents that file traffic by Call-ID (SIPp among them) then see
+the queries as part of the device's own exchange.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import secrets
+import socket
+import time
+from collections import Counter, deque
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import orjson
+
+from citylake.ingest.base import SourceContext, SourceUnavailable, StreamingSource
+from citylake.ingest.gb28181 import manscdp, sip
+from citylake.ingest.gb28181.config import GB28181SourceConfig
+from citylake.ingest.gb28181.device_id import is_device_id
+from citylake.ingest.gb28181.digest import DigestAuthenticator, Verdict
+from citylake.ingest.gb28181.registry import DeviceRecord, Event, Registration, Registry
+from citylake.schemas import table
+
+log = logging.getLogger(__name__)
+READINGS = table("readings")
+DEVICE_EVENTS = table("device_events")
+DEVICES = table("devices")
+MANSCDP_TYPE = "application/manscdp+xml"
+POSITION_UNITS = {"longitude": "deg", "latitude": "deg", "speed": "km/h", "direction": "deg", "altitude": "m"}
+_ONLINE = {"on", "online", "ok"}
+_OFFLINE = {"off", "offline"}
+
+Addr = tuple[str, int]
+# How long the platform waits for a device to answer one of its requests
+# before it sends the next one queued for that device.
+QUERY_TIMEOUT_S = 4.0
+# A request retransmitted over UDP (same branch, Call-ID, CSeq, From tag) is
+# answered with the response already sent, not processed again: otherwise a
+# device retransmitting under load would land every keepalive, catalog and
+# alarm twice. 32 s is RFC 3261's Timer J for non-INVITE over UDP.
+TRANSACTION_TTL_S = 32.0
+MAX_TRANSACTIONS = 200_000
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def normalize_status(value: str | None) -> str | None:
+    """Catalog Status values (ON, OFF, ONLINE, OK, ...) as online/offline."""
+    if value is None:
+        return None
+    lowered = value.strip().lower()
+    if lowered in _ONLINE:
+        return "online"
+    if lowered in _OFFLINE:
+        return "offline"
+    return lowered
+
+
+class _Udp(asyncio.DatagramProtocol):
+    def __init__(self, source: GB28181Source) -> None:
+        self.source = source
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        self.source._on_datagram(data, (str(addr[0]), int(addr[1])))
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable for a device that went away: nothing to do.
+        log.debug("GB28181 UDP error: %s", exc)
+
+
+class GB28181Source(StreamingSource):
+    config_model = GB28181SourceConfig
+
+    def __init__(self, config: GB28181SourceConfig) -> None:
+        super().__init__(config)
+        self.config: GB28181SourceConfig = config
+        self.auth = DigestAuthenticator(config.digest_realm, config.nonce_ttl_s)
+        self.registry = Registry(config.keepalive_interval_s, config.missed_keepalives)
+        self.zone = ZoneInfo(config.timezone)
+        self.stats: Counter[str] = Counter()
+        self.port = config.listen_port
+        self._ctx: SourceContext | None = None
+        self._udp: asyncio.DatagramTransport | None = None
+        self._tcp: asyncio.Server | None = None
+        self._streams: dict[Addr, asyncio.StreamWriter] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._sn = itertools.count(1)
+        self._cseq = itertools.count(1)
+        self._catalog_progress: dict[tuple[str, int | None], int] = {}
+        # The platform's requests to a device go one at a time: the next
+        # leaves when the device answered the previous one (or it timed out).
+        # Devices, and SIPp, handle one transaction at a time; a query that
+        # arrives while they still answer the previous one may be dropped.
+        self._outbox: dict[str, deque[bytes]] = {}
+        self._awaiting: dict[str, tuple[int, float]] = {}
+        self._answered: dict[tuple[str, str, str, str], tuple[bytes, float]] = {}
+
+    # --- lifecycle ---------------------------------------------------------
+
+    def is_up(self) -> bool:
+        wanted = self.config.listen_transports
+        return ("udp" not in wanted or self._udp is not None) and (
+            "tcp" not in wanted or self._tcp is not None
+        )
+
+    async def check(self) -> None:
+        """Bind each listen address once: catches a busy port or a foreign host."""
+        host, port = self.config.listen_host, self.config.listen_port
+        for transport in self.config.listen_transports:
+            kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
+            try:
+                with socket.socket(socket.AF_INET, kind) as sock:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    sock.bind((host, port))
+            except OSError as exc:
+                raise SourceUnavailable(f"GB28181 {transport}://{host}:{port}: {exc}") from exc
+
+    async def start(self, ctx: SourceContext) -> None:
+        self._ctx = ctx
+        loop = asyncio.get_running_loop()
+        host, port = self.config.listen_host, self.config.listen_port
+        transports = self.config.listen_transports
+        if "udp" in transports:
+            udp, _ = await loop.create_datagram_endpoint(lambda: _Udp(self), local_addr=(host, port))
+            self._udp = udp
+            port = udp.get_extra_info("sockname")[1]
+        if "tcp" in transports:
+            self._tcp = await asyncio.start_server(self._on_stream, host, port, reuse_address=True)
+            port = self._tcp.sockets[0].getsockname()[1]
+        self.port = port
+        self._sweeper = asyncio.create_task(self._sweep_loop(), name=f"gb28181-sweep-{self.name}")
+        log.info("GB28181 %s listening on %s %s:%d", self.name, "+".join(transports), host, port)
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+        for task in list(self._tasks):
+            task.cancel()
+        if self._udp is not None:
+            self._udp.close()
+            self._udp = None
+        for writer in list(self._streams.values()):
+            writer.close()
+        self._streams.clear()
+        if self._tcp is not None:
+            self._tcp.close()
+            await self._tcp.wait_closed()
+            self._tcp = None
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.check_every_s)
+            self._forget_transactions(time.monotonic() - TRANSACTION_TTL_S)
+            late = time.monotonic() - QUERY_TIMEOUT_S
+            for device_id, (_, sent_at) in list(self._awaiting.items()):
+                if sent_at < late:
+                    log.info("GB28181 %s: %s did not answer a query in time", self.name, device_id)
+                    del self._awaiting[device_id]
+                    self._pump(device_id)
+            events = self.registry.sweep(_now_ms())
+            if events:
+                self._emit_events(events, b"")
+                records = [self.registry.records[e.device_id] for e in events if e.kind == "offline"]
+                self._emit_devices(records, b"")
+
+    # --- transports --------------------------------------------------------
+
+    def _on_datagram(self, data: bytes, addr: Addr) -> None:
+        if data.strip(b"\r\n") == b"":
+            return  # RFC 5626 keepalive
+        try:
+            message = sip.parse_datagram(data)
+        except sip.SipParseError as exc:
+            self._bad(data, f"malformed SIP: {exc.reason}", exc.partial, "udp", addr)
+            return
+        self._dispatch(data, message, "udp", addr)
+
+    async def _on_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        addr: Addr = (str(peer[0]), int(peer[1]))
+        self._streams[addr] = writer
+        framer = sip.StreamFramer(self.config.max_body_bytes)
+        try:
+            while not framer.broken:
+                chunk = await reader.read(65536)
+                if not chunk:
+                    break
+                for item in framer.feed(chunk):
+                    if isinstance(item, sip.FramingError):
+                        reason = item.reason
+                        prefix = "oversized body" if "exceeds max_body_bytes" in reason else "malformed SIP"
+                        self._bad(item.raw, f"{prefix}: {reason}", item.partial, "tcp", addr)
+                    else:
+                        self._dispatch(item.to_bytes(), item, "tcp", addr)
+        except (ConnectionError, OSError) as exc:
+            log.debug("GB28181 TCP %s:%d closed: %s", addr[0], addr[1], exc)
+        finally:
+            self._streams.pop(addr, None)
+            writer.close()
+
+    def _forget_transactions(self, before: float) -> None:
+        answered = self._answered
+        # Insertion order is age order: stop at the first one still young.
+        for key, (_, at) in list(answered.items()):
+            if at >= before and len(answered) <= MAX_TRANSACTIONS:
+                break
+            del answered[key]
+
+    @staticmethod
+    def _transaction(message: sip.SipMessage) -> tuple[str, str, str, str]:
+        via = message.get("Via") or ""
+        return (
+            sip.header_params(via).get("branch", ""),
+            message.call_id or "",
+            message.get("CSeq") or "",
+            sip.tag_of(message.get("From") or "") or "",
+        )
+
+    def _send(self, message: sip.SipMessage, transport: str, addr: Addr) -> None:
+        self._send_bytes(message.to_bytes(), transport, addr)
+        if message.status is not None:
+            self.stats[f"sent_{message.status}"] += 1
+
+    def _send_bytes(self, data: bytes, transport: str, addr: Addr) -> None:
+        if transport == "udp":
+            if self._udp is not None:
+                self._udp.sendto(data, addr)
+        else:
+            writer = self._streams.get(addr)
+            if writer is None or writer.is_closing():
+                log.info("GB28181 %s: TCP connection to %s:%d is gone; dropped", self.name, *addr)
+                return
+            writer.write(data)
+
+    # --- requests ----------------------------------------------------------
+
+    def _dispatch(self, raw: bytes, message: sip.SipMessage, transport: str, addr: Addr) -> None:
+        try:
+            if not message.is_request:
+                self._on_response(message)
+                return
+            self.stats[f"received_{message.method}"] += 1
+            missing = [h for h in ("Via", "From", "To", "Call-ID", "CSeq") if message.get(h) is None]
+            if missing:
+                self._bad(raw, f"malformed SIP: missing {', '.join(missing)}", message, transport, addr)
+                return
+            try:
+                message.cseq()
+            except ValueError as exc:
+                self._bad(raw, f"malformed SIP: {exc}", message, transport, addr)
+                return
+            answered = self._answered.get(self._transaction(message))
+            if answered is not None and message.method != "ACK":
+                self.stats["retransmissions"] += 1
+                self._send_bytes(answered[0], transport, addr)
+                return
+            if message.method == "REGISTER":
+                self._on_register(raw, message, transport, addr)
+            elif message.method == "MESSAGE":
+                self._on_message(raw, message, transport, addr)
+            elif message.method == "OPTIONS":
+                self._reply(message, 200, transport, addr)
+            elif message.method == "ACK":
+                return
+            else:
+                # INVITE/BYE (media) and the rest are not this platform's business.
+                self._reply(message, 501, transport, addr)
+        except Exception as exc:  # one bad message must never stop the server
+            log.exception("GB28181 %s: failed on a message from %s:%d", self.name, *addr)
+            self._bad(raw, f"internal error: {type(exc).__name__}: {exc}", message, transport, addr, 500)
+
+    def _on_response(self, message: sip.SipMessage) -> None:
+        """A device answering one of our requests: the next one may go."""
+        self.stats["responses_received"] += 1
+        to = message.get("To")
+        device_id = sip.uri_user(sip.name_addr_uri(to)) if to else None
+        if device_id is None or device_id not in self._awaiting:
+            return
+        try:
+            cseq, _ = message.cseq()
+        except ValueError:
+            return
+        if cseq == self._awaiting[device_id][0] and (message.status or 0) >= 200:
+            del self._awaiting[device_id]
+            self._pump(device_id)
+
+    def _queue(self, device_id: str, body: bytes) -> None:
+        self._outbox.setdefault(device_id, deque()).append(body)
+        self._pump(device_id)
+
+    def _pump(self, device_id: str) -> None:
+        if device_id in self._awaiting:
+            return
+        queue = self._outbox.get(device_id)
+        registration = self.registry.registrations.get(device_id)
+        if not queue or registration is None:
+            self._outbox.pop(device_id, None)
+            return
+        cseq = self._send_query(registration, queue.popleft())
+        self._awaiting[device_id] = (cseq, time.monotonic())
+        if not queue:
+            del self._outbox[device_id]
+
+    def _reply(
+        self,
+        request: sip.SipMessage,
+        status: int,
+        transport: str,
+        addr: Addr,
+        headers: Sequence[tuple[str, str]] = (),
+        reason: str | None = None,
+    ) -> None:
+        if request.method == "ACK":
+            return
+        response = sip.build_response(
+            request,
+            status,
+            reason,
+            [*headers, ("User-Agent", "citylake")],
+            to_tag=secrets.token_hex(4),
+        )
+        data = response.to_bytes()
+        self._send_bytes(data, transport, addr)
+        self.stats[f"sent_{status}"] += 1
+        key = self._transaction(request)
+        if transport == "udp" and all(key[:3]):
+            self._answered[key] = (data, time.monotonic())
+
+    def _bad(
+        self,
+        raw: bytes,
+        reason: str,
+        partial: sip.SipMessage | None,
+        transport: str,
+        addr: Addr,
+        status: int = 400,
+    ) -> None:
+        """Reject and, when the request line could be read, answer ``status``."""
+        self.stats["rejected"] += 1
+        log.info("GB28181 %s: %s:%d %s", self.name, addr[0], addr[1], reason)
+        if self._ctx is not None:
+            self._ctx.reject(raw, reason)
+        if partial is not None and partial.is_request and partial.get("Via") is not None:
+            # The reason travels in a Warning header (RFC 3261 20.43, code 399:
+            # miscellaneous) so a device's log says what was wrong.
+            warning = reason.replace('"', "'").replace("\r", " ").replace("\n", " ")[:200]
+            self._reply(partial, status, transport, addr, [("Warning", f'399 citylake "{warning}"')])
+
+    def _device_of(self, message: sip.SipMessage) -> str | None:
+        sender = message.get("From")
+        if sender is None:
+            return None
+        user = sip.uri_user(sip.name_addr_uri(sender))
+        return user if user is not None and is_device_id(user) else None
+
+    def _date(self) -> str:
+        now = datetime.now(self.zone)
+        return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}"
+
+    def _on_register(self, raw: bytes, message: sip.SipMessage, transport: str, addr: Addr) -> None:
+        device_id = self._device_of(message)
+        if device_id is None:
+            self._bad(
+                raw,
+                f"bad REGISTER: From {message.get('From')!r} is not a 20-digit id",
+                message,
+                transport,
+                addr,
+            )
+            return
+        authorization = message.get("Authorization")
+        if authorization is None:
+            self._reply(message, 401, transport, addr, [("WWW-Authenticate", self.auth.challenge())])
+            return
+        verdict, why = self.auth.verify(authorization, "REGISTER", self.config.password)
+        if verdict is Verdict.WRONG:
+            self._bad(raw, f"REGISTER refused: {device_id}: {why}", message, transport, addr, 403)
+            return
+        if verdict is not Verdict.OK:
+            stale = verdict is Verdict.STALE
+            self._reply(message, 401, transport, addr, [("WWW-Authenticate", self.auth.challenge(stale))])
+            return
+        expires = self._expires(message)
+        if expires is None:
+            self._bad(
+                raw, f"malformed SIP: bad Expires in REGISTER from {device_id}", message, transport, addr
+            )
+            return
+        now = _now_ms()
+        date = ("Date", self._date())
+        if expires == 0:
+            self._reply(message, 200, transport, addr, [date, ("Expires", "0")])
+            events = self.registry.unregister(device_id, now)
+            self._emit_events(events, raw)
+            self._emit_devices([self.registry.records[device_id]], raw)
+            return
+        expires = min(expires, self.config.register_expires_max)
+        contact = message.get("Contact") or f"<sip:{device_id}@{addr[0]}:{addr[1]}>"
+        headers = [date, ("Contact", sip.name_addr_uri(contact).join("<>")), ("Expires", str(expires))]
+        self._reply(message, 200, transport, addr, headers)
+        events, first = self.registry.register(
+            device_id, transport, addr, contact, message.call_id or "", expires, now
+        )
+        self._emit_events(events, raw)
+        self._emit_devices([self.registry.records[device_id]], raw)
+        if first and self.config.catalog_query_on_register:
+            self._queue(device_id, manscdp.catalog_query(next(self._sn), device_id))
+            self._queue(device_id, manscdp.device_info_query(next(self._sn), device_id))
+
+    def _expires(self, message: sip.SipMessage) -> int | None:
+        value = message.get("Expires")
+        if value is None:
+            contact = message.get("Contact")
+            value = sip.header_params(contact).get("expires") if contact else None
+        if value is None:
+            return self.config.register_expires_default
+        value = value.strip()
+        return int(value) if value.isdigit() else None
+
+    def _send_query(self, registration: Registration, body: bytes) -> int:
+        """Send a MESSAGE to a registered device; returns its CSeq number."""
+        host = self.config.listen_host
+        if host in ("0.0.0.0", ""):
+            host = "127.0.0.1" if registration.addr[0].startswith("127.") else socket.gethostname()
+        device_id = registration.device_id
+        cseq = next(self._cseq)
+        branch = f"z9hG4bK{secrets.token_hex(8)}"
+        via = f"SIP/2.0/{registration.transport.upper()} {host}:{self.port};rport;branch={branch}"
+        request = sip.build_request(
+            "MESSAGE",
+            f"sip:{device_id}@{registration.addr[0]}:{registration.addr[1]}",
+            [
+                ("Via", via),
+                ("From", f"<sip:{self.config.platform_id}@{self.config.domain}>;tag={secrets.token_hex(4)}"),
+                ("To", f"<sip:{device_id}@{self.config.domain}>"),
+                ("Call-ID", registration.call_id or secrets.token_hex(12)),
+                ("CSeq", f"{cseq} MESSAGE"),
+                ("Max-Forwards", "70"),
+                ("Content-Type", "Application/MANSCDP+xml"),
+                ("User-Agent", "citylake"),
+            ],
+            body,
+        )
+        self.stats["queries_sent"] += 1
+        self._send(request, registration.transport, registration.addr)
+        return cseq
+
+    def _on_message(self, raw: bytes, message: sip.SipMessage, transport: str, addr: Addr) -> None:
+        device_id = self._device_of(message)
+        if device_id is None or not self.registry.is_registered(device_id):
+            who = device_id or message.get("From")
+            self._bad(raw, f"unregistered device: MESSAGE from {who}", message, transport, addr, 403)
+            return
+        if len(message.body) > self.config.max_body_bytes:
+            limit = self.config.max_body_bytes
+            reason = f"oversized body: {len(message.body)} bytes exceeds max_body_bytes {limit}"
+            self._bad(raw, reason, message, transport, addr)
+            return
+        content_type = (message.get("Content-Type") or "").split(";", 1)[0].strip().lower()
+        if content_type != MANSCDP_TYPE:
+            self._bad(
+                raw, f"unsupported Content-Type: {content_type or 'none'}", message, transport, addr, 415
+            )
+            return
+        try:
+            document = manscdp.parse_document(message.body)
+        except manscdp.ManscdpError as exc:
+            self._bad(raw, f"bad MANSCDP body: {exc}", message, transport, addr)
+            return
+        self._reply(message, 200, transport, addr)
+        now = _now_ms()
+        if isinstance(document, manscdp.Keepalive):
+            self._emit_events(self.registry.keepalive(device_id, now, document.status), raw)
+        elif isinstance(document, manscdp.CatalogResponse):
+            self._on_catalog(raw, device_id, document, now)
+        elif isinstance(document, manscdp.DeviceInfo):
+            record = self.registry.record(device_id, now)
+            record.name = document.name or record.name
+            record.manufacturer = document.manufacturer or record.manufacturer
+            record.model = document.model or record.model
+            self._emit_devices([record], raw)
+        elif isinstance(document, manscdp.DeviceStatus):
+            attributes = {
+                "result": document.result,
+                "online": document.online,
+                "status": document.status,
+                "encode": document.encode,
+                "record": document.record,
+                "device_time": document.device_time,
+            }
+            self._emit_events([Event(document.header.device_id, now, "status", attributes)], raw)
+        elif isinstance(document, manscdp.Alarm):
+            self._on_alarm(raw, device_id, document, now)
+            self._queue(device_id, manscdp.alarm_response(document.header.sn, document.header.device_id))
+        elif isinstance(document, manscdp.MobilePosition):
+            self._on_position(raw, device_id, document, now)
+        else:
+            header = document.header
+            self._ctx_reject(raw, f"unsupported MANSCDP: {header.root} {header.cmd_type} from {device_id}")
+
+    def _ctx_reject(self, raw: bytes, reason: str) -> None:
+        self.stats["rejected"] += 1
+        if self._ctx is not None:
+            self._ctx.reject(raw, reason)
+
+    def _device_time(self, value: str | None, default: int) -> int:
+        """Device times are local wall-clock times without a zone."""
+        if not value:
+            return default
+        try:
+            parsed = datetime.fromisoformat(value.strip().replace(" ", "T"))
+        except ValueError:
+            return default
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=self.zone)
+        return int(parsed.timestamp() * 1000)
+
+    def _on_catalog(self, raw: bytes, device_id: str, document: manscdp.CatalogResponse, now: int) -> None:
+        key = (device_id, document.header.sn)
+        received = self._catalog_progress.get(key, 0) + len(document.items)
+        if received >= document.sum_num:
+            self._catalog_progress.pop(key, None)
+        else:
+            self._catalog_progress[key] = received
+        records: list[DeviceRecord] = []
+        for item in document.items:
+            record = self.registry.record(item.device_id, now)
+            record.name = item.name
+            record.manufacturer = item.manufacturer
+            record.model = item.model
+            record.parent_id = item.parent_id or device_id
+            record.civil_code = item.civil_code or record.civil_code
+            record.address = item.address
+            record.longitude = item.longitude
+            record.latitude = item.latitude
+            record.status = normalize_status(item.status)
+            records.append(record)
+        attributes = {
+            "sn": document.header.sn,
+            "sum_num": document.sum_num,
+            "num": document.num,
+            "received": received,
+            "channels": [item.device_id for item in document.items],
+        }
+        self._emit_events([Event(device_id, now, "catalog", attributes)], raw)
+        self._emit_devices(records, raw)
+
+    def _on_alarm(self, raw: bytes, device_id: str, document: manscdp.Alarm, now: int) -> None:
+        attributes = {
+            "from": device_id,
+            "priority": document.priority,
+            "method": document.method,
+            "type": document.alarm_type,
+            "description": document.description,
+            "time": document.time,
+            "longitude": document.longitude,
+            "latitude": document.latitude,
+        }
+        ts = self._device_time(document.time, now)
+        self._emit_events([Event(document.header.device_id, ts, "alarm", attributes)], raw)
+
+    def _on_position(self, raw: bytes, device_id: str, document: manscdp.MobilePosition, now: int) -> None:
+        ts = self._device_time(document.time, now)
+        target = document.header.device_id
+        values = {
+            "longitude": document.longitude,
+            "latitude": document.latitude,
+            "speed": document.speed,
+            "direction": document.direction,
+            "altitude": document.altitude,
+        }
+        attributes: dict[str, Any] = {"from": device_id, "time": document.time, **values}
+        self._emit_events([Event(target, ts, "position", attributes)], raw)
+        ctx = self._ctx
+        if ctx is None:
+            return
+        rows = [
+            {
+                "device_id": target,
+                "ts": ts,
+                "metric": metric,
+                "value": value,
+                "unit": POSITION_UNITS[metric],
+                "quality": 0,
+                "source": ctx.source,
+                "site": ctx.site,
+                "ingest_ts": now,
+            }
+            for metric, value in values.items()
+            if value is not None
+        ]
+        if rows:
+            ctx.emit(READINGS, rows, raw)
+
+    # --- rows --------------------------------------------------------------
+
+    def _emit_events(self, events: Sequence[Event], raw: bytes) -> None:
+        ctx = self._ctx
+        if ctx is None or not events:
+            return
+        ingest = _now_ms()
+        rows = [
+            {
+                "device_id": e.device_id,
+                "ts": e.ts,
+                "kind": e.kind,
+                "attributes": orjson.dumps(e.attributes, option=orjson.OPT_SORT_KEYS).decode(),
+                "source": ctx.source,
+                "site": ctx.site,
+                "ingest_ts": ingest,
+            }
+            for e in events
+        ]
+        ctx.emit(DEVICE_EVENTS, rows, raw)
+
+    def _emit_devices(self, records: Sequence[DeviceRecord], raw: bytes) -> None:
+        ctx = self._ctx
+        if ctx is None or not records:
+            return
+        ctx.emit(DEVICES, [r.row() for r in records], raw)

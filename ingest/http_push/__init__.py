@@ -1,0 +1,1 @@
+"""HTTP push endpoint for devices and gateways that send JSON readings: see README.md in this folder."""
