@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 from collections.abc import Iterator
 from typing import Annotated
@@ -73,8 +74,14 @@ async def _run(runner: IngestRunner, http_port: int) -> None:
         server = _OpsServer(config)
         serving = asyncio.create_task(server.serve())
     try:
-        await runner.run(stop)
+        await runner.start()
+        # Everything allocated at start-up lives as long as the process; frozen,
+        # the collector stops rescanning it (full collections of 30-55 ms were
+        # the worst poll lateness at 1,000 Modbus devices).
+        gc.freeze()
+        await stop.wait()
     finally:
+        await runner.stop()
         if server is not None:
             server.should_exit = True
             await serving

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from citylake.cli.common import console, not_implemented
+from citylake.cli.common import console, fail
+from citylake.devstack import ComponentUnavailable
 
 app = typer.Typer(help="Simulated devices speaking real protocols.", no_args_is_help=True)
 
@@ -33,12 +34,141 @@ def mqtt(
 
 
 @app.command()
-def modbus() -> None:
-    """Simulated Modbus meters and pump stations (pymodbus servers)."""
-    not_implemented("simulate modbus", 3)
+def modbus(
+    devices: Annotated[int, typer.Option(min=1, help="number of simulated slave devices")] = 10,
+    per_endpoint: Annotated[
+        int, typer.Option(min=1, max=247, help="slave ids per TCP server (a gateway): devices / K servers")
+    ] = 50,
+    base_port: Annotated[
+        int, typer.Option(min=0, max=65535, help="server e listens on base+e on 127.0.0.1; 0 = free ports")
+    ] = 0,
+    profile: Annotated[str, typer.Option(help="register map: ingest/profiles/<name>.yaml or a path")] = (
+        "pump-station"
+    ),
+    change_every: Annotated[
+        float, typer.Option(min=0.0, help="seconds between value changes (on the wall clock); 0 = fixed")
+    ] = 1.0,
+    processes: Annotated[
+        int, typer.Option(min=1, help="server processes; each serves its endpoints on one event loop")
+    ] = 1,
+    duration: Annotated[
+        float | None, typer.Option(min=0.0, help="seconds to run; default until Ctrl-C")
+    ] = None,
+    write_config: Annotated[
+        Path | None, typer.Option(help="write a city.yaml listing every device, for citylake ingest --config")
+    ] = None,
+    interval: Annotated[float, typer.Option(min=0.001, help="poll interval written into the config")] = 1.0,
+    site: Annotated[str, typer.Option(help="site written into the config")] = "sim-site",
+    data_dir: Annotated[str, typer.Option(help="data_dir written into the config")] = "./var",
+) -> None:
+    """Simulated Modbus devices (pump stations, meters): pymodbus TCP servers on 127.0.0.1."""
+    from citylake.devstack.modbus_sim import Simulation, run_simulation, write_city_config
+    from citylake.ingest.modbus.profiles import ProfileError
+
+    endpoints = -(-devices // per_endpoint)
+    if base_port and base_port + endpoints - 1 > 65535:
+        fail(f"--base-port {base_port} + {endpoints} endpoints goes beyond port 65535", code=2)
+
+    def ready(simulation: Simulation) -> None:
+        first, last = simulation.urls[0], simulation.urls[-1]
+        where = first if len(simulation.urls) == 1 else f"{first} .. {last}"
+        console.print(
+            f"serving {len(simulation.devices)} {simulation.profile} devices, {per_endpoint} per endpoint, "
+            f"on {len(simulation.urls)} endpoints ({where}) in {simulation.processes} process(es)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        if write_config is not None:
+            write_city_config(write_config, simulation, site=site, data_dir=data_dir, interval_s=interval)
+            console.print(
+                f"wrote {write_config}: citylake ingest --config {write_config}",
+                highlight=False,
+                soft_wrap=True,
+            )
+        console.print("Ctrl-C stops" if duration is None else f"running for {duration:g}s", highlight=False)
+
+    try:
+        run_simulation(
+            devices, per_endpoint, base_port, profile, change_every, processes, duration, on_ready=ready
+        )
+    except ProfileError as exc:
+        fail(str(exc), code=2)
+    except ComponentUnavailable as exc:
+        fail(str(exc))
+    console.print("stopped", highlight=False)
 
 
 @app.command()
-def gb28181() -> None:
-    """Simulated GB28181 cameras and NVRs (SIPp scenarios)."""
-    not_implemented("simulate gb28181", 4)
+def gb28181(
+    url: Annotated[str, typer.Option(help="the platform: udp://host:port or tcp://host:port")] = (
+        "udp://127.0.0.1:5060"
+    ),
+    platform_id: Annotated[str, typer.Option(help="the platform's 20-digit id")] = "34020000002000000001",
+    domain: Annotated[
+        str, typer.Option(help="SIP domain, 10 digits; device ids are made in it")
+    ] = "3402000000",
+    password: Annotated[str, typer.Option(help="REGISTER password")] = "12345678",
+    devices: Annotated[
+        int, typer.Option(min=1, max=100_000, help="number of simulated NVRs (3 cameras each)")
+    ] = 10,
+    transport: Annotated[str | None, typer.Option(help="udp or tcp; default the url's scheme")] = None,
+    scenario: Annotated[
+        str, typer.Option(help="ingest/gb28181/scenarios/<name>.xml: device, device_gb2312, keepalive, ...")
+    ] = "device",
+    rate: Annotated[float, typer.Option(min=0.001, help="devices started per second")] = 10.0,
+    keepalive_ms: Annotated[
+        int, typer.Option(min=0, help="pause between keepalives (keepalive scenario)")
+    ] = 1000,
+    expires: Annotated[int, typer.Option(min=1, help="Expires of the keepalive scenario's REGISTER")] = 3600,
+    timeout: Annotated[float, typer.Option(min=1, help="seconds to wait for SIPp")] = 600.0,
+    workdir: Annotated[Path, typer.Option(help="SIPp's injection file, statistics and logs go here")] = Path(
+        "var/sipp"
+    ),
+) -> None:
+    """Simulated GB28181 NVRs and cameras: SIPp plays a scenario per device
+    (register with digest auth, answer catalog/device-info queries, keepalive,
+    alarm, position, unregister)."""
+    from urllib.parse import urlsplit
+
+    from citylake.devstack.sipp import Sipp, sim_devices
+
+    parts = urlsplit(url)
+    chosen = transport or ("tcp" if parts.scheme == "tcp" else "udp")
+    if chosen not in ("udp", "tcp"):
+        fail(f"--transport must be udp or tcp, got {chosen!r}", code=2)
+    if not parts.hostname or not parts.port:
+        fail(f"--url must be udp://host:port or tcp://host:port, got {url!r}", code=2)
+    try:
+        simulated = sim_devices(devices, domain)
+        sipp = Sipp(
+            workdir,
+            f"{parts.hostname}:{parts.port}",
+            scenario,
+            simulated,
+            {"platform_id": platform_id, "domain": domain, "expires": str(expires)},
+            password,
+            chosen,
+            rate=rate,
+            pause_ms=keepalive_ms,
+        )
+    except ValueError as exc:
+        fail(str(exc), code=2)
+    except ComponentUnavailable as exc:
+        fail(str(exc))
+    console.print(
+        f"SIPp plays {scenario} for {devices} devices over {chosen} against {url} (logs in {workdir})",
+        highlight=False,
+        soft_wrap=True,
+    )
+    try:
+        result = sipp.start().wait(timeout)
+    except ComponentUnavailable as exc:
+        fail(str(exc))
+    console.print(
+        f"{devices} devices: {result.successful} successful, {result.failed} failed "
+        f"(SIPp exit {result.exit_code}: {result.meaning})",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if not result.ok:
+        fail(f"some devices failed; SIPp log {sipp.process.log_path}:\n{result.log_tail[-2000:]}")

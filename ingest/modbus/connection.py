@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import time
 from dataclasses import dataclass
 
@@ -65,7 +66,7 @@ class ReadResult:
     def payload(self) -> bytes:
         """The response data as sent on the wire (registers big-endian), for ``raw``."""
         if self.words is not None:
-            return b"".join(w.to_bytes(2, "big") for w in self.words)
+            return struct.pack(f">{len(self.words)}H", *self.words)
         bits = self.bits or []
         return bytes(
             sum(1 << i for i, bit in enumerate(bits[start : start + 8]) if bit)
@@ -165,13 +166,18 @@ class EndpointConnection:
     async def read(self, request: ModbusRequest, slave_id: int, timeout_s: float) -> ReadResult:
         """One attempt at ``request`` on slave ``slave_id``, waiting ``timeout_s``."""
         async with self.lock:
-            await self.connect()
-            await self._pause()
+            if not self.connected:  # the common case costs no coroutine
+                await self.connect()
+            if self.pause_s > 0:
+                await self._pause()
             client = self._client
             assert client is not None  # connect() returned, so there is one
             self.requests_sent += 1
             try:
-                response = await asyncio.wait_for(self._send(client, request, slave_id), timeout_s)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for wraps
+                # every request in a task of its own.
+                async with asyncio.timeout(timeout_s):
+                    response = await self._send(client, request, slave_id)
             except TimeoutError:
                 self._note_timeout()
                 raise ModbusNoResponse(f"no response within {timeout_s}s") from None
@@ -198,14 +204,17 @@ class EndpointConnection:
 
     @staticmethod
     async def _send(client: ModbusBaseClient, request: ModbusRequest, slave_id: int) -> ModbusPDU:
-        read = {
-            "holding": client.read_holding_registers,
-            "input": client.read_input_registers,
-            "coil": client.read_coils,
-            "discrete": client.read_discrete_inputs,
-        }[request.register_type]
+        read = getattr(client, _READ_METHODS[request.register_type])
         response: ModbusPDU = await read(request.address, count=request.count, device_id=slave_id)
         return response
+
+
+_READ_METHODS = {
+    "holding": "read_holding_registers",
+    "input": "read_input_registers",
+    "coil": "read_coils",
+    "discrete": "read_discrete_inputs",
+}
 
 
 def _result(request: ModbusRequest, response: ModbusPDU) -> ReadResult:
