@@ -9,7 +9,7 @@ from types import ModuleType
 
 from citylake.schemas import TableSpec, table
 
-JOB_NAMES = ("readings",)
+JOB_NAMES = ("readings", "rollups")
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ import logging
 import os
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 from pyflink.table import EnvironmentSettings, TableEnvironment, TableResult
@@ -14,7 +15,7 @@ from pyflink.table import EnvironmentSettings, TableEnvironment, TableResult
 from citylake.config import CityConfig
 from citylake.pipelines.jars import pipeline_jars
 from citylake.pipelines.jobs import Job, job
-from citylake.pipelines.tables import Mode, lake_sink_ddl, landing_source_ddl
+from citylake.pipelines.tables import Mode, lake_sink_ddl, landing_source_ddl, landing_view_ddl
 from citylake.schemas import DataLayout
 
 log = logging.getLogger(__name__)
@@ -35,36 +36,61 @@ def table_environment(config: CityConfig, job_name: str, mode: Mode) -> TableEnv
     conf.set("parallelism.default", str(flink.parallelism))
     # Partition dates and windows are UTC days, wherever the cluster runs.
     conf.set("table.local-time-zone", "UTC")
+    # Deduplication state: a key is remembered for the dedupe window, no longer.
+    conf.set("table.exec.state.ttl", f"{int(flink.dedupe_window_s * 1000)} ms")
     if mode == "streaming":
         conf.set("execution.checkpointing.interval", f"{int(flink.checkpoint_interval_s * 1000)} ms")
         conf.set("execution.checkpointing.dir", (layout.checkpoints / job_name).as_uri())
     return t_env
 
 
-def declare_tables(t_env: TableEnvironment, config: CityConfig, the_job: Job, mode: Mode) -> None:
+def declare_tables(
+    t_env: TableEnvironment,
+    config: CityConfig,
+    the_job: Job,
+    mode: Mode,
+    continuous: bool = True,
+    time_range: tuple[datetime, datetime] | None = None,
+) -> None:
     layout = DataLayout(config.data_dir)
     flink = config.pipelines.flink
     for spec in the_job.inputs:
-        t_env.execute_sql(landing_source_ddl(spec, layout, mode, flink))
+        # A streaming job may start before ingest has landed anything; Flink's
+        # directory monitor needs the directory to exist.
+        layout.landing(spec).mkdir(parents=True, exist_ok=True)
+        t_env.execute_sql(landing_source_ddl(spec, layout, mode, flink, continuous))
+        t_env.execute_sql(landing_view_ddl(spec, time_range))
     for spec in the_job.outputs:
         t_env.execute_sql(lake_sink_ddl(spec, layout, flink))
 
 
-def start(config: CityConfig, job_name: str, mode: Mode) -> TableResult:
-    """Build and launch the job; returns at once with its ``TableResult``."""
+def start(
+    config: CityConfig,
+    job_name: str,
+    mode: Mode,
+    continuous: bool = True,
+    time_range: tuple[datetime, datetime] | None = None,
+) -> TableResult:
+    """Build and launch the job; returns at once with its ``TableResult``.
+
+    ``continuous=False`` runs streaming mode over what has landed and ends (the
+    same operators, watermarks and state as a live job): how tests hold both
+    modes to the same input. ``time_range`` limits the input to ``[from, to)``."""
     the_job = job(job_name)
     t_env = table_environment(config, job_name, mode)
-    declare_tables(t_env, config, the_job, mode)
+    declare_tables(t_env, config, the_job, mode, continuous, time_range)
     statements = t_env.create_statement_set()
     for name, result in the_job.module.transform(t_env).items():
         statements.add_insert(f"lake_{name}", result)
     return statements.execute()
 
 
-def run(config: CityConfig, job_name: str, mode: Mode) -> None:
+def run(
+    config: CityConfig, job_name: str, mode: Mode, time_range: tuple[datetime, datetime] | None = None
+) -> None:
     """Run to the end (batch) or until interrupted (streaming), cancelling the
     Flink job on the way out so no mini-cluster outlives the command."""
-    result = start(config, job_name, mode)
+    result = start(config, job_name, mode, time_range=time_range)
     client = result.get_job_client()
     try:
         result.wait()

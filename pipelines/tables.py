@@ -6,7 +6,9 @@ transform only sees table names.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Literal
 
 from citylake.config import FlinkConfig
@@ -20,18 +22,56 @@ def _options(options: Mapping[str, str]) -> str:
     return ",\n  ".join(f"'{k}' = '{v}'" for k, v in options.items())
 
 
-def landing_source_ddl(spec: TableSpec, layout: DataLayout, mode: Mode, flink: FlinkConfig) -> str:
-    """``landing_<table>``: the files ingest made durable. In streaming mode Flink
-    watches the directory; in batch mode it reads what is there."""
+def landing_source_ddl(
+    spec: TableSpec, layout: DataLayout, mode: Mode, flink: FlinkConfig, continuous: bool = True
+) -> str:
+    """``landing_<table>_files``: the files ingest made durable. A continuous
+    streaming job watches the directory for new files; otherwise (batch, or a
+    bounded streaming run) it reads what is there.
+
+    ``proc`` (processing time) orders deduplication: the one order Flink
+    dedupes append-only in both modes. The watermark trails event time by the
+    allowed lateness, so windows wait that long for late readings."""
     options = {"connector": "filesystem", "path": layout.landing(spec).as_uri(), "format": "parquet"}
-    if mode == "streaming":
+    if mode == "streaming" and continuous:
         options["source.monitor-interval"] = f"{int(flink.monitor_interval_s * 1000)} ms"
-    partition = f",\n  `{PARTITION_COLUMN}` STRING" if spec.time_column else ""
-    partitioned = f"\nPARTITIONED BY (`{PARTITION_COLUMN}`)" if spec.time_column else ""
+    extra = ""
+    partitioned = ""
+    if spec.time_column is not None:
+        lateness_s = math.ceil(flink.allowed_lateness_s)
+        time_column = f"`{spec.time_column}`"
+        if mode == "streaming" and continuous:
+            # A partitioned source lists its partitions when the job is planned
+            # and, finding none on a fresh site, ends at once. Unpartitioned, it
+            # watches the whole tree (files are found recursively) and the date
+            # is computed from event time, which is how ingest partitions anyway.
+            date = f"`{PARTITION_COLUMN}` AS DATE_FORMAT({time_column}, 'yyyy-MM-dd')"
+        else:
+            date = f"`{PARTITION_COLUMN}` STRING"
+            partitioned = f"\nPARTITIONED BY (`{PARTITION_COLUMN}`)"
+        extra = (
+            f",\n  {date},\n  proc AS PROCTIME(),\n"
+            f"  WATERMARK FOR {time_column} AS {time_column} - INTERVAL '{lateness_s}' SECOND"
+        )
     return (
-        f"CREATE TEMPORARY TABLE landing_{spec.name} (\n  {columns_ddl(spec)}{partition}\n)"
+        f"CREATE TEMPORARY TABLE landing_{spec.name}_files (\n  {columns_ddl(spec)}{extra}\n)"
         f"{partitioned}\nWITH (\n  {_options(options)}\n)"
     )
+
+
+def landing_view_ddl(spec: TableSpec, time_range: tuple[datetime, datetime] | None) -> str:
+    """``landing_<table>``, what jobs read: all landed files, or for a backfill
+    the ``[from, to)`` event-time range (date partitions outside it are pruned)."""
+    where = ""
+    if time_range is not None and spec.time_column is not None:
+        start, end = (t.astimezone(UTC) for t in time_range)
+        column = f"`{spec.time_column}`"
+        where = (
+            f"\nWHERE `{PARTITION_COLUMN}` BETWEEN '{start:%Y-%m-%d}' AND '{end:%Y-%m-%d}'"
+            f"\n  AND {column} >= TO_TIMESTAMP_LTZ({int(start.timestamp() * 1000)}, 3)"
+            f"\n  AND {column} < TO_TIMESTAMP_LTZ({int(end.timestamp() * 1000)}, 3)"
+        )
+    return f"CREATE TEMPORARY VIEW landing_{spec.name} AS SELECT * FROM landing_{spec.name}_files{where}"
 
 
 def lake_sink_ddl(spec: TableSpec, layout: DataLayout, flink: FlinkConfig) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated
 
@@ -28,7 +29,7 @@ class Mode(StrEnum):
     batch = "batch"
 
 
-JobArg = Annotated[str, typer.Argument(help="job name: readings")]
+JobArg = Annotated[str, typer.Argument(help="job name: readings, rollups")]
 ModeOption = Annotated[Mode, typer.Option("--mode", "-m", help="streaming (continuous) or batch (backfill)")]
 RestOption = Annotated[
     str | None, typer.Option("--rest-url", help="Flink REST endpoint (default pipelines.flink.rest_url)")
@@ -43,20 +44,36 @@ def run(
     from_: Annotated[str | None, typer.Option("--from", help="batch: first event time (ISO 8601)")] = None,
     to: Annotated[str | None, typer.Option("--to", help="batch: end of event time (ISO 8601)")] = None,
 ) -> None:
-    """Run a job on Flink's embedded mini-cluster until it ends (batch) or Ctrl-C (streaming)."""
+    """Run a job on Flink's embedded mini-cluster until it ends (batch) or Ctrl-C (streaming).
+    A batch run with --from/--to reprocesses that event-time range (a backfill)."""
     setup_logging()
     loaded = load(config)
+    time_range = None
     if from_ or to:
-        not_implemented("pipeline run --from/--to", 5)
+        if mode is not Mode.batch:
+            fail("--from/--to select a backfill range: use them with --mode batch", code=2)
+        if not (from_ and to):
+            fail("give both --from and --to (ISO 8601, e.g. 2026-11-25T00:00:00Z)", code=2)
+        time_range = (_instant(from_, "--from"), _instant(to, "--to"))
+        if time_range[0] >= time_range[1]:
+            fail(f"--from {from_} is not before --to {to}", code=2)
     from citylake.pipelines import runner
 
     console.print(f"running {job} in {mode.value} mode on Flink's local mini-cluster")
     try:
-        runner.run(loaded.config, job, mode.value)
+        runner.run(loaded.config, job, mode.value, time_range)
     except KeyError as exc:
         fail(str(exc.args[0]), code=2)
     except KeyboardInterrupt:
         console.print("stopped")
+
+
+def _instant(text: str, option: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        fail(f"{option} {text!r} is not ISO 8601 (e.g. 2026-11-25T08:00:00Z)", code=2)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 @app.command()

@@ -66,6 +66,14 @@ class FlinkConfig(BaseModel):
     rest_url: str | None = Field(
         default=None, description="Flink session cluster REST endpoint for `pipeline submit`"
     )
+    allowed_lateness_s: float = Field(
+        default=60.0, ge=0, description="event-time windows wait this long for late readings"
+    )
+    dedupe_window_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="a reading's (device, metric, ts) key is remembered this long to drop repeats",
+    )
 
 
 class PipelinesConfig(BaseModel):

@@ -1,4 +1,4 @@
-"""The ``readings`` job: landing readings into the lake ``readings`` table."""
+"""The ``readings`` job: landing readings, deduplicated, into the lake."""
 
 from __future__ import annotations
 
@@ -8,9 +8,15 @@ from pyflink.table import Table, TableEnvironment
 
 INPUTS = ("readings",)
 OUTPUTS = ("readings",)
+HERE = Path(__file__).parent
+
+
+def deduplicated(t_env: TableEnvironment) -> None:
+    """Declare ``readings_deduped`` over ``landing_readings`` (shared with rollups)."""
+    t_env.create_temporary_view("readings_deduped", t_env.sql_query((HERE / "dedupe.sql").read_text("utf-8")))
 
 
 def transform(t_env: TableEnvironment) -> dict[str, Table]:
     """Lake tables by name, built from the ``landing_*`` tables the runner declared."""
-    query = (Path(__file__).parent / "readings.sql").read_text(encoding="utf-8")
-    return {"readings": t_env.sql_query(query)}
+    deduplicated(t_env)
+    return {"readings": t_env.sql_query((HERE / "readings.sql").read_text("utf-8"))}

@@ -1,6 +1,3 @@
--- landing readings -> lake readings. Dedupe and late-data handling arrive with
--- the unified stream/batch work (issue 5); the same query serves both modes.
-SELECT
-  device_id, ts, metric, `value`, `text`, unit, quality, source, site, ingest_ts,
-  `date`
-FROM landing_readings
+-- landing readings -> lake readings; the same statement in streaming and batch.
+SELECT device_id, ts, metric, `value`, `text`, unit, quality, source, site, ingest_ts, `date`
+FROM readings_deduped

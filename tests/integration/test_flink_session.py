@@ -43,7 +43,7 @@ def land_readings(layout: DataLayout, count: int) -> float:
                 "ingest_ts": T0,
             }
         )
-    LandingWriter(layout).write(table("readings"), batcher.take())
+    LandingWriter(layout).write(table("readings"), batcher.take()[0])
     return total
 
 

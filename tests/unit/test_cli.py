@@ -56,8 +56,6 @@ def config_file(tmp_path: Path) -> Path:
         ["lake", "compact"],
         ["lake", "retain"],
         ["serve", "alerts"],
-        ["simulate", "modbus"],
-        ["pipeline", "run", "readings", "--mode", "batch", "--from", "2026-01-01"],
     ],
     ids=" ".join,
 )
@@ -112,3 +110,23 @@ def test_lake_stats_counts_files_and_rows(tmp_path: Path) -> None:
     assert result.exit_code == 0
     line = next(line for line in result.output.splitlines() if "readings " in line and "1m" not in line)
     assert "│ 1 " in line and "│ 3 " in line and "2026-11-25" in line
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--mode", "streaming", "--from", "2026-01-01", "--to", "2026-01-02"], "use them with --mode batch"),
+        (["--mode", "batch", "--from", "2026-01-01"], "give both --from and --to"),
+        (
+            ["--mode", "batch", "--from", "yesterday", "--to", "2026-01-02"],
+            "--from 'yesterday' is not ISO 8601",
+        ),
+        (["--mode", "batch", "--from", "2026-01-02", "--to", "2026-01-01"], "is not before --to"),
+    ],
+)
+def test_backfill_range_is_checked(args: list[str], message: str, tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["pipeline", "run", "readings", *args, "--config", str(config_file(tmp_path))]
+    )
+    assert result.exit_code == 2
+    assert message in result.output
