@@ -107,7 +107,14 @@ def flink_home() -> Path:
     return Path(pyflink.__file__).parent
 
 
-def submit(config: CityConfig, config_path: Path, job_name: str, mode: Mode, rest_url: str) -> str:
+def submit(
+    config: CityConfig,
+    config_path: Path,
+    job_name: str,
+    mode: Mode,
+    rest_url: str,
+    from_savepoint: str | None = None,
+) -> str:
     """Submit detached to a session cluster; returns Flink's job id."""
     job(job_name)  # fail fast on a wrong name, before starting a JVM
     entry = Path(__file__).with_name("main.py")
@@ -117,6 +124,7 @@ def submit(config: CityConfig, config_path: Path, job_name: str, mode: Mode, res
         str(flink_home() / "bin" / "flink"),
         "run",
         "--detached",
+        *(["--fromSavepoint", from_savepoint] if from_savepoint else []),
         "--jobmanager",
         address,
         "--python",

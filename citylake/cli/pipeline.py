@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated
 
-import httpx
 import typer
 
 from citylake.cli.common import (
@@ -15,9 +15,9 @@ from citylake.cli.common import (
     console,
     fail,
     load,
-    not_implemented,
     setup_logging,
 )
+from citylake.pipelines.flink_rest import FlinkRest, FlinkRestError
 
 app = typer.Typer(
     help="Run PyFlink jobs on the local mini-cluster or a Flink session cluster.", no_args_is_help=True
@@ -82,6 +82,10 @@ def submit(
     config: ConfigOption = DEFAULT_CONFIG,
     mode: ModeOption = Mode.streaming,
     rest_url: RestOption = None,
+    from_savepoint: Annotated[
+        str | None,
+        typer.Option("--from-savepoint", help="resume from this savepoint (printed by cancel --savepoint)"),
+    ] = None,
 ) -> None:
     """Submit a job to a Flink session cluster with `flink run --python` (detached)."""
     setup_logging()
@@ -92,23 +96,27 @@ def submit(
     from citylake.pipelines import runner
 
     try:
-        job_id = runner.submit(loaded.config, config.resolve(), job, mode.value, url)
+        job_id = runner.submit(loaded.config, config.resolve(), job, mode.value, url, from_savepoint)
     except (RuntimeError, KeyError) as exc:
         fail(str(exc))
     typer.echo(job_id)
 
 
-@app.command("list")
-def list_jobs(config: ConfigOption = DEFAULT_CONFIG, rest_url: RestOption = None) -> None:
-    """Jobs on the session cluster."""
+def _rest(config: Path, rest_url: str | None) -> FlinkRest:
     loaded = load(config)
     url = rest_url or loaded.config.pipelines.flink.rest_url
     if not url:
         fail("no Flink cluster: pass --rest-url or set pipelines.flink.rest_url in the config", code=2)
+    return FlinkRest(url)
+
+
+@app.command("list")
+def list_jobs(config: ConfigOption = DEFAULT_CONFIG, rest_url: RestOption = None) -> None:
+    """Jobs on the session cluster."""
     try:
-        jobs = httpx.get(f"{url.rstrip('/')}/jobs/overview", timeout=10).json()["jobs"]
-    except httpx.HTTPError as exc:
-        fail(f"Flink REST {url} unreachable: {exc}")
+        jobs = _rest(config, rest_url).jobs()
+    except FlinkRestError as exc:
+        fail(str(exc))
     for item in jobs:
         typer.echo(f"{item['jid']}  {item['state']:<10} {item['name']}")
 
@@ -118,16 +126,23 @@ def cancel(
     job_id: Annotated[str, typer.Argument(help="Flink job id")],
     config: ConfigOption = DEFAULT_CONFIG,
     rest_url: RestOption = None,
-    savepoint: Annotated[bool, typer.Option(help="stop with a savepoint")] = False,
+    savepoint: Annotated[
+        bool,
+        typer.Option(
+            help="stop with a savepoint (under <data_dir>/savepoints); resume with submit --from-savepoint"
+        ),
+    ] = False,
 ) -> None:
-    """Cancel a job on the session cluster."""
-    loaded = load(config)
-    if savepoint:
-        not_implemented("pipeline cancel --savepoint", 5)
-    url = rest_url or loaded.config.pipelines.flink.rest_url
-    if not url:
-        fail("no Flink cluster: pass --rest-url or set pipelines.flink.rest_url in the config", code=2)
-    response = httpx.patch(f"{url.rstrip('/')}/jobs/{job_id}", params={"mode": "cancel"}, timeout=10)
-    if response.status_code >= 400:
-        fail(f"cancel failed: {response.status_code} {response.text[:500]}")
+    """Cancel a job on the session cluster, or stop it with a savepoint."""
+    rest = _rest(config, rest_url)
+    try:
+        if savepoint:
+            target = (load(config).config.data_dir / "savepoints").resolve()
+            target.mkdir(parents=True, exist_ok=True)
+            location = rest.stop_with_savepoint(job_id, target.as_uri())
+            typer.echo(location)
+            return
+        rest.cancel(job_id)
+    except FlinkRestError as exc:
+        fail(str(exc))
     typer.echo(f"cancelled {job_id}")
