@@ -41,7 +41,22 @@ def table_environment(config: CityConfig, job_name: str, mode: Mode) -> TableEnv
     if mode == "streaming":
         conf.set("execution.checkpointing.interval", f"{int(flink.checkpoint_interval_s * 1000)} ms")
         conf.set("execution.checkpointing.dir", (layout.checkpoints / job_name).as_uri())
+        # Kept after a crash or a cancel, so the next run can resume from them.
+        conf.set("execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION")
+        conf.set("execution.checkpointing.num-retained", "3")
     return t_env
+
+
+def latest_checkpoint(config: CityConfig, job_name: str) -> Path | None:
+    """The newest complete checkpoint any earlier run of ``job_name`` left
+    (``checkpoints/<job>/<flink job id>/chk-N/_metadata``)."""
+    root = DataLayout(config.data_dir).checkpoints / job_name
+    complete = [m.parent for m in root.glob("*/chk-*/_metadata")] if root.exists() else []
+    return (
+        max(complete, key=lambda p: (p.stat().st_mtime, int(p.name.removeprefix("chk-"))))
+        if complete
+        else None
+    )
 
 
 def declare_tables(
@@ -70,6 +85,7 @@ def start(
     mode: Mode,
     continuous: bool = True,
     time_range: tuple[datetime, datetime] | None = None,
+    resume_from: Path | None = None,
 ) -> TableResult:
     """Build and launch the job; returns at once with its ``TableResult``.
 
@@ -78,6 +94,8 @@ def start(
     modes to the same input. ``time_range`` limits the input to ``[from, to)``."""
     the_job = job(job_name)
     t_env = table_environment(config, job_name, mode)
+    if resume_from is not None:
+        t_env.get_config().set("execution.state-recovery.path", resume_from.as_uri())
     declare_tables(t_env, config, the_job, mode, continuous, time_range)
     statements = t_env.create_statement_set()
     for name, result in the_job.module.transform(t_env).items():
@@ -86,11 +104,21 @@ def start(
 
 
 def run(
-    config: CityConfig, job_name: str, mode: Mode, time_range: tuple[datetime, datetime] | None = None
+    config: CityConfig,
+    job_name: str,
+    mode: Mode,
+    time_range: tuple[datetime, datetime] | None = None,
+    fresh: bool = False,
 ) -> None:
     """Run to the end (batch) or until interrupted (streaming), cancelling the
-    Flink job on the way out so no mini-cluster outlives the command."""
-    result = start(config, job_name, mode, time_range=time_range)
+    Flink job on the way out so no mini-cluster outlives the command. A
+    streaming run resumes from the newest checkpoint an earlier run left (after
+    a crash or Ctrl-C): files already read are not read again, lake files
+    pending at that checkpoint are committed, nothing is lost or doubled."""
+    resume_from = None if fresh or mode != "streaming" else latest_checkpoint(config, job_name)
+    if resume_from is not None:
+        log.info("resuming %s from checkpoint %s", job_name, resume_from)
+    result = start(config, job_name, mode, time_range=time_range, resume_from=resume_from)
     client = result.get_job_client()
     try:
         result.wait()

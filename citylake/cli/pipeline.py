@@ -43,6 +43,9 @@ def run(
     mode: ModeOption = Mode.streaming,
     from_: Annotated[str | None, typer.Option("--from", help="batch: first event time (ISO 8601)")] = None,
     to: Annotated[str | None, typer.Option("--to", help="batch: end of event time (ISO 8601)")] = None,
+    fresh: Annotated[
+        bool, typer.Option("--fresh", help="streaming: ignore checkpoints of earlier runs and start over")
+    ] = False,
 ) -> None:
     """Run a job on Flink's embedded mini-cluster until it ends (batch) or Ctrl-C (streaming).
     A batch run with --from/--to reprocesses that event-time range (a backfill)."""
@@ -61,7 +64,7 @@ def run(
 
     console.print(f"running {job} in {mode.value} mode on Flink's local mini-cluster")
     try:
-        runner.run(loaded.config, job, mode.value, time_range)
+        runner.run(loaded.config, job, mode.value, time_range, fresh=fresh)
     except KeyError as exc:
         fail(str(exc.args[0]), code=2)
     except KeyboardInterrupt:
