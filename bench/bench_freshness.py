@@ -127,10 +127,12 @@ def warm_up(port: int, data_dir: Path, job: ManagedProcess) -> None:
     client.disconnect()
     client.loop_stop()
     lake = Lake(DataLayout(data_dir))
+
+    def landed() -> bool:
+        return bool(lake.cursor().execute("SELECT count(*) FROM readings").fetchall()[0][0])
+
     try:
-        job.wait_until(
-            lambda: bool(lake.cursor().execute("SELECT count(*) FROM readings").fetchone()[0]), 120, "warm-up"
-        )  # type: ignore[index]
+        job.wait_until(landed, 120, "warm-up")
     finally:
         lake.close()
 
