@@ -158,6 +158,12 @@ class LandingBuffer:
         if input_id is not None:
             self._inputs.setdefault(source, []).append(input_id)
 
+    def _count_input(self, source: str, spec: TableSpec, raw: bytes, rows: int) -> None:
+        counters = self._metrics_for(source, spec.name)
+        counters.received.inc()
+        counters.received_bytes.inc(len(raw))
+        counters.rows.inc(rows)
+
     def add(
         self,
         source: str,
@@ -167,10 +173,7 @@ class LandingBuffer:
         ack: Ack | None,
         input_id: str | None = None,
     ) -> None:
-        counters = self._metrics_for(source, spec.name)
-        counters.received.inc()
-        counters.received_bytes.inc(len(raw))
-        counters.rows.inc(len(rows))
+        self._count_input(source, spec, raw, len(rows))
         with self._lock:
             batcher = self._batchers[spec.name]
             for row in rows:
@@ -188,10 +191,7 @@ class LandingBuffer:
         ack: Ack | None,
         input_id: str | None = None,
     ) -> None:
-        counters = self._metrics_for(source, spec.name)
-        counters.received.inc()
-        counters.received_bytes.inc(len(raw))
-        counters.rows.inc(count)
+        self._count_input(source, spec, raw, count)
         with self._lock:
             self._batchers[spec.name].extend(columns, count, raw, source)
             self._buffered += count
