@@ -24,11 +24,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
-import httpx
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from citylake.devstack import ManagedProcess, free_port, start_mosquitto
+from citylake.devstack.ingest_probe import IngestProbe
 from citylake.lake import Lake
 from citylake.schemas import DataLayout
 
@@ -38,13 +38,6 @@ T0 = 1_764_072_000_000
 def quantile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def healthy(port: int) -> bool:
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def write_config(work: Path, broker_url: str, checkpoint_s: float) -> Path:
@@ -159,7 +152,7 @@ def main() -> None:
         ingest = ManagedProcess("ingest", ingest_argv, work / "ingest.log").start()
         job = ManagedProcess("job", job_argv, work / "job.log").start()
         try:
-            ingest.wait_until(lambda: healthy(port), 60, "ingest healthy")
+            ingest.wait_until(IngestProbe(port).healthy, 60, "ingest healthy")
             warm_up(broker.port, work / "data", job)
             stop = threading.Event()
             give_up = time.time() + args.seconds + 60

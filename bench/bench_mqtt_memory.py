@@ -15,9 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
-
 from citylake.devstack import ManagedProcess, free_port, start_mosquitto
+from citylake.devstack.ingest_probe import IngestProbe
 
 T0 = 1_764_072_000_000
 
@@ -101,18 +100,14 @@ def main() -> None:
                 [sys.executable, "-c", BARE, str(broker.port), str(total)], stdout=subprocess.PIPE, text=True
             )
             assert bare.stdout is not None and bare.stdout.readline().strip() == "ready"
-            ingest.wait_until(
-                lambda: _get(f"http://127.0.0.1:{port}/healthz").status_code == 200, 60, "healthz"
-            )
+            probe = IngestProbe(port)
+            ingest.wait_until(probe.healthy, 60, "healthz")
             publish(broker.port, args.devices, args.rounds)
-            metric = 'citylake_ingest_landed_rows_total{table="readings"}'
             deadline = time.monotonic() + 300
             landed = 0.0
             while landed < total and time.monotonic() < deadline:
                 time.sleep(0.5)
-                for line in _get(f"http://127.0.0.1:{port}/metrics").text.splitlines():
-                    if line.startswith(metric):
-                        landed = float(line.split()[-1])
+                landed = probe.landed_rows()
             ours_mb = vm_hwm_mb(ingest.pid)
             bare_mb = int(bare.communicate(timeout=300)[0].strip().splitlines()[-1])
         finally:
@@ -123,13 +118,6 @@ def main() -> None:
     print(f"bare paho subscriber peak RSS     {bare_mb:6d} MB")
     print(f"ratio citylake / bare             {ours_mb / bare_mb:.2f}")
     print(f"goal RSS <= 300 MB                {'met' if ours_mb <= 300 else 'MISSED'}")
-
-
-def _get(url: str) -> httpx.Response:
-    try:
-        return httpx.get(url, timeout=5)
-    except httpx.HTTPError:
-        return httpx.Response(599)
 
 
 if __name__ == "__main__":

@@ -17,9 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
-
 from citylake.devstack import ManagedProcess, free_port, start_mosquitto
+from citylake.devstack.ingest_probe import IngestProbe
 
 T0 = 1_764_072_000_000
 TOPIC = "bench/live/telemetry"
@@ -41,24 +40,6 @@ def publish(port: int, lines: bytes, qos: int) -> subprocess.Popen[bytes]:
     publisher.stdin.write(lines)
     publisher.stdin.close()
     return publisher
-
-
-def landed(port: int) -> float:
-    try:
-        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    except httpx.HTTPError:
-        return 0.0
-    for line in text.splitlines():
-        if line.startswith('citylake_ingest_landed_rows_total{table="readings"}'):
-            return float(line.split()[-1])
-    return 0.0
-
-
-def healthy(port: int) -> bool:
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def run_citylake(
@@ -87,11 +68,11 @@ def run_citylake(
             process = ManagedProcess(f"ingest-{n}", argv, work / f"ingest-{n}.log").start()
             processes.append((process, port))
         for process, port in processes:
-            process.wait_until(lambda port=port: healthy(port), 60, "subscribed")  # type: ignore[misc]
+            process.wait_until(IngestProbe(port).healthy, 60, "subscribed")
         started = time.perf_counter()
         publisher = publish(broker_port, lines, args.qos)
         deadline = time.monotonic() + 600
-        while sum(landed(port) for _, port in processes) < args.messages:
+        while sum(IngestProbe(port).landed_rows() for _, port in processes) < args.messages:
             assert time.monotonic() < deadline, "citylake did not land every message"
             time.sleep(0.05)
         elapsed = time.perf_counter() - started
