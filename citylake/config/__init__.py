@@ -8,6 +8,7 @@ from citylake.config.loader import (
     load_config,
 )
 from citylake.config.models import (
+    AlertRule,
     CityConfig,
     FlinkConfig,
     IngestConfig,
@@ -18,6 +19,7 @@ from citylake.config.models import (
 )
 
 __all__ = [
+    "AlertRule",
     "CityConfig",
     "ConfigDocument",
     "ConfigError",

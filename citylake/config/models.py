@@ -8,7 +8,7 @@ source against it by ``type``, so this floor never imports an adapter.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -76,11 +76,50 @@ class FlinkConfig(BaseModel):
     )
 
 
+class AlertRule(BaseModel):
+    """One alert rule. ``threshold`` compares each reading's value; ``rate``
+    compares its change per second since the device's previous reading of the
+    metric. An alert opens when a reading crosses ``above`` (or goes under
+    ``below``) and closes at the first reading back inside the bounds."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Name = Field(description="unique rule name; becomes `alerts.rule`")
+    metric: str = Field(min_length=1, max_length=128, description="the `readings.metric` it watches")
+    kind: Literal["threshold", "rate"] = "threshold"
+    above: float | None = Field(default=None, description="alert while value (or rate per s) > above")
+    below: float | None = Field(default=None, description="alert while value (or rate per s) < below")
+    severity: Literal["info", "warning", "critical"] = "warning"
+    device_prefix: str | None = Field(
+        default=None, max_length=128, description="only devices whose id starts with this"
+    )
+    message: str | None = Field(default=None, max_length=500, description="text for `alerts.message`")
+
+    @model_validator(mode="after")
+    def _has_a_bound(self) -> AlertRule:
+        if self.above is None and self.below is None:
+            raise ValueError(f"rule {self.name!r} needs `above`, `below` or both")
+        if self.above is not None and self.below is not None and self.below >= self.above:
+            raise ValueError(
+                f"rule {self.name!r}: `below` ({self.below}) must be less than `above` ({self.above})"
+            )
+        return self
+
+
 class PipelinesConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     flink: FlinkConfig = FlinkConfig()
     jobs: list[Name] = Field(default_factory=lambda: ["readings"])
+    alerts: list[AlertRule] = Field(default_factory=list, description="rules of the `alerts` job")
+
+    @model_validator(mode="after")
+    def _rule_names_unique(self) -> PipelinesConfig:
+        names = [rule.name for rule in self.alerts]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"alert rule names used twice: {', '.join(twice)}")
+        return self
 
 
 class ServiceConfig(BaseModel):
