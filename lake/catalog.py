@@ -1,18 +1,34 @@
 """The lake as DuckDB sees it: one view per table, named as analysts know them.
 
-Views read committed lake files only (``part-*``; Flink's in-progress files
-are hidden dot-files) and cast to the contract's types, so every client sees
-the same columns whether a table has files yet or not.
+Each view reads one snapshot of its table (lake/manifest.py): an explicit list
+of complete files, so a query never meets Flink's in-progress files, a file
+compaction has replaced, or a partition retention has retired. Views are
+rebuilt only when a table changes (a new Flink commit renames a file into a
+partition directory, so the directories' modification times tell).
+
+Tables whose lake rows are partial (an alert's opening and closing rows, a
+device's per-window folds) finish at read time: ``lake/views/<table>.sql`` is a
+SELECT over ``{raw}``, the table's files cast to the contract's columns.
 """
 
 from __future__ import annotations
 
+import os
 import threading
+import time
+from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 
+from citylake.lake.manifest import TableLog, TableSnapshot
 from citylake.schemas import PARTITION_COLUMN, TABLES, DataLayout, TableSpec
+
+VIEWS_DIR = Path(__file__).parent / "views"
+# Directory times are as fine as the kernel's clock tick: a change within the
+# last moments may share a time with one that follows, so such a table is
+# listed again rather than trusted.
+_SETTLE_NS = 200_000_000
 
 
 def duckdb_type(dtype: pa.DataType) -> str:
@@ -47,41 +63,95 @@ def _select_list(spec: TableSpec, from_files: bool) -> str:
     return ", ".join(columns)
 
 
+def _quote(path: str) -> str:
+    return "'" + path.replace("'", "''") + "'"
+
+
+def raw_select(snap: TableSnapshot) -> str:
+    """The snapshot's rows with the contract's column names and types."""
+    spec = snap.spec
+    if not snap.files:
+        return f"SELECT {_select_list(spec, False)} WHERE false"
+    files = ", ".join(_quote(str(p)) for p in snap.paths)
+    hive = "true" if spec.time_column is not None else "false"
+    source = f"read_parquet([{files}], hive_partitioning = {hive}, union_by_name = true)"
+    return f"SELECT {_select_list(spec, True)} FROM {source}"
+
+
+def fold_sql(spec: TableSpec) -> str | None:
+    path = VIEWS_DIR / f"{spec.name}.sql"
+    return path.read_text("utf-8") if path.exists() else None
+
+
+def views_sql(snap: TableSnapshot) -> list[str]:
+    """CREATE VIEW statements for one table's snapshot (raw, then public)."""
+    fold = fold_sql(snap.spec)
+    if fold is None:
+        return [f'CREATE OR REPLACE VIEW "{snap.spec.name}" AS {raw_select(snap)}']
+    raw = f'"_raw_{snap.spec.name}"'
+    public = fold.replace("{raw}", raw)
+    return [
+        f"CREATE OR REPLACE VIEW {raw} AS {raw_select(snap)}",
+        f'CREATE OR REPLACE VIEW "{snap.spec.name}" AS {public}',
+    ]
+
+
+def _signature(table_log: TableLog) -> tuple[tuple[str, int], ...] | None:
+    """Modification times of everything a table's snapshot is listed from, or
+    None when one changed too recently to be trusted."""
+    entries = []
+    now = time.time_ns()
+    for directory in (table_log.dir, table_log.root):
+        try:
+            entries.append((str(directory), os.stat(directory).st_mtime_ns))
+        except FileNotFoundError:
+            entries.append((str(directory), 0))
+    if table_log.spec.time_column is not None and table_log.root.exists():
+        for entry in os.scandir(table_log.root):
+            if entry.is_dir():
+                entries.append((entry.name, entry.stat().st_mtime_ns))
+    if any(now - mtime < _SETTLE_NS for _, mtime in entries):
+        return None
+    return tuple(sorted(entries))
+
+
 class Lake:
     """One DuckDB database with a view per table. ``cursor()`` gives a
-    connection for one thread (DuckDB cursors share the database and views)."""
+    connection for one thread (DuckDB cursors share the database and views)
+    whose views show each table's newest snapshot."""
 
     def __init__(self, layout: DataLayout, database: str = ":memory:") -> None:
         self.layout = layout
         self.conn = duckdb.connect(database)
         self.conn.execute("SET TimeZone = 'UTC'")
+        # Footers of files a query has read are kept, keyed by path and mtime:
+        # lake files never change once written, so repeat queries skip them.
+        self.conn.execute("SET parquet_metadata_cache = true")
         self._lock = threading.Lock()
-        self._has_files: dict[str, bool] = {}
+        self._logs = {name: TableLog(layout, spec) for name, spec in TABLES.items()}
+        self._signatures: dict[str, tuple[tuple[str, int], ...] | None] = {}
+        self._snapshots: dict[str, TableSnapshot] = {}
         self.refresh(force=True)
 
-    def _table_has_files(self, spec: TableSpec) -> bool:
-        root = self.layout.lake(spec)
-        if spec.time_column is None:
-            return any(root.glob("part-*"))
-        return any(root.glob(f"{PARTITION_COLUMN}=*/part-*"))
-
-    def view_sql(self, spec: TableSpec, has_files: bool) -> str:
-        if has_files:
-            glob = self.layout.lake_glob(spec).replace("'", "''")
-            source = f"read_parquet('{glob}', hive_partitioning = true, union_by_name = true)"
-            return f'CREATE OR REPLACE VIEW "{spec.name}" AS SELECT {_select_list(spec, True)} FROM {source}'
-        return f'CREATE OR REPLACE VIEW "{spec.name}" AS SELECT {_select_list(spec, False)} WHERE false'
-
     def refresh(self, force: bool = False) -> None:
-        """Point a table's view at its files once it has any."""
+        """Point each changed table's view at its newest snapshot."""
         with self._lock:
-            for spec in TABLES.values():
-                if not force and self._has_files.get(spec.name):
-                    continue  # a table with files keeps them: the glob re-reads each query
-                has_files = self._table_has_files(spec)
-                if force or self._has_files.get(spec.name) != has_files:
-                    self.conn.execute(self.view_sql(spec, has_files))
-                    self._has_files[spec.name] = has_files
+            for name, table_log in self._logs.items():
+                signature = _signature(table_log)
+                if not force and signature is not None and self._signatures.get(name) == signature:
+                    continue
+                snap = table_log.snapshot()
+                previous = self._snapshots.get(name)
+                if force or previous is None or previous.files != snap.files:
+                    for statement in views_sql(snap):
+                        self.conn.execute(statement)
+                    self._snapshots[name] = snap
+                self._signatures[name] = signature
+
+    def snapshot(self, table: str) -> TableSnapshot:
+        """The snapshot the views show now, for readers other than DuckDB."""
+        self.refresh()
+        return self._snapshots[table]
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         self.refresh()
@@ -89,3 +159,12 @@ class Lake:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def all_views_sql(layout: DataLayout) -> str:
+    """Every table's views over its current snapshot, for the DuckDB CLI or any
+    DuckDB client: ``duckdb -init views.sql``."""
+    lines = ["SET TimeZone = 'UTC';"]
+    for spec in TABLES.values():
+        lines.extend(f"{s};" for s in views_sql(TableLog(layout, spec).snapshot()))
+    return "\n".join(lines) + "\n"

@@ -1,39 +1,57 @@
-"""Files, rows, bytes and time range of each lake table, from Parquet footers."""
+"""Files, rows, bytes and time range of each lake table's current snapshot,
+from Parquet footers (no data pages are read)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, datetime
 
 import pyarrow.parquet as pq
 
-from citylake.schemas import PARTITION_COLUMN, TABLES, DataLayout
+from citylake.lake.manifest import TableLog
+from citylake.schemas import TABLES, DataLayout
 
 
 @dataclass(frozen=True)
 class TableStats:
     table: str
+    version: int
     files: int
     rows: int
     bytes: int
-    first_date: date | None
-    last_date: date | None
+    first: datetime | None
+    last: datetime | None
+
+
+def _as_utc(value: object) -> datetime | None:
+    if not isinstance(value, datetime):
+        return None
+    # Flink writes UTC instants without the "adjusted to UTC" flag.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def table_stats(layout: DataLayout) -> list[TableStats]:
     stats = []
     for spec in TABLES.values():
-        root = layout.lake(spec)
-        pattern = "part-*" if spec.time_column is None else f"{PARTITION_COLUMN}=*/part-*"
-        files = sorted(root.glob(pattern)) if root.exists() else []
-        rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
-        size = sum(f.stat().st_size for f in files)
-        dates = sorted(
-            date.fromisoformat(f.parent.name.split("=", 1)[1]) for f in files if "=" in f.parent.name
-        )
-        stats.append(
-            TableStats(
-                spec.name, len(files), rows, size, dates[0] if dates else None, dates[-1] if dates else None
-            )
-        )
+        snap = TableLog(layout, spec).snapshot()
+        rows = size = 0
+        first: datetime | None = None
+        last: datetime | None = None
+        for path in snap.paths:
+            meta = pq.ParquetFile(path).metadata
+            rows += meta.num_rows
+            size += path.stat().st_size
+            if spec.time_column is None:
+                continue
+            index = meta.schema.names.index(spec.time_column) if spec.time_column in meta.schema.names else -1
+            for g in range(meta.num_row_groups if index >= 0 else 0):
+                column = meta.row_group(g).column(index)
+                if column.statistics is None or not column.statistics.has_min_max:
+                    continue
+                low, high = _as_utc(column.statistics.min), _as_utc(column.statistics.max)
+                if low is not None and (first is None or low < first):
+                    first = low
+                if high is not None and (last is None or high > last):
+                    last = high
+        stats.append(TableStats(spec.name, snap.manifest.version, len(snap.files), rows, size, first, last))
     return stats

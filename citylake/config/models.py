@@ -132,12 +132,63 @@ class ServiceConfig(BaseModel):
     )
     sql_max_rows: int = Field(default=10_000, ge=1)
     sql_timeout_s: float = Field(default=10.0, gt=0)
+    sql_max_bytes: int = Field(
+        default=16 * 1024 * 1024, ge=1024, description="largest SQL response body, in bytes"
+    )
+    sql_max_chars: int = Field(default=100_000, ge=16, description="longest SQL statement, in characters")
+    sql_max_concurrent: int = Field(
+        default=4, ge=1, description="SQL queries run at once; more are answered 429"
+    )
+    query_timeout_s: float = Field(
+        default=10.0, gt=0, description="time limit of each lake query a /v1 route (not /v1/sql) runs"
+    )
+    memory_limit_mb: int = Field(
+        default=1024, ge=64, description="memory DuckDB may use for the service's lake queries, in MiB"
+    )
+    page_max_rows: int = Field(default=10_000, ge=1, description="largest `limit` of a paged route")
+    readings_max_range_days: float = Field(
+        default=31, gt=0, description="longest from/to range of /v1/devices/{id}/readings"
+    )
+    rollups_1m_max_range_days: float = Field(
+        default=92, gt=0, description="longest from/to range of 1-minute rollups"
+    )
+    rollups_1h_max_range_days: float = Field(
+        default=1830, gt=0, description="longest from/to range of 1-hour rollups"
+    )
+    max_request_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="largest request body; larger ones are answered 413"
+    )
 
 
 class ServicesConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     query: ServiceConfig = ServiceConfig()
+
+
+class LakeConfig(BaseModel):
+    """Lake maintenance: compaction, retention, and how long replaced files stay."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    retention_days: dict[str, int] = Field(
+        default_factory=dict, description="per dated table, date partitions kept (today included)"
+    )
+    compact_target_mb: int = Field(default=128, ge=1, description="compaction merges files up to this size")
+    compact_min_files: int = Field(
+        default=4, ge=2, description="a partition is compacted at this many small files"
+    )
+    vacuum_grace_s: float = Field(
+        default=600.0, ge=0, description="replaced files stay this long for queries already planned"
+    )
+
+    @field_validator("retention_days")
+    @classmethod
+    def _positive(cls, value: dict[str, int]) -> dict[str, int]:
+        bad = {t: d for t, d in value.items() if d < 1}
+        if bad:
+            raise ValueError(f"retention must keep at least 1 day: {bad}")
+        return value
 
 
 class CityConfig(BaseModel):
@@ -150,6 +201,7 @@ class CityConfig(BaseModel):
     sources: list[SourceConfig] = Field(default_factory=list)
     ingest: IngestConfig = IngestConfig()
     pipelines: PipelinesConfig = PipelinesConfig()
+    lake: LakeConfig = LakeConfig()
     services: ServicesConfig = ServicesConfig()
 
     @model_validator(mode="after")

@@ -53,8 +53,6 @@ def config_file(tmp_path: Path) -> Path:
 @pytest.mark.parametrize(
     "command",
     [
-        ["lake", "compact"],
-        ["lake", "retain"],
         ["serve", "alerts"],
     ],
     ids=" ".join,

@@ -1,0 +1,153 @@
+"""Compaction: many small files of a partition become one sorted file.
+
+Flink's file sink rolls a file per writer at every checkpoint, so a streaming
+job leaves hundreds of small files a day in each partition. Compaction merges
+them with DuckDB (sorted by device and time, the common filters, zstd), checks
+the row count, and commits one log version that adds the new file and
+removes the old ones: a reader sees either all old files or the new one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from citylake.lake.manifest import COMPACTED_PREFIX, Removed, TableLog
+from citylake.schemas import DataLayout, TableSpec
+from citylake.schemas.tables import SCHEMA_VERSION, SCHEMA_VERSION_KEY, TABLE_NAME_KEY
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TARGET_BYTES = 128 * 1024 * 1024
+DEFAULT_MIN_FILES = 4
+ROW_GROUP_ROWS = 122_880
+
+
+@dataclass(frozen=True)
+class CompactionResult:
+    table: str
+    partitions: int
+    files_in: int
+    files_out: int
+    rows: int
+    bytes_in: int
+    bytes_out: int
+
+
+def sort_keys(spec: TableSpec) -> list[str]:
+    """Device first, then metric, then time: what analysts and services filter on."""
+    names = spec.schema.names
+    keys = [k for k in ("device_id", "metric") if k in names]
+    if spec.time_column is not None:
+        keys.append(spec.time_column)
+    return keys
+
+
+def _quote(path: str) -> str:
+    return "'" + path.replace("'", "''") + "'"
+
+
+def _merge(spec: TableSpec, sources: list[str], target: str) -> None:
+    order = ", ".join(f'"{k}"' for k in sort_keys(spec))
+    files = ", ".join(_quote(s) for s in sources)
+    metadata = (
+        f"{{'{SCHEMA_VERSION_KEY.decode()}': '{SCHEMA_VERSION}', '{TABLE_NAME_KEY.decode()}': '{spec.name}'}}"
+    )
+    # Same column types as Flink's files (naive INT64 milliseconds, what
+    # every lake reader already expects); no partition column in the file.
+    columns = ", ".join(
+        f'CAST("{f.name}" AS TIMESTAMP_MS) AS "{f.name}"' if pa.types.is_timestamp(f.type) else f'"{f.name}"'
+        for f in spec.schema
+    )
+    with duckdb.connect() as conn:
+        conn.execute("SET TimeZone = 'UTC'")
+        # One thread: compaction runs beside ingest and Flink on a 2-core edge node.
+        conn.execute("SET threads = 1")
+        conn.execute(
+            f"COPY (SELECT {columns} FROM read_parquet([{files}], union_by_name = true, "
+            f"hive_partitioning = false) ORDER BY {order}) "
+            f"TO {_quote(target)} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_ROWS}, "
+            f"KV_METADATA {metadata})"
+        )
+
+
+def _plan(sizes: dict[str, int], target_bytes: int, min_files: int) -> list[list[str]]:
+    """Groups of small files of one partition, each up to ``target_bytes``."""
+    small = sorted((f for f, s in sizes.items() if s < target_bytes), key=lambda f: sizes[f])
+    if len(small) < min_files:
+        return []
+    groups: list[list[str]] = [[]]
+    total = 0
+    for name in small:
+        if groups[-1] and total + sizes[name] > target_bytes:
+            groups.append([])
+            total = 0
+        groups[-1].append(name)
+        total += sizes[name]
+    return [g for g in groups if len(g) >= 2]
+
+
+def compact_table(
+    layout: DataLayout,
+    spec: TableSpec,
+    target_bytes: int = DEFAULT_TARGET_BYTES,
+    min_files: int = DEFAULT_MIN_FILES,
+    on_group: Callable[[str, int], None] | None = None,
+) -> CompactionResult:
+    """Compact every partition of ``spec`` holding at least ``min_files`` small
+    files. Safe beside running jobs and readers; one writer at a time."""
+    table_log = TableLog(layout, spec)
+    files_in = files_out = rows = bytes_in = bytes_out = 0
+    partitions: set[str] = set()
+    with table_log.writer():
+        snap = table_log.snapshot()
+        by_partition: dict[str, dict[str, int]] = defaultdict(dict)
+        for relative in snap.files:
+            partition = relative.rsplit("/", 1)[0] if "/" in relative else ""
+            by_partition[partition][relative] = (snap.root / relative).stat().st_size
+        manifest = snap.manifest
+        for partition, sizes in sorted(by_partition.items()):
+            for group in _plan(sizes, target_bytes, min_files):
+                name = f"{COMPACTED_PREFIX}{uuid.uuid4().hex}.parquet"
+                relative = f"{partition}/{name}" if partition else name
+                final = snap.root / relative
+                temporary = final.with_name(f".{name}.tmp")
+                expected = sum(pq.ParquetFile(snap.root / f).metadata.num_rows for f in group)
+                _merge(spec, [str(snap.root / f) for f in group], str(temporary))
+                written = pq.ParquetFile(temporary).metadata.num_rows
+                if written != expected:
+                    temporary.unlink()
+                    raise RuntimeError(
+                        f"compaction of {spec.name}/{partition} wrote {written} rows, expected {expected}; "
+                        "nothing was committed"
+                    )
+                with open(temporary, "rb") as f:
+                    os.fsync(f.fileno())
+                os.rename(temporary, final)
+                now = datetime.now(UTC)
+                merged = set(group)
+                manifest = table_log.commit(
+                    manifest,
+                    "compact",
+                    compacted=(manifest.compacted - merged) | {relative},
+                    removed=manifest.removed + tuple(Removed(f, now) for f in sorted(merged)),
+                )
+                partitions.add(partition)
+                files_in += len(group)
+                files_out += 1
+                rows += written
+                bytes_in += sum(sizes[f] for f in group)
+                bytes_out += final.stat().st_size
+                log.info("compacted %d files of %s/%s into %s", len(group), spec.name, partition, name)
+                if on_group is not None:
+                    on_group(partition, len(group))
+    return CompactionResult(spec.name, len(partitions), files_in, files_out, rows, bytes_in, bytes_out)

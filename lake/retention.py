@@ -1,0 +1,123 @@
+"""Retention and vacuum: partitions leave a table by a log commit first, and
+leave the disk a grace period later, so no running query loses a file."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+from citylake.lake.manifest import COMPACTED_PREFIX, FLINK_PART_PREFIX, Removed, TableLog, partition_date
+from citylake.schemas import PARTITION_COLUMN, DataLayout, TableSpec
+
+log = logging.getLogger(__name__)
+
+DEFAULT_GRACE = timedelta(minutes=10)
+
+
+@dataclass(frozen=True)
+class RetentionResult:
+    table: str
+    retained_from: date
+    files_removed: int
+
+
+@dataclass(frozen=True)
+class VacuumResult:
+    table: str
+    files_deleted: int
+    bytes_deleted: int
+
+
+def retain_table(
+    layout: DataLayout, spec: TableSpec, keep_days: int, today: date | None = None
+) -> RetentionResult:
+    """Keep the last ``keep_days`` date partitions (today included)."""
+    if spec.time_column is None:
+        raise ValueError(
+            f"table {spec.name!r} has no date partitions; retention applies to dated tables only"
+        )
+    if keep_days < 1:
+        raise ValueError(f"keep_days must be at least 1, got {keep_days}")
+    cutoff = (today or datetime.now(UTC).date()) - timedelta(days=keep_days - 1)
+    table_log = TableLog(layout, spec)
+    with table_log.writer():
+        snap = table_log.snapshot()
+        manifest = snap.manifest
+        if manifest.retained_from is not None and manifest.retained_from >= cutoff:
+            return RetentionResult(spec.name, manifest.retained_from, 0)
+        dropped = [f for f in snap.files if (d := partition_date(f)) is not None and d < cutoff]
+        now = datetime.now(UTC)
+        table_log.commit(
+            manifest,
+            "retain",
+            retained_from=cutoff,
+            compacted=manifest.compacted - set(dropped),
+            removed=manifest.removed + tuple(Removed(f, now) for f in dropped),
+        )
+    log.info("%s: partitions before %s retired (%d files)", spec.name, cutoff, len(dropped))
+    return RetentionResult(spec.name, cutoff, len(dropped))
+
+
+def _old(path: str, before: float) -> bool:
+    try:
+        return os.stat(path).st_mtime < before
+    except FileNotFoundError:
+        return False
+
+
+def vacuum_table(layout: DataLayout, spec: TableSpec, grace: timedelta = DEFAULT_GRACE) -> VacuumResult:
+    """Delete files that left the table more than ``grace`` ago, leftovers of
+    interrupted compactions, and late files in retired partitions."""
+    table_log = TableLog(layout, spec)
+    deleted = size = 0
+
+    def delete(path: str) -> None:
+        nonlocal deleted, size
+        with contextlib.suppress(FileNotFoundError):
+            size += os.stat(path).st_size
+            os.unlink(path)
+            deleted += 1
+
+    with table_log.writer():
+        manifest = table_log.current()
+        now = datetime.now(UTC)
+        expired = [r for r in manifest.removed if now - r.at >= grace]
+        for removed in expired:
+            delete(str(table_log.root / removed.path))
+        if expired:
+            keep = tuple(r for r in manifest.removed if now - r.at < grace)
+            manifest = table_log.commit(manifest, "vacuum", removed=keep)
+        before = now.timestamp() - grace.total_seconds()
+        known = manifest.compacted | manifest.removed_paths
+        if table_log.root.exists():
+            for dirpath, _, names in os.walk(table_log.root):
+                relative_dir = os.path.relpath(dirpath, table_log.root)
+                for name in names:
+                    relative = name if relative_dir == "." else f"{relative_dir}/{name}"
+                    path = os.path.join(dirpath, name)
+                    leftover = name.startswith(f".{COMPACTED_PREFIX}") or (
+                        name.startswith(COMPACTED_PREFIX) and relative not in known
+                    )
+                    day = partition_date(relative)
+                    retired = (
+                        name.startswith(FLINK_PART_PREFIX)
+                        and manifest.retained_from is not None
+                        and day is not None
+                        and day < manifest.retained_from
+                        and relative not in known
+                    )
+                    if (leftover or retired) and _old(path, before):
+                        delete(path)
+                if (
+                    relative_dir.startswith(f"{PARTITION_COLUMN}=")
+                    and manifest.retained_from is not None
+                    and (day := partition_date(relative_dir)) is not None
+                    and day < manifest.retained_from
+                ):
+                    with contextlib.suppress(OSError):
+                        os.rmdir(dirpath)  # only once empty
+        table_log.prune_versions()
+    return VacuumResult(spec.name, deleted, size)
