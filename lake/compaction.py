@@ -138,7 +138,7 @@ def compact_table(
                 manifest = table_log.commit(
                     manifest,
                     "compact",
-                    compacted=(manifest.compacted - merged) | {relative},
+                    added=(manifest.added - merged) | {relative},
                     removed=manifest.removed + tuple(Removed(f, now) for f in sorted(merged)),
                 )
                 partitions.add(partition)

@@ -6,7 +6,7 @@ log records what only maintenance does: files compaction wrote, files it (or
 retention) took out of the table, and the date before which partitions are
 gone. A table's contents at a version are::
 
-    (part files on disk, minus removed) plus compacted, dated >= retained_from
+    (part files on disk, minus removed) plus added, dated >= retained_from
 
 Each version is one JSON file ``lake/_log/<table>/<version>.json`` holding the
 whole state, created with ``link`` so two writers can never both write
@@ -50,7 +50,9 @@ class Manifest:
     version: int = 0
     operation: str = "create"
     committed_at: datetime = field(default_factory=lambda: datetime.fromtimestamp(0, UTC))
-    compacted: frozenset[str] = frozenset()  # relative paths of files compaction wrote
+    # Files a log commit brought in (compaction's output, files synced from
+    # another site), relative to the table directory.
+    added: frozenset[str] = frozenset()
     removed: tuple[Removed, ...] = ()
     retained_from: date | None = None
 
@@ -65,7 +67,7 @@ class Manifest:
                 "version": self.version,
                 "operation": self.operation,
                 "committed_at": self.committed_at.isoformat(),
-                "compacted": sorted(self.compacted),
+                "added": sorted(self.added),
                 "removed": [{"path": r.path, "at": r.at.isoformat()} for r in self.removed],
                 "retained_from": self.retained_from.isoformat() if self.retained_from else None,
             },
@@ -80,7 +82,7 @@ class Manifest:
             version=int(data["version"]),
             operation=data["operation"],
             committed_at=datetime.fromisoformat(data["committed_at"]),
-            compacted=frozenset(data["compacted"]),
+            added=frozenset(data["added"]),
             removed=tuple(Removed(r["path"], datetime.fromisoformat(r["at"])) for r in data["removed"]),
             retained_from=date.fromisoformat(data["retained_from"]) if data["retained_from"] else None,
         )
@@ -154,7 +156,7 @@ class TableLog:
         manifest = self.current()
         removed = manifest.removed_paths
         live = [f for f in self.flink_files() if f not in removed]
-        live.extend(manifest.compacted)
+        live.extend(manifest.added)
         if manifest.retained_from is not None:
             cutoff = manifest.retained_from
             live = [f for f in live if (d := partition_date(f)) is None or d >= cutoff]

@@ -54,7 +54,7 @@ def retain_table(
             manifest,
             "retain",
             retained_from=cutoff,
-            compacted=manifest.compacted - set(dropped),
+            added=manifest.added - set(dropped),
             removed=manifest.removed + tuple(Removed(f, now) for f in dropped),
         )
     log.info("%s: partitions before %s retired (%d files)", spec.name, cutoff, len(dropped))
@@ -91,7 +91,7 @@ def vacuum_table(layout: DataLayout, spec: TableSpec, grace: timedelta = DEFAULT
             keep = tuple(r for r in manifest.removed if now - r.at < grace)
             manifest = table_log.commit(manifest, "vacuum", removed=keep)
         before = now.timestamp() - grace.total_seconds()
-        known = manifest.compacted | manifest.removed_paths
+        known = manifest.added | manifest.removed_paths
         if table_log.root.exists():
             for dirpath, _, names in os.walk(table_log.root):
                 relative_dir = os.path.relpath(dirpath, table_log.root)
