@@ -13,7 +13,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -22,6 +22,7 @@ from prometheus_client import Counter
 from citylake.ingest.base import Ack, PollingSource, PollTarget, Row, Source, StreamingSource
 from citylake.ingest.batcher import ColumnBatcher
 from citylake.ingest.landing import LandedFile, LandingWriter
+from citylake.ingest.live import LivePublisher
 from citylake.ingest.metrics import IngestMetrics
 from citylake.schemas import TABLES, DataLayout, TableSpec, table, truncate_raw
 
@@ -119,6 +120,8 @@ class LandingBuffer:
         self._flush_lock = asyncio.Lock()
         self._buffered = 0
         self._source_metrics: dict[tuple[str, str], _SourceMetrics] = {}
+        # Told of each commit's batches (the live feed); runs on the event loop.
+        self.on_landed: Callable[[list[tuple[TableSpec, pa.RecordBatch]]], None] | None = None
 
     def _metrics_for(self, source: str, table: str) -> _SourceMetrics:
         # prometheus_client's labels() costs a lock and a tuple per call; the
@@ -284,6 +287,8 @@ class LandingBuffer:
             for spec, batch in batches:
                 self.metrics.batches.labels(spec.name).inc()
                 self.metrics.landed_rows.labels(spec.name).inc(batch.num_rows)
+            if self.on_landed is not None and batches:
+                self.on_landed(batches)
             for ack in acks:
                 try:
                     ack()
@@ -321,12 +326,16 @@ class IngestRunner:
         site: str,
         policy: FlushPolicy | None = None,
         metrics: IngestMetrics | None = None,
+        live: LivePublisher | None = None,
     ) -> None:
         self.sources = list(sources)
+        self.live = live
         self.site = site
         self.metrics = metrics or IngestMetrics()
         self.writer = LandingWriter(layout)
         self.buffer = LandingBuffer(self.writer, self.metrics, policy or FlushPolicy())
+        if live is not None:
+            self.buffer.on_landed = live.offer
         self._stopping = asyncio.Event()
         self._sleeping: set[asyncio.Future[None]] = set()
         self._tasks: list[asyncio.Task[None]] = []
@@ -336,6 +345,8 @@ class IngestRunner:
         await asyncio.to_thread(_warm_up)
         recovery = await asyncio.to_thread(self.writer.recover)
         self.buffer.remember_landed(recovery.recent_inputs)
+        if self.live is not None:
+            self.live.start()
         for source in self.sources:
             ctx = self.buffer.context(source.name, self.site)
             if isinstance(source, StreamingSource):
@@ -455,6 +466,8 @@ class IngestRunner:
             elif isinstance(source, PollingSource):
                 await source.close()
         await self.buffer.flush()
+        if self.live is not None:
+            await self.live.close()
 
     def health(self) -> dict[str, object]:
         """What /healthz reports: each source, the buffer and the landing zone."""

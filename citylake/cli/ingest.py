@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
 import signal
 from collections.abc import Iterator
 from typing import Annotated
@@ -15,6 +16,7 @@ import uvicorn
 from citylake.cli.common import DEFAULT_CONFIG, ConfigOption, console, fail, load, setup_logging
 from citylake.config import ConfigError
 from citylake.ingest.base import SourceUnavailable
+from citylake.ingest.live import LivePublisher
 from citylake.ingest.registry import build_sources
 from citylake.ingest.runner import FlushPolicy, IngestRunner
 from citylake.schemas import DataLayout
@@ -45,12 +47,27 @@ def ingest(
         max_buffered_rows=settings.max_buffered_rows,
         max_landing_bytes=settings.landing_max_bytes,
     )
-    runner = IngestRunner(sources, DataLayout(loaded.config.data_dir), loaded.config.site, policy)
+    live = _live_publisher(settings.live_pubsub, settings.live_topic)
+    runner = IngestRunner(sources, DataLayout(loaded.config.data_dir), loaded.config.site, policy, live=live)
     names = ", ".join(f"{s.name} ({s.config.type})" for s in sources)
     console.print(f"ingesting from {names} into {loaded.config.data_dir / 'landing'}; Ctrl-C stops")
     if metrics_port:
         console.print(f"health and metrics: http://127.0.0.1:{metrics_port}/healthz  /metrics")
     asyncio.run(_run(runner, metrics_port))
+
+
+def _live_publisher(pubsub: str | None, topic: str) -> LivePublisher | None:
+    if pubsub is None:
+        return None
+    port = os.environ.get("DAPR_HTTP_PORT")
+    if not port or not port.isdigit():
+        fail(
+            f"ingest.live_pubsub is {pubsub!r} but DAPR_HTTP_PORT is not set: "
+            "run ingest beside a Dapr sidecar",
+            2,
+        )
+    console.print(f"live feed: landed readings published to Dapr pub/sub {pubsub!r}, topic {topic!r}")
+    return LivePublisher(int(port), pubsub, topic, api_token=os.environ.get("DAPR_API_TOKEN"))
 
 
 class _OpsServer(uvicorn.Server):

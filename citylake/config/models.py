@@ -46,6 +46,12 @@ class IngestConfig(BaseModel):
     max_buffered_rows: int = Field(
         default=500_000, ge=1, description="above this, streaming sources are held back and polls skipped"
     )
+    live_pubsub: str | None = Field(
+        default=None,
+        max_length=128,
+        description="Dapr pub/sub component to publish landed readings to (needs a sidecar: DAPR_HTTP_PORT)",
+    )
+    live_topic: str = Field(default="readings", min_length=1, max_length=128, description="the live topic")
     landing_max_bytes: int | None = Field(
         default=None, ge=1, description="landing zone bound; at it flushes wait and sources are held back"
     )
@@ -164,6 +170,8 @@ class ServicesConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     query: ServiceConfig = ServiceConfig()
+    registry: ServiceConfig = ServiceConfig(port=8081)
+    alerts: ServiceConfig = ServiceConfig(port=8082)
 
 
 class LakeConfig(BaseModel):
