@@ -21,7 +21,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from citylake.lake.manifest import COMPACTED_PREFIX, Removed, TableLog
+from citylake.lake.manifest import COMPACTED_PREFIX, SYNCED_PREFIX, Removed, TableLog
 from citylake.schemas import DataLayout, TableSpec
 from citylake.schemas.tables import SCHEMA_VERSION, SCHEMA_VERSION_KEY, TABLE_NAME_KEY
 
@@ -29,7 +29,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TARGET_BYTES = 128 * 1024 * 1024
 DEFAULT_MIN_FILES = 4
-ROW_GROUP_ROWS = 122_880
+# Row groups of ~30k rows hold a few hundred devices each: a one-device query
+# reads one of them (measured 3 ms vs 18 ms with DuckDB's default 122,880).
+ROW_GROUP_ROWS = 30_720
 
 
 @dataclass(frozen=True)
@@ -62,10 +64,11 @@ def _merge(spec: TableSpec, sources: list[str], target: str) -> None:
     metadata = (
         f"{{'{SCHEMA_VERSION_KEY.decode()}': '{SCHEMA_VERSION}', '{TABLE_NAME_KEY.decode()}': '{spec.name}'}}"
     )
-    # Same column types as Flink's files (naive INT64 milliseconds, what
-    # every lake reader already expects); no partition column in the file.
+    # Instants as TIMESTAMPTZ (INT64, adjusted to UTC): the contract's type,
+    # so the views' cast is a no-op for these files and time filters reach
+    # their row-group statistics (Flink's own files lack the UTC flag).
     columns = ", ".join(
-        f'CAST("{f.name}" AS TIMESTAMP_MS) AS "{f.name}"' if pa.types.is_timestamp(f.type) else f'"{f.name}"'
+        f'CAST("{f.name}" AS TIMESTAMPTZ) AS "{f.name}"' if pa.types.is_timestamp(f.type) else f'"{f.name}"'
         for f in spec.schema
     )
     with duckdb.connect() as conn:
@@ -113,6 +116,11 @@ def compact_table(
         by_partition: dict[str, dict[str, int]] = defaultdict(dict)
         for relative in snap.files:
             partition = relative.rsplit("/", 1)[0] if "/" in relative else ""
+            # A synced file mirrors a file of another site's lake, which that
+            # site compacts itself and whose sync then replaces it here. Merged
+            # here, its rows would outlive that replacement: counted twice.
+            if relative.rsplit("/", 1)[-1].startswith(SYNCED_PREFIX):
+                continue
             by_partition[partition][relative] = (snap.root / relative).stat().st_size
         manifest = snap.manifest
         for partition, sizes in sorted(by_partition.items()):

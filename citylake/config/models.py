@@ -199,6 +199,74 @@ class LakeConfig(BaseModel):
         return value
 
 
+class SyncConfig(BaseModel):
+    """Edge → region sync (``citylake sync push`` at an edge, ``citylake sync
+    serve`` at its region). One model for both ends: a site reads the keys of
+    its role and ignores the others."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # The edge: where and how it ships its lake.
+    region_url: str | None = Field(
+        default=None, description="edge: the region's sync receiver, e.g. http://region.example:8090"
+    )
+    api_key: str | None = Field(default=None, description="edge: sent as X-API-Key to the region")
+    tables: list[Name] = Field(default_factory=list, description="edge: tables shipped; empty: every table")
+    bandwidth_bytes_per_s: int | None = Field(
+        default=None, ge=1024, description="edge: uplink budget of the sync (token bucket); unset: unlimited"
+    )
+    burst_bytes: int = Field(
+        default=64 * 1024, ge=1024, description="edge: bytes the token bucket lets out at once"
+    )
+    chunk_bytes: int = Field(
+        default=1024 * 1024,
+        ge=4096,
+        le=64 * 1024 * 1024,
+        description="edge: upload chunk; a cut costs at most one chunk again",
+    )
+    commit_batch_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1, description="edge: partitions are committed after this many bytes"
+    )
+    interval_s: float = Field(default=10.0, gt=0, description="edge: time between rounds with --follow")
+    timeout_s: float = Field(default=30.0, gt=0, description="edge: connect/read/write timeout of a request")
+    retry_max_s: float = Field(
+        default=10.0, gt=0, description="edge: longest wait between retries of a failed request"
+    )
+    retry_window_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="edge: a round gives up after the region was unreachable this long (the next re-plans)",
+    )
+    # The region: how it receives.
+    host: str = Field(default="127.0.0.1", description="region: listen address of `sync serve`")
+    port: Port = Field(default=8090, description="region: listen port of `sync serve`")
+    api_keys: list[str] = Field(
+        default_factory=list, description="region: if set, every route but /healthz needs X-API-Key"
+    )
+    sites: list[Name] = Field(default_factory=list, description="region: edge sites accepted; empty: any")
+    max_chunk_bytes: int = Field(
+        default=8 * 1024 * 1024, ge=4096, description="region: largest upload chunk (decoded); larger: 413"
+    )
+    max_file_bytes: int = Field(
+        default=4 * 1024**3, ge=1, description="region: largest file an edge may ship; larger: 413"
+    )
+    incoming_max_bytes: int = Field(
+        default=16 * 1024**3, ge=1, description="region: bound of uploads not yet committed; beyond: 507"
+    )
+    request_timeout_s: float = Field(
+        default=120.0, gt=0, description="region: a request body must arrive within this time; else 408"
+    )
+
+    @field_validator("region_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"expected http(s)://host:port, got {value!r}")
+        return value
+
+
 class CityConfig(BaseModel):
     """The root of ``city.yaml``."""
 
@@ -211,6 +279,7 @@ class CityConfig(BaseModel):
     pipelines: PipelinesConfig = PipelinesConfig()
     lake: LakeConfig = LakeConfig()
     services: ServicesConfig = ServicesConfig()
+    sync: SyncConfig = SyncConfig()
 
     @model_validator(mode="after")
     def _source_names_unique(self) -> CityConfig:

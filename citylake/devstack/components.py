@@ -10,6 +10,7 @@ from __future__ import annotations
 import getpass
 import shutil
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,8 +161,11 @@ def start_daprd(
     return Daprd(process, app_id, http_port, grpc_port)
 
 
-def start_service(service: str, config_path: Path, port: int, workdir: Path) -> ManagedProcess:
-    """``citylake serve <service>`` as a child process, waited for on /healthz."""
+def start_service(
+    service: str, config_path: Path, port: int, workdir: Path, env: Mapping[str, str] | None = None
+) -> ManagedProcess:
+    """``citylake serve <service>`` as a child process, waited for on /healthz.
+    ``env`` adds variables, e.g. ``DAPR_HTTP_PORT`` to put the service beside a sidecar."""
     argv = [
         sys.executable,
         "-m",
@@ -174,7 +178,7 @@ def start_service(service: str, config_path: Path, port: int, workdir: Path) -> 
         str(port),
     ]
     require_port_free(port, f"citylake {service}")
-    process = ManagedProcess(f"citylake-{service}", argv, workdir / f"{service}.log").start()
+    process = ManagedProcess(f"citylake-{service}", argv, workdir / f"{service}.log", env=env).start()
 
     def healthy() -> bool:
         try:

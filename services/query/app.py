@@ -1,40 +1,57 @@
 """The query service: latest values, ranges and analyst SQL over the lake.
 
-``create_app(settings)`` builds the app; the lake connection is opened in the
-lifespan and reached by handlers through dependencies (services/query/deps.py).
+``create_app(settings)`` builds the app; the lake connection, locked down to
+reading the lake (services/query/sandbox.py), is opened at start if it can be
+and otherwise on first use, and reached by handlers through dependencies
+(services/query/deps.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import duckdb
 from fastapi import Depends, FastAPI
 from prometheus_client import CollectorRegistry
 
-from citylake.lake import Lake
+from citylake.config import ServiceConfig
 from citylake.schemas import DataLayout
 from citylake.services.auth import api_key_guard
-from citylake.services.observability import add_health_and_metrics
-from citylake.services.query import routes
+from citylake.services.observability import RequestMetrics, add_health_and_metrics
+from citylake.services.query import history, latest, sql
+from citylake.services.query.body_limit import BodySizeLimit
+from citylake.services.query.errors import install_error_handlers
+from citylake.services.query.sandbox import LakeUnavailable, SandboxedLake
 
 
 @dataclass(frozen=True)
 class QuerySettings:
+    """Where the lake is, and ``services.query`` of city.yaml (keys, limits)."""
+
     data_dir: Path
-    api_keys: list[str] = field(default_factory=list)
+    config: ServiceConfig = field(default_factory=ServiceConfig)
 
 
 def create_app(settings: QuerySettings) -> FastAPI:
+    config = settings.config
+    # Absolute, so the sandbox's allowed directory and the views' file paths
+    # agree whatever the working directory is when a query runs.
+    layout = DataLayout(settings.data_dir.absolute())
+
+    lake = SandboxedLake(layout, config.memory_limit_mb)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.lake = Lake(DataLayout(settings.data_dir))
+        with contextlib.suppress(LakeUnavailable, duckdb.Error):
+            lake.cursor().close()  # opened now if it can be; else /healthz and requests say why
         try:
             yield
         finally:
-            app.state.lake.close()
+            lake.close()
 
     app = FastAPI(
         title="citylake query",
@@ -42,13 +59,23 @@ def create_app(settings: QuerySettings) -> FastAPI:
         summary="Latest values, time ranges and SQL over the city's data lake",
         lifespan=lifespan,
     )
-    guard = api_key_guard(settings.api_keys)
-    app.include_router(routes.router, dependencies=[Depends(guard)])
+    app.state.config = config
+    app.state.lake = lake
+    guard = api_key_guard(config.api_keys)
+    for router in (latest.router(config), history.router(config), sql.router(config)):
+        app.include_router(router, dependencies=[Depends(guard)])
+    install_error_handlers(app)
     registry = CollectorRegistry()
+    app.add_middleware(BodySizeLimit, max_bytes=config.max_request_bytes)
+    # Added last, so outermost: refusals by the body limit are timed too.
+    app.add_middleware(RequestMetrics, registry=registry)
 
     def checks() -> dict[str, str]:
-        lake = getattr(app.state, "lake", None)
-        return {"lake": "ok" if lake is not None else "not open"}
+        try:
+            lake.cursor().close()  # what a request would do first: open, refresh the views
+        except (LakeUnavailable, duckdb.Error) as exc:
+            return {"lake": str(exc)}
+        return {"lake": "ok"}
 
     add_health_and_metrics(app, registry, checks, guard)
     return app

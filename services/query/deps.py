@@ -3,22 +3,65 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import duckdb
-from fastapi import Request
+import pyarrow as pa
+from fastapi import Request, status
 
-from citylake.lake import Lake
+from citylake.config import ServiceConfig
+from citylake.services.query.deadline import deadline
+from citylake.services.query.errors import QueryError
+from citylake.services.query.sandbox import LakeUnavailable, SandboxedLake
 
 
-def get_lake(request: Request) -> Lake:
-    lake: Lake = request.app.state.lake
+def get_lake(request: Request) -> SandboxedLake:
+    lake: SandboxedLake = request.app.state.lake
     return lake
+
+
+def get_config(request: Request) -> ServiceConfig:
+    config: ServiceConfig = request.app.state.config
+    return config
+
+
+def lake_unreadable(exc: Exception) -> QueryError:
+    return QueryError(status.HTTP_503_SERVICE_UNAVAILABLE, f"the lake cannot be read now: {exc}")
 
 
 def lake_cursor(request: Request) -> Iterator[duckdb.DuckDBPyConnection]:
     """A cursor per request: DuckDB connections are not shared across threads."""
-    cursor = get_lake(request).cursor()
+    try:
+        # cursor() refreshes the views, which reads new files' footers.
+        cursor = get_lake(request).cursor()
+    except (duckdb.Error, LakeUnavailable) as exc:
+        raise lake_unreadable(exc) from exc
     try:
         yield cursor
     finally:
         cursor.close()
+
+
+def fetch(
+    cursor: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any], config: ServiceConfig
+) -> pa.Table:
+    """One of the service's own queries, cancelled after ``query_timeout_s``.
+
+    The statements are the service's own, so a DuckDB error here means the lake
+    could not be read (a damaged file, a full disk): a 503 that says so, which
+    a client may retry, rather than a bare 500.
+    """
+    try:
+        with deadline(cursor, config.query_timeout_s, "query_timeout_s"):
+            return cursor.execute(sql, params).to_arrow_table()
+    except duckdb.Error as exc:
+        raise lake_unreadable(exc) from exc
+
+
+def device_known(cursor: duckdb.DuckDBPyConnection, device_id: str, config: ServiceConfig) -> bool:
+    """Whether the lake has ever heard of ``device_id`` (a reading or a registry row)."""
+    sql = (
+        "SELECT EXISTS (SELECT 1 FROM readings WHERE device_id = $d) "
+        "OR EXISTS (SELECT 1 FROM devices WHERE device_id = $d) AS known"
+    )
+    return bool(fetch(cursor, sql, {"d": device_id}, config).column("known")[0].as_py())

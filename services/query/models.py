@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, PlainSerializer
+from pydantic import BaseModel, Field, PlainSerializer
 
 
 def _iso_ms(value: datetime) -> str:
@@ -14,6 +14,8 @@ def _iso_ms(value: datetime) -> str:
 
 # Instants leave the services as the lake stores them: UTC, milliseconds.
 Instant = Annotated[datetime, PlainSerializer(_iso_ms, return_type=str)]
+
+NEXT_CURSOR = "`cursor` for the next page; null on the last page"
 
 
 class LatestReading(BaseModel):
@@ -28,3 +30,68 @@ class LatestReading(BaseModel):
 class DeviceLatest(BaseModel):
     device_id: str
     readings: list[LatestReading]
+
+
+class DeviceValue(BaseModel):
+    device_id: str
+    type: str | None = Field(description="devices.type; null for a device the registry does not know")
+    civil_code: str | None = Field(description="devices.civil_code")
+    ts: Instant
+    value: float | None
+    text: str | None
+    unit: str | None
+    quality: int
+
+
+class MetricLatest(BaseModel):
+    metric: str
+    district: str | None
+    type: str | None
+    items: list[DeviceValue] = Field(description="one per device, ordered by device_id")
+    next_cursor: str | None = Field(description=NEXT_CURSOR)
+
+
+class Reading(BaseModel):
+    ts: Instant
+    metric: str
+    value: float | None
+    text: str | None
+    unit: str | None
+    quality: int
+
+
+class ReadingsPage(BaseModel):
+    device_id: str
+    items: list[Reading] = Field(description="ordered by ts, then metric")
+    next_cursor: str | None = Field(description=NEXT_CURSOR)
+
+
+class Rollup(BaseModel):
+    window_start: Instant
+    metric: str
+    count: int
+    min: float | None
+    max: float | None
+    avg: float | None
+    last: float | None
+
+
+class RollupsPage(BaseModel):
+    device_id: str
+    grain: str
+    items: list[Rollup] = Field(description="ordered by window_start, then metric")
+    next_cursor: str | None = Field(description=NEXT_CURSOR)
+
+
+class SqlColumn(BaseModel):
+    name: str
+    type: str = Field(description="DuckDB type, e.g. VARCHAR, DOUBLE, TIMESTAMP WITH TIME ZONE")
+
+
+class SqlResult(BaseModel):
+    columns: list[SqlColumn]
+    rows: list[list[Any]] = Field(
+        description="one array per row, values in column order (arrays, not objects, so that "
+        "two columns with the same name both survive)"
+    )
+    row_count: int

@@ -50,19 +50,12 @@ def config_file(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize(
-    "command",
-    [
-        ["serve", "alerts"],
-    ],
-    ids=" ".join,
-)
-def test_unimplemented_commands_say_so_and_fail(command: list[str], tmp_path: Path) -> None:
-    args = command if command[0] == "simulate" else [*command, "--config", str(config_file(tmp_path))]
-    result = runner.invoke(app, args)
-    assert result.exit_code == 3
-    assert "not implemented yet" in result.output
-    assert "nothing was done" in result.output
+def test_serve_offers_every_service_and_the_sidecar_port() -> None:
+    result = runner.invoke(app, ["serve", "--help"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    for service in ("query", "registry", "alerts"):
+        assert service in result.output
+    assert "--dapr-http-port" in result.output
 
 
 def test_bad_config_exits_2_with_the_line(tmp_path: Path) -> None:

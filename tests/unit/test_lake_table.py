@@ -163,8 +163,8 @@ def test_views_follow_new_flink_commits_and_pyarrow_reads_the_same_snapshot(layo
     compact_table(layout, READINGS, min_files=2)
     snap = lake.snapshot("readings")
     files = [pq.read_table(p, partitioning=None) for p in snap.paths]
-    assert all(f.schema.equals(files[0].schema) for f in files), "compacted files keep Flink's types"
     assert sum(f.num_rows for f in files) == 9
+    assert files[0].schema.field("ts").type == pa.timestamp("us", tz="UTC"), "compacted: UTC instants"
     lake.close()
 
 

@@ -1,0 +1,149 @@
+"""Latest values: of one device, and of one metric across a district or type."""
+
+# No `from __future__ import annotations`: FastAPI reads these routes'
+# annotations at run time, and some name limits from the factory's config.
+from typing import Annotated
+
+import duckdb
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
+
+from citylake.config import ServiceConfig
+from citylake.services.query import paging
+from citylake.services.query.deps import fetch, lake_cursor
+from citylake.services.query.errors import error_responses
+from citylake.services.query.models import DeviceLatest, DeviceValue, LatestReading, MetricLatest
+from citylake.services.query.negotiation import tabular_openapi, tabular_response
+
+DeviceId = Annotated[
+    str, Path(min_length=1, max_length=128, description="device id as in readings.device_id")
+]
+MetricName = Annotated[str, Path(min_length=1, max_length=128, description="metric as in readings.metric")]
+
+DISTRICT = """\
+An administrative area, as a prefix of `devices.civil_code`: the GB/T 2260
+division code that GB28181 catalogs carry (and the first 8 digits of a
+GB28181 device id). 2 digits = province, 4 = city, 6 = county-level
+district, 8 = township or street; e.g. `3201` is all of Nanjing, `320106`
+its Gulou district. Devices without a civil_code belong to no district.
+"""
+
+_DEVICE_LATEST_SQL = """
+SELECT metric, ts, value, text, unit, quality
+FROM readings
+WHERE device_id = $device_id AND ($metric IS NULL OR metric = $metric)
+QUALIFY row_number() OVER (PARTITION BY metric ORDER BY ts DESC, ingest_ts DESC) = 1
+ORDER BY metric
+"""
+
+# The registry is narrowed first so a district's latest values never rank
+# every device in the city. `devices` holds one row per device by contract;
+# the QUALIFY keeps a duplicate from turning into two answers for one device.
+_METRIC_LATEST_SQL = """
+WITH registry AS (
+    SELECT device_id, type, civil_code FROM devices
+    QUALIFY row_number() OVER (PARTITION BY device_id ORDER BY last_seen DESC NULLS LAST) = 1
+),
+chosen AS (
+    SELECT device_id FROM registry
+    WHERE ($district IS NULL OR starts_with(civil_code, $district)) AND ($type IS NULL OR type = $type)
+),
+latest AS (
+    SELECT device_id, ts, value, text, unit, quality FROM readings
+    WHERE metric = $metric
+      AND ($after IS NULL OR device_id > $after)
+      AND (($district IS NULL AND $type IS NULL) OR device_id IN (SELECT device_id FROM chosen))
+    QUALIFY row_number() OVER (PARTITION BY device_id ORDER BY ts DESC, ingest_ts DESC) = 1
+)
+SELECT l.device_id, r.type, r.civil_code, l.ts, l.value, l.text, l.unit, l.quality
+FROM latest l LEFT JOIN registry r USING (device_id)
+ORDER BY l.device_id
+LIMIT $limit
+"""
+
+
+def router(config: ServiceConfig) -> APIRouter:
+    api = APIRouter(prefix="/v1", tags=["latest"])
+    default_limit = min(1000, config.page_max_rows)
+
+    @api.get(
+        "/devices/{device_id}/latest",
+        response_model=DeviceLatest,
+        summary="Latest value of each metric of a device",
+        responses={**tabular_openapi("one row per metric"), **error_responses(401, 404, 408, 503)},
+    )
+    def device_latest(
+        request: Request,
+        device_id: DeviceId,
+        cursor: Annotated[duckdb.DuckDBPyConnection, Depends(lake_cursor)],
+        metric: Annotated[str | None, Query(max_length=128, description="only this metric")] = None,
+    ) -> Response:
+        table = fetch(cursor, _DEVICE_LATEST_SQL, {"device_id": device_id, "metric": metric}, config)
+        if table.num_rows == 0:
+            what = f"metric {metric!r} of device {device_id!r}" if metric else f"device {device_id!r}"
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no readings for {what} in the lake")
+        return tabular_response(
+            request,
+            table,
+            lambda: DeviceLatest(
+                device_id=device_id,
+                readings=[LatestReading.model_validate(row) for row in table.to_pylist()],
+            ),
+        )
+
+    @api.get(
+        "/metrics/{metric}/latest",
+        response_model=MetricLatest,
+        summary="Latest value of a metric on every device of a district or type",
+        description="One row per device that has ever reported `metric`, ordered by device id and "
+        "paged with `limit` and `cursor`. `district` and `type` narrow the devices through the "
+        "`devices` table (both together: devices in both); without either, every device. "
+        "An unknown metric is an empty list, not a 404.\n\n**district**: " + DISTRICT,
+        responses={**tabular_openapi("one row per device"), **error_responses(400, 401, 408, 503)},
+    )
+    def metric_latest(
+        request: Request,
+        metric: MetricName,
+        cursor: Annotated[duckdb.DuckDBPyConnection, Depends(lake_cursor)],
+        district: Annotated[str | None, Query(pattern=r"^[0-9]{2,12}$", description=DISTRICT)] = None,
+        type: Annotated[
+            str | None, Query(min_length=1, max_length=64, description="devices.type, e.g. ipc, air_quality")
+        ] = None,
+        limit: Annotated[
+            int, Query(ge=1, le=config.page_max_rows, description="rows per page")
+        ] = default_limit,
+        page: Annotated[
+            str | None,
+            Query(
+                alias="cursor",
+                max_length=paging.MAX_TOKEN_CHARS,
+                description="next_cursor of the previous page",
+            ),
+        ] = None,
+    ) -> Response:
+        identity = {"route": "metric_latest", "metric": metric, "district": district, "type": type}
+        after = None
+        if page is not None:
+            position = paging.decode(page, identity)
+            after = position[0] if len(position) == 1 and isinstance(position[0], str) else None
+            if after is None:
+                raise paging.damaged()
+        params = {"metric": metric, "district": district, "type": type, "after": after, "limit": limit + 1}
+        table = fetch(cursor, _METRIC_LATEST_SQL, params, config)
+        next_cursor = None
+        if table.num_rows > limit:
+            table = table.slice(0, limit)
+            next_cursor = paging.encode(identity, [table.column("device_id")[-1].as_py()])
+        return tabular_response(
+            request,
+            table,
+            lambda: MetricLatest(
+                metric=metric,
+                district=district,
+                type=type,
+                items=[DeviceValue.model_validate(row) for row in table.to_pylist()],
+                next_cursor=next_cursor,
+            ),
+            {"X-Next-Cursor": next_cursor} if next_cursor else None,
+        )
+
+    return api

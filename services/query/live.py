@@ -1,0 +1,116 @@
+"""The live feed into the hot tier: a Dapr pub/sub subscription, and the
+background work that keeps the tier honest (eviction, catch-up from the lake).
+
+daprd asks ``GET /dapr/subscribe`` which topics the app wants and then POSTs
+each message to the route given there. Messages are Arrow IPC streams
+published raw (ingest/live.py); with ``rawPayload`` daprd hands them over
+either as the raw body or wrapped in a CloudEvent (``data_base64``), so both
+are accepted. Answers follow Dapr's contract: ``SUCCESS`` consumes the
+message, ``DROP`` discards one that can never be processed (it is counted and
+logged, never retried forever).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pyarrow as pa
+from fastapi import APIRouter, Request
+from prometheus_client import CollectorRegistry, Counter
+
+from citylake.ingest.live import decode
+from citylake.lake import Lake
+from citylake.services.query.hot_tier import HotTier
+
+log = logging.getLogger(__name__)
+
+ROUTE = "/live/readings"
+
+
+def _payload(body: bytes, content_type: str) -> bytes:
+    if "cloudevents" not in content_type and not body.startswith(b"{"):
+        return body
+    event = json.loads(body)
+    if "data_base64" in event:
+        return base64.b64decode(event["data_base64"], validate=True)
+    data = event.get("data")
+    if isinstance(data, str):
+        return base64.b64decode(data, validate=True)
+    raise ValueError("CloudEvent without data_base64")
+
+
+def subscription_router(
+    hot: HotTier, pubsub: str, topic: str, registry: CollectorRegistry | None = None
+) -> APIRouter:
+    api = APIRouter(include_in_schema=False)
+    received = Counter("citylake_hot_batches", "live batches merged into the hot tier", registry=registry)
+    dropped = Counter(
+        "citylake_hot_dropped_batches", "live messages that could not be read", registry=registry
+    )
+
+    @api.get("/dapr/subscribe")
+    def subscriptions() -> list[dict[str, object]]:
+        return [{"pubsubname": pubsub, "topic": topic, "route": ROUTE, "metadata": {"rawPayload": "true"}}]
+
+    @api.post(ROUTE)
+    async def live_readings(request: Request) -> dict[str, str]:
+        body = await request.body()
+        try:
+            batch = decode(_payload(body, request.headers.get("content-type", "")))
+            await asyncio.to_thread(hot.apply, batch)
+        except (
+            pa.ArrowInvalid,
+            ValueError,
+            binascii.Error,
+            json.JSONDecodeError,
+            KeyError,
+            TypeError,
+        ) as exc:
+            dropped.inc()
+            log.warning("live message dropped (%d bytes): %s", len(body), exc)
+            return {"status": "DROP"}
+        received.inc()
+        return {"status": "SUCCESS"}
+
+    return api
+
+
+@contextlib.asynccontextmanager
+async def keep_hot(
+    hot: HotTier, lake: Lake, evict_every_s: float = 10.0, catch_up_every_s: float = 30.0
+) -> AsyncIterator[None]:
+    """Rebuild from the lake in the background (the service reports not ready
+    until done), then evict and catch up periodically until the app stops."""
+
+    async def maintain() -> None:
+        try:
+            await asyncio.to_thread(hot.rebuild, lake)
+        except Exception:
+            log.exception("hot tier rebuild from the lake failed; queries fall back to the lake")
+            return
+        next_catch_up = asyncio.get_running_loop().time() + catch_up_every_s
+        while True:
+            await asyncio.sleep(evict_every_s)
+            await asyncio.to_thread(hot.evict)
+            if asyncio.get_running_loop().time() >= next_catch_up:
+                since = datetime.now(UTC) - timedelta(seconds=2 * catch_up_every_s)
+                try:
+                    await asyncio.to_thread(hot.catch_up, lake, since)
+                except Exception:
+                    log.exception("hot tier catch-up from the lake failed; will retry")
+                next_catch_up = asyncio.get_running_loop().time() + catch_up_every_s
+
+    task = asyncio.create_task(maintain())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -1,0 +1,183 @@
+"""What analyst SQL may do: read the lake, nothing else.
+
+Two locks, each enough on its own for the common attacks, together for the
+rest:
+
+1. The statement, as DuckDB's own parser reads it (no keyword matching, so no
+   comment, quoting or casing trick gets a second meaning past it), must be
+   exactly one SELECT (``WITH``, ``FROM``-first, ``DESCRIBE``, ``SHOW`` and
+   ``SUMMARIZE`` parse as SELECT too); and every table function it calls,
+   however deeply nested, must be on a short list of readers. Table functions
+   are the one way a SELECT can act: ``checkpoint()``, DuckLake's maintenance
+   functions, or ``query('...')`` running a string this check never saw.
+2. The database itself, once the lake's views exist: external access off
+   (no file, URL, ATTACH, INSTALL or LOAD outside ``allowed_directories``),
+   the lake's directory the only one allowed, extensions never auto-installed
+   or auto-loaded, a memory limit, and the configuration locked so no later
+   statement can undo any of it.
+
+The lock is global to the service's lake database, so the typed routes run
+under it too; they only read lake files, which it allows. Anything ``Lake``
+does after it is built must therefore need no SET, LOAD or INSTALL.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import duckdb
+import orjson
+
+from citylake.lake import Lake
+from citylake.schemas import DataLayout
+from citylake.services.query.errors import bad_request
+
+# Readers only. Everything outside this list is refused by name, so a table
+# function added by a future DuckDB or extension is closed until someone looks.
+ALLOWED_TABLE_FUNCTIONS = frozenset(
+    {
+        "range",
+        "generate_series",
+        "unnest",
+        "repeat",
+        "read_parquet",
+        "parquet_scan",
+        "parquet_metadata",
+        "parquet_schema",
+        "parquet_file_metadata",
+        "parquet_kv_metadata",
+        "glob",
+        "json_each",
+        "json_tree",
+        "pragma_table_info",
+        "pragma_show",
+        "pragma_version",
+    }
+)
+# DuckDB's catalog introspection (duckdb_tables(), duckdb_columns(), ...).
+ALLOWED_TABLE_FUNCTION_PREFIX = "duckdb_"
+
+
+def _sql_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def lake_directories(layout: DataLayout) -> list[str]:
+    """The lake root as DuckDB may be handed it: as given and fully resolved."""
+    roots = {layout.lake_root.absolute(), layout.lake_root.resolve()}
+    return sorted(f"{root}/" for root in roots)
+
+
+def lock_down(lake: Lake, layout: DataLayout, memory_limit_mb: int) -> None:
+    """Locks the lake's database to reading ``layout``'s lake; irreversible."""
+    directories = ", ".join(_sql_string(d) for d in lake_directories(layout))
+    cursor = lake.cursor()
+    try:
+        for statement in (
+            f"SET GLOBAL memory_limit = '{int(memory_limit_mb)}MiB'",
+            "SET GLOBAL autoinstall_known_extensions = false",
+            "SET GLOBAL autoload_known_extensions = false",
+            # Before external access goes off: afterwards the list is frozen.
+            f"SET GLOBAL allowed_directories = [{directories}]",
+            "SET GLOBAL enable_external_access = false",
+            "SET GLOBAL lock_configuration = true",
+        ):
+            cursor.execute(statement)
+    finally:
+        cursor.close()
+
+
+class SandboxedLake:
+    """The service's ``Lake``, locked down, opened on first use.
+
+    Opening reads table snapshots and file footers, so one damaged file would
+    otherwise keep the service from starting at all. Here the failure reaches
+    the request that needed the lake (a 503 with the reason) and ``/healthz``,
+    and the next request tries again.
+    """
+
+    def __init__(self, layout: DataLayout, memory_limit_mb: int) -> None:
+        self.layout = layout
+        self.memory_limit_mb = memory_limit_mb
+        self._lock = threading.Lock()
+        self._lake: Lake | None = None
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        with self._lock:
+            if self._lake is None:
+                try:
+                    lake = Lake(self.layout)
+                except (duckdb.Error, OSError, ValueError) as exc:
+                    raise LakeUnavailable(
+                        f"the lake cannot be opened now: {type(exc).__name__}: {exc}"
+                    ) from exc
+                try:
+                    lock_down(lake, self.layout, self.memory_limit_mb)
+                except BaseException:
+                    lake.close()  # never serve an unlocked lake
+                    raise
+                self._lake = lake
+            lake = self._lake
+        return lake.cursor()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._lake is not None:
+                self._lake.close()
+                self._lake = None
+
+
+class LakeUnavailable(RuntimeError):
+    """The lake could not be opened; the message says why."""
+
+
+def _table_functions(tree: object) -> list[str]:
+    """Names of every table function in a serialized statement. Iterative: a
+    deeply nested query must not exhaust Python's stack."""
+    found = []
+    pending = [tree]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict):
+            if node.get("type") == "TABLE_FUNCTION":
+                function = node.get("function") or {}
+                found.append(str(function.get("function_name", "")).lower())
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+    return found
+
+
+def check_statement(cursor: duckdb.DuckDBPyConnection, sql: str) -> duckdb.Statement:
+    """The one SELECT in ``sql``, or a 400 saying why not."""
+    try:
+        statements = cursor.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise bad_request(str(exc)) from None
+    if len(statements) != 1:
+        raise bad_request(f"expected exactly one SQL statement, got {len(statements)}")
+    statement = statements[0]
+    if statement.type != duckdb.StatementType.SELECT:  # pybind11 enums: equal, not identical
+        raise bad_request(
+            f"only SELECT statements are allowed (the lake is read-only here); got {statement.type.name}"
+        )
+    try:
+        serialized = cursor.execute("SELECT json_serialize_sql($sql)", {"sql": statement.query}).fetchone()
+        tree = orjson.loads(serialized[0]) if serialized else {"error": True}
+    except (duckdb.Error, orjson.JSONDecodeError) as exc:
+        raise bad_request(f"the statement cannot be checked: {exc}") from None
+    if tree.get("error"):
+        raise bad_request(f"the statement cannot be checked: {tree.get('error_message', 'unknown form')}")
+    refused = sorted(
+        {
+            name
+            for name in _table_functions(tree)
+            if name not in ALLOWED_TABLE_FUNCTIONS and not name.startswith(ALLOWED_TABLE_FUNCTION_PREFIX)
+        }
+    )
+    if refused:
+        raise bad_request(
+            f"table function {', '.join(refused)} is not allowed here; allowed: "
+            f"{', '.join(sorted(ALLOWED_TABLE_FUNCTIONS))}, duckdb_*()"
+        )
+    return statement
