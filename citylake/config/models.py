@@ -161,6 +161,15 @@ class ServiceConfig(BaseModel):
     rollups_1h_max_range_days: float = Field(
         default=1830, gt=0, description="longest from/to range of 1-hour rollups"
     )
+    live_pubsub: str | None = Field(
+        default=None,
+        max_length=128,
+        description="query: Dapr pub/sub component of the live feed; set, the hot tier serves latest values",
+    )
+    live_topic: str = Field(default="readings", min_length=1, max_length=128, description="query: live topic")
+    hot_window_s: float = Field(
+        default=600.0, gt=0, le=86_400, description="query: recent readings the hot tier keeps in memory"
+    )
     max_request_bytes: int = Field(
         default=1024 * 1024, ge=1024, description="largest request body; larger ones are answered 413"
     )

@@ -9,9 +9,11 @@ and otherwise on first use, and reached by handlers through dependencies
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import duckdb
@@ -25,6 +27,8 @@ from citylake.services.observability import RequestMetrics, add_health_and_metri
 from citylake.services.query import history, latest, sql
 from citylake.services.query.body_limit import BodySizeLimit
 from citylake.services.query.errors import install_error_handlers
+from citylake.services.query.hot_tier import HotTier
+from citylake.services.query.live import keep_hot, subscription_router
 from citylake.services.query.sandbox import LakeUnavailable, SandboxedLake
 
 
@@ -44,14 +48,25 @@ def create_app(settings: QuerySettings) -> FastAPI:
 
     lake = SandboxedLake(layout, config.memory_limit_mb)
 
+    hot = HotTier(timedelta(seconds=config.hot_window_s)) if config.live_pubsub else None
+    app_token = os.environ.get("APP_API_TOKEN") or None
+    if hot is not None and config.api_keys and app_token is None:
+        raise ValueError(
+            "services.query has api_keys and a live feed: set APP_API_TOKEN (for daprd and the service) "
+            "so the subscription route is guarded too"
+        )
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         with contextlib.suppress(LakeUnavailable, duckdb.Error):
             lake.cursor().close()  # opened now if it can be; else /healthz and requests say why
-        try:
-            yield
-        finally:
-            lake.close()
+        async with contextlib.AsyncExitStack() as stack:
+            if hot is not None:
+                await stack.enter_async_context(keep_hot(hot, lake))
+            try:
+                yield
+            finally:
+                lake.close()
 
     app = FastAPI(
         title="citylake query",
@@ -61,11 +76,16 @@ def create_app(settings: QuerySettings) -> FastAPI:
     )
     app.state.config = config
     app.state.lake = lake
+    app.state.hot = hot
     guard = api_key_guard(config.api_keys)
     for router in (latest.router(config), history.router(config), sql.router(config)):
         app.include_router(router, dependencies=[Depends(guard)])
     install_error_handlers(app)
     registry = CollectorRegistry()
+    if hot is not None and config.live_pubsub is not None:
+        app.include_router(
+            subscription_router(hot, config.live_pubsub, config.live_topic, app_token, registry)
+        )
     app.add_middleware(BodySizeLimit, max_bytes=config.max_request_bytes)
     # Added last, so outermost: refusals by the body limit are timed too.
     app.add_middleware(RequestMetrics, registry=registry)
@@ -74,8 +94,12 @@ def create_app(settings: QuerySettings) -> FastAPI:
         try:
             lake.cursor().close()  # what a request would do first: open, refresh the views
         except (LakeUnavailable, duckdb.Error) as exc:
-            return {"lake": str(exc)}
-        return {"lake": "ok"}
+            results = {"lake": str(exc)}
+        else:
+            results = {"lake": "ok"}
+        if hot is not None:
+            results["hot_tier"] = "ok" if hot.ready else "rebuilding from the lake"
+        return results
 
     add_health_and_metrics(app, registry, checks, guard)
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import duckdb
@@ -12,6 +13,7 @@ from fastapi import Request, status
 from citylake.config import ServiceConfig
 from citylake.services.query.deadline import deadline
 from citylake.services.query.errors import QueryError
+from citylake.services.query.hot_tier import HotTier
 from citylake.services.query.sandbox import LakeUnavailable, SandboxedLake
 
 
@@ -27,6 +29,18 @@ def get_config(request: Request) -> ServiceConfig:
 
 def lake_unreadable(exc: Exception) -> QueryError:
     return QueryError(status.HTTP_503_SERVICE_UNAVAILABLE, f"the lake cannot be read now: {exc}")
+
+
+def get_hot(request: Request) -> HotTier | None:
+    """The hot tier when it can answer (configured and rebuilt), else None."""
+    hot: HotTier | None = getattr(request.app.state, "hot", None)
+    return hot if hot is not None and hot.ready else None
+
+
+@contextmanager
+def open_lake_cursor(request: Request) -> Iterator[duckdb.DuckDBPyConnection]:
+    """For handlers that reach the lake only when the hot tier cannot answer."""
+    yield from lake_cursor(request)
 
 
 def lake_cursor(request: Request) -> Iterator[duckdb.DuckDBPyConnection]:

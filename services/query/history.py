@@ -9,7 +9,7 @@ are deduplicated on device, metric and ts; a rollup has one row per window).
 # annotations at run time, and some name limits from the factory's config.
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 import duckdb
 import pyarrow as pa
@@ -17,8 +17,9 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Res
 
 from citylake.config import ServiceConfig
 from citylake.services.query import paging
-from citylake.services.query.deps import device_known, fetch, lake_cursor
+from citylake.services.query.deps import device_known, fetch, get_hot, lake_cursor, open_lake_cursor
 from citylake.services.query.errors import error_responses
+from citylake.services.query.hot_tier import HotTier
 from citylake.services.query.instants import EXAMPLE, Instant, check_range
 from citylake.services.query.latest import DeviceId
 from citylake.services.query.models import Reading, ReadingsPage, Rollup, RollupsPage
@@ -100,6 +101,43 @@ def _page(
     return table, paging.encode(identity, [paging.instant_key(last_ts), last_metric])
 
 
+READING_SCHEMA = pa.schema(
+    [
+        ("ts", pa.timestamp("us", tz="UTC")),
+        ("metric", pa.string()),
+        ("value", pa.float64()),
+        ("text", pa.string()),
+        ("unit", pa.string()),
+        ("quality", pa.uint8()),
+    ]
+)
+
+
+def _hot_page(
+    hot: HotTier,
+    device_id: str,
+    identity: paging.QueryIdentity,
+    params: dict[str, Any],
+    limit: int,
+    page: str | None,
+) -> tuple[pa.Table, str | None]:
+    """The same page the lake query gives, from the recent window."""
+    after_ts, after_metric = _position(page, identity)
+    rows = hot.readings(device_id, params["start"], params["end"])
+    if params["metric"] is not None:
+        rows = [r for r in rows if r["metric"] == params["metric"]]
+    if after_ts is not None:
+        rows = [r for r in rows if (r["ts"], r["metric"]) > (after_ts, after_metric)]
+    if not rows and page is None and hot.latest(device_id) is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"device {device_id!r} is not in the lake")
+    table = pa.Table.from_pylist(rows[:limit], schema=READING_SCHEMA)
+    if len(rows) <= limit:
+        return table, None
+    last_ts, last_metric = rows[limit - 1]["ts"], rows[limit - 1]["metric"]
+    assert isinstance(last_ts, datetime) and isinstance(last_metric, str)
+    return table, paging.encode(identity, [paging.instant_key(last_ts), last_metric])
+
+
 def router(config: ServiceConfig) -> APIRouter:
     api = APIRouter(prefix="/v1", tags=["history"])
     default_limit = min(1000, config.page_max_rows)
@@ -120,7 +158,6 @@ def router(config: ServiceConfig) -> APIRouter:
         device_id: DeviceId,
         start: From,
         end: To,
-        cursor: Annotated[duckdb.DuckDBPyConnection, Depends(lake_cursor)],
         metric: Metric = None,
         limit: Limit = default_limit,
         page: Cursor = None,
@@ -134,9 +171,17 @@ def router(config: ServiceConfig) -> APIRouter:
             "to": end.isoformat(),
         }
         params = {"device_id": device_id, "start": start, "end": end, "metric": metric}
-        table, next_cursor = _page(
-            cursor, config, _READINGS_SQL, "ts", device_id, identity, params, limit, page
-        )
+        hot = get_hot(request)
+        if hot is not None and hot.covers(start):
+            table, next_cursor = _hot_page(hot, device_id, identity, params, limit, page)
+            served_from = "hot"
+        else:
+            with open_lake_cursor(request) as cursor:
+                table, next_cursor = _page(
+                    cursor, config, _READINGS_SQL, "ts", device_id, identity, params, limit, page
+                )
+            served_from = "lake"
+        headers = {"X-Served-From": served_from, **({"X-Next-Cursor": next_cursor} if next_cursor else {})}
         return tabular_response(
             request,
             table,
@@ -145,7 +190,7 @@ def router(config: ServiceConfig) -> APIRouter:
                 items=[Reading.model_validate(row) for row in table.to_pylist()],
                 next_cursor=next_cursor,
             ),
-            {"X-Next-Cursor": next_cursor} if next_cursor else None,
+            headers,
         )
 
     @api.get(

@@ -19,15 +19,21 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from citylake.lake import Lake
-
 log = logging.getLogger(__name__)
+
+
+class LakeReader(Protocol):
+    """What the hot tier needs of the lake: ``Lake`` or the service's sandboxed one."""
+
+    def cursor(self) -> duckdb.DuckDBPyConnection: ...
+
 
 COLUMNS = ("device_id", "metric", "ts", "value", "text", "unit", "quality", "ingest_ts")
 Array = np.ndarray[Any, Any]
@@ -248,7 +254,7 @@ class HotTier:
             self._compact()
             return before - len(self._chunks[0])
 
-    def catch_up(self, lake: Lake, latest_since: datetime | None = None) -> None:
+    def catch_up(self, lake: LakeReader, latest_since: datetime | None = None) -> None:
         """Merge the lake's readings: each key's newest since ``latest_since``
         (all of the lake when None) and the whole recent window."""
         started = time.perf_counter()
@@ -266,7 +272,7 @@ class HotTier:
         self.stats.catchups += 1
         self.stats.last_catchup_s = time.perf_counter() - started
 
-    def rebuild(self, lake: Lake) -> None:
+    def rebuild(self, lake: LakeReader) -> None:
         """Fill from the lake before reporting ready (at start)."""
         self.catch_up(lake)
         self.covered_from_ms = self._since_ms()

@@ -5,11 +5,12 @@
 from typing import Annotated
 
 import duckdb
+import pyarrow as pa
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
 
 from citylake.config import ServiceConfig
 from citylake.services.query import paging
-from citylake.services.query.deps import fetch, lake_cursor
+from citylake.services.query.deps import fetch, get_hot, lake_cursor, open_lake_cursor
 from citylake.services.query.errors import error_responses
 from citylake.services.query.models import DeviceLatest, DeviceValue, LatestReading, MetricLatest
 from citylake.services.query.negotiation import tabular_openapi, tabular_response
@@ -26,6 +27,17 @@ GB28181 device id). 2 digits = province, 4 = city, 6 = county-level
 district, 8 = township or street; e.g. `3201` is all of Nanjing, `320106`
 its Gulou district. Devices without a civil_code belong to no district.
 """
+
+LATEST_SCHEMA = pa.schema(
+    [
+        ("metric", pa.string()),
+        ("ts", pa.timestamp("us", tz="UTC")),
+        ("value", pa.float64()),
+        ("text", pa.string()),
+        ("unit", pa.string()),
+        ("quality", pa.uint8()),
+    ]
+)
 
 _DEVICE_LATEST_SQL = """
 SELECT metric, ts, value, text, unit, quality
@@ -74,10 +86,20 @@ def router(config: ServiceConfig) -> APIRouter:
     def device_latest(
         request: Request,
         device_id: DeviceId,
-        cursor: Annotated[duckdb.DuckDBPyConnection, Depends(lake_cursor)],
         metric: Annotated[str | None, Query(max_length=128, description="only this metric")] = None,
     ) -> Response:
-        table = fetch(cursor, _DEVICE_LATEST_SQL, {"device_id": device_id, "metric": metric}, config)
+        hot = get_hot(request)
+        rows = hot.latest(device_id, metric) if hot is not None else None
+        if rows is not None:
+            # The hot tier knows every device the lake knew at its rebuild and
+            # all it heard since: its answer, even an empty one, is the lake's.
+            table = pa.Table.from_pylist(rows, schema=LATEST_SCHEMA)
+            served_from = "hot"
+        else:
+            with open_lake_cursor(request) as cursor:
+                params = {"device_id": device_id, "metric": metric}
+                table = fetch(cursor, _DEVICE_LATEST_SQL, params, config)
+            served_from = "lake"
         if table.num_rows == 0:
             what = f"metric {metric!r} of device {device_id!r}" if metric else f"device {device_id!r}"
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no readings for {what} in the lake")
@@ -88,6 +110,7 @@ def router(config: ServiceConfig) -> APIRouter:
                 device_id=device_id,
                 readings=[LatestReading.model_validate(row) for row in table.to_pylist()],
             ),
+            {"X-Served-From": served_from},
         )
 
     @api.get(

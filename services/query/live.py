@@ -16,18 +16,18 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import hmac
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, HTTPException, Request, status
 from prometheus_client import CollectorRegistry, Counter
 
 from citylake.ingest.live import decode
-from citylake.lake import Lake
-from citylake.services.query.hot_tier import HotTier
+from citylake.services.query.hot_tier import HotTier, LakeReader
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +46,25 @@ def _payload(body: bytes, content_type: str) -> bytes:
     raise ValueError("CloudEvent without data_base64")
 
 
+def app_token_guard(token: str | None) -> Callable[[Request], None]:
+    """daprd calls the app with ``dapr-api-token: $APP_API_TOKEN`` when that is
+    set: the one credential a sidecar can present on a subscription call."""
+
+    def guard(request: Request) -> None:
+        if token is not None and not hmac.compare_digest(request.headers.get("dapr-api-token", ""), token):
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="missing or wrong dapr-api-token")
+
+    return guard
+
+
 def subscription_router(
-    hot: HotTier, pubsub: str, topic: str, registry: CollectorRegistry | None = None
+    hot: HotTier,
+    pubsub: str,
+    topic: str,
+    app_token: str | None,
+    registry: CollectorRegistry | None = None,
 ) -> APIRouter:
-    api = APIRouter(include_in_schema=False)
+    api = APIRouter(include_in_schema=False, dependencies=[Depends(app_token_guard(app_token))])
     received = Counter("citylake_hot_batches", "live batches merged into the hot tier", registry=registry)
     dropped = Counter(
         "citylake_hot_dropped_batches", "live messages that could not be read", registry=registry
@@ -84,7 +99,7 @@ def subscription_router(
 
 @contextlib.asynccontextmanager
 async def keep_hot(
-    hot: HotTier, lake: Lake, evict_every_s: float = 10.0, catch_up_every_s: float = 30.0
+    hot: HotTier, lake: LakeReader, evict_every_s: float = 10.0, catch_up_every_s: float = 30.0
 ) -> AsyncIterator[None]:
     """Rebuild from the lake in the background (the service reports not ready
     until done), then evict and catch up periodically until the app stops."""
