@@ -1,5 +1,7 @@
 """The jobs citylake knows, by name. A job is a module with INPUTS, OUTPUTS and
-``transform(t_env) -> {lake table: Table}``."""
+``transform(t_env, config) -> {lake table: Table}``: the config is there for
+what a job's SQL depends on (the alert rules, the sources' protocols), read
+when the job is planned."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from types import ModuleType
 
 from citylake.schemas import TableSpec, table
 
-JOB_NAMES = ("readings", "rollups")
+JOB_NAMES = ("readings", "rollups", "alerts", "devices")
 
 
 @dataclass(frozen=True)

@@ -98,7 +98,7 @@ def start(
         t_env.get_config().set("execution.state-recovery.path", resume_from.as_uri())
     declare_tables(t_env, config, the_job, mode, continuous, time_range)
     statements = t_env.create_statement_set()
-    for name, result in the_job.module.transform(t_env).items():
+    for name, result in the_job.module.transform(t_env, config).items():
         statements.add_insert(f"lake_{name}", result)
     return statements.execute()
 

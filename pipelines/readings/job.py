@@ -6,6 +6,8 @@ from pathlib import Path
 
 from pyflink.table import Table, TableEnvironment
 
+from citylake.config import CityConfig
+
 INPUTS = ("readings",)
 OUTPUTS = ("readings",)
 HERE = Path(__file__).parent
@@ -16,7 +18,7 @@ def deduplicated(t_env: TableEnvironment) -> None:
     t_env.create_temporary_view("readings_deduped", t_env.sql_query((HERE / "dedupe.sql").read_text("utf-8")))
 
 
-def transform(t_env: TableEnvironment) -> dict[str, Table]:
+def transform(t_env: TableEnvironment, config: CityConfig) -> dict[str, Table]:
     """Lake tables by name, built from the ``landing_*`` tables the runner declared."""
     deduplicated(t_env)
     return {"readings": t_env.sql_query((HERE / "readings.sql").read_text("utf-8"))}

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pyflink.table import Table, TableEnvironment
 
+from citylake.config import CityConfig
 from citylake.pipelines.readings.job import deduplicated
 
 INPUTS = ("readings",)
@@ -14,7 +15,7 @@ OUTPUTS = ("readings_1m", "readings_1h")
 WINDOWS = {"readings_1m": "1' MINUTE", "readings_1h": "1' HOUR"}
 
 
-def transform(t_env: TableEnvironment) -> dict[str, Table]:
+def transform(t_env: TableEnvironment, config: CityConfig) -> dict[str, Table]:
     deduplicated(t_env)
     sql = (Path(__file__).parent / "rollup.sql").read_text("utf-8")
     return {
