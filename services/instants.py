@@ -18,13 +18,24 @@ def iso_ms(value: datetime) -> str:
 Instant = Annotated[datetime, PlainSerializer(iso_ms, return_type=str)]
 
 
-def parse_instant(text: str) -> datetime:
+EXAMPLE = "2026-11-25T08:00:00Z"
+
+
+def parse_instant(value: object) -> datetime:
     """An ISO 8601 instant with a zone (``Z`` or an offset), as UTC. A bare local
     time is refused, not guessed: the lake is UTC, operators often are not."""
-    try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise ValueError(f"{text!r} is not an ISO 8601 instant; write e.g. 2026-11-25T08:00:00Z") from None
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError(f"{value!r} is not an ISO 8601 instant; write e.g. {EXAMPLE}") from None
+    else:
+        raise ValueError(f"expected an ISO 8601 instant such as {EXAMPLE}")
     if moment.utcoffset() is None:
-        raise ValueError(f"{text!r} has no time zone; add Z (UTC) or an offset such as +08:00")
-    return moment.astimezone(UTC)
+        raise ValueError(f"{value!r} has no time zone; add Z (UTC) or an offset such as +08:00")
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:59:59-01:00 has no UTC instant
+        raise ValueError(f"{value!r} is out of the range of instants") from None

@@ -7,33 +7,15 @@ Ranges are half-open, ``[from, to)``, so consecutive ranges never overlap.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated
 
 from pydantic import BeforeValidator
 
+from citylake.services.instants import EXAMPLE, parse_instant
 from citylake.services.query.errors import bad_request
 
-EXAMPLE = "2026-11-25T08:00:00Z"
-
-
-def parse_instant(value: object) -> datetime:
-    if isinstance(value, datetime):
-        moment = value
-    elif isinstance(value, str):
-        try:
-            moment = datetime.fromisoformat(value.strip())
-        except ValueError:
-            raise ValueError(f"{value!r} is not an ISO 8601 instant; write e.g. {EXAMPLE}") from None
-    else:
-        raise ValueError(f"expected an ISO 8601 instant such as {EXAMPLE}")
-    if moment.utcoffset() is None:
-        raise ValueError(f"{value!r} has no time zone; add Z (UTC) or an offset such as +08:00")
-    try:
-        return moment.astimezone(UTC)
-    except OverflowError:
-        raise ValueError(f"{value!r} is out of the range of instants") from None
-
+__all__ = ["EXAMPLE", "Instant", "check_range", "parse_instant"]
 
 # Strings only (no epoch numbers): "ISO 8601" is the contract, and a number's
 # unit (s? ms?) is exactly the ambiguity it avoids.
