@@ -24,7 +24,7 @@ from citylake.config import ServiceConfig
 from citylake.schemas import DataLayout
 from citylake.services.auth import api_key_guard
 from citylake.services.observability import RequestMetrics, add_health_and_metrics
-from citylake.services.query import history, latest, sql
+from citylake.services.query import aggregate, dashboard, history, latest, sql
 from citylake.services.query.body_limit import BodySizeLimit
 from citylake.services.query.errors import install_error_handlers
 from citylake.services.query.hot_tier import HotTier
@@ -78,8 +78,16 @@ def create_app(settings: QuerySettings) -> FastAPI:
     app.state.lake = lake
     app.state.hot = hot
     guard = api_key_guard(config.api_keys)
-    for router in (latest.router(config), history.router(config), sql.router(config)):
+    for router in (
+        latest.router(config),
+        history.router(config),
+        aggregate.router(config),
+        sql.router(config),
+        dashboard.router(config, layout),
+    ):
         app.include_router(router, dependencies=[Depends(guard)])
+    # Unguarded: the page holds neither data nor a key (services/query/dashboard/page.py).
+    app.include_router(dashboard.page_router())
     install_error_handlers(app)
     registry = CollectorRegistry()
     if hot is not None and config.live_pubsub is not None:

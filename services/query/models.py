@@ -83,6 +83,23 @@ class RollupsPage(BaseModel):
     next_cursor: str | None = Field(description=NEXT_CURSOR)
 
 
+class WindowAggregate(BaseModel):
+    window_start: Instant
+    devices: int = Field(description="devices with a rollup of the metric in the window")
+    count: int = Field(description="readings with a value in the window, over every device")
+    min: float | None
+    max: float | None
+    avg: float | None = Field(
+        description="mean of every reading in the window (the rollups' averages weighted by their counts)"
+    )
+
+
+class MetricAggregate(BaseModel):
+    metric: str
+    grain: str
+    items: list[WindowAggregate] = Field(description="one per window with data, ordered by window_start")
+
+
 class SqlColumn(BaseModel):
     name: str
     type: str = Field(description="DuckDB type, e.g. VARCHAR, DOUBLE, TIMESTAMP WITH TIME ZONE")

@@ -46,6 +46,10 @@ OPERATIONS = {
     "GET /v1/devices/{device_id}/readings",
     "GET /v1/devices/{device_id}/rollups/{grain}",
     "POST /v1/sql",
+    "GET /v1/metrics/{metric}/aggregate",
+    "GET /v1/dashboard/devices",
+    "GET /v1/dashboard/alerts",
+    "GET /v1/dashboard/lake",
 }
 
 

@@ -2,7 +2,8 @@
 # Debian packages citylake runs against. Installs only what is missing, so a
 # second run costs one dpkg query.
 set -euo pipefail
-pkgs=(openjdk-17-jre-headless mosquitto mosquitto-clients sip-tester socat python3-venv maven iproute2 iptables)
+# chromium: headless, for the query dashboard's browser test (tests/integration/test_dashboard_browser.py).
+pkgs=(openjdk-17-jre-headless mosquitto mosquitto-clients sip-tester socat python3-venv maven iproute2 iptables chromium)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
