@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Everything `make demo` and `make test` need, idempotent: Debian packages, the
-# Python environment, the Flink jars and the daprd runtime.
+# Python environment, the Flink jars, the daprd runtime, and kustomize and
+# kubeconform for the Kubernetes manifests' offline checks.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 bash "$here/apt.sh"
 bash "$here/venv.sh"
 bash "$here/flink-jars.sh"
 bash "$here/daprd.sh"
+bash "$here/k8s-tools.sh"
