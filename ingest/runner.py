@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -116,7 +117,8 @@ class LandingBuffer:
         self._batchers = {name: ColumnBatcher(spec) for name, spec in TABLES.items()}
         self._acks: list[Ack] = []
         self._inputs: dict[str, list[str]] = {}
-        self._recent_inputs: dict[str, set[str]] = {}
+        # Insertion-ordered, so the oldest ids are dropped first.
+        self._recent_inputs: dict[str, dict[str, None]] = {}
         self._flush_lock = asyncio.Lock()
         self._buffered = 0
         self._source_metrics: dict[tuple[str, str], _SourceMetrics] = {}
@@ -141,9 +143,21 @@ class LandingBuffer:
     def context(self, source: str, site: str) -> _Context:
         return _Context(self, source, site)
 
-    def remember_landed(self, recent: Mapping[str, set[str]]) -> None:
-        """Input ids of the last commits before a restart (see LandingWriter.recover)."""
-        self._recent_inputs = {source: set(ids) for source, ids in recent.items()}
+    def remember_landed(self, recent: Mapping[str, Iterable[str]]) -> None:
+        """Input ids of recent commits: the last ones before a restart (see
+        LandingWriter.recover), then each commit of this run. A broker that
+        restarts with a persistent session resends what it never saw
+        acknowledged, with DUP set, though it may already be in the landing
+        zone; these ids let the source acknowledge and drop it. The memory is
+        bounded: a redelivery comes right after a reconnect, not hours later."""
+        with self._lock:
+            for source, ids in recent.items():
+                remembered = self._recent_inputs.setdefault(source, {})
+                for input_id in ids:
+                    remembered[input_id] = None
+                excess = len(remembered) - RECENT_INPUTS_KEPT
+                for stale in list(itertools.islice(remembered, max(0, excess))):
+                    del remembered[stale]
 
     def already_landed(self, source: str, input_id: str) -> bool:
         if input_id in self._recent_inputs.get(source, ()):
@@ -282,6 +296,7 @@ class LandingBuffer:
             self.metrics.pending_acks.set(len(acks))
             started = time.perf_counter()
             landed = await asyncio.to_thread(self.writer.commit, batches, inputs)
+            self.remember_landed(inputs)
             if batches:
                 self.metrics.flush_seconds.observe(time.perf_counter() - started)
             for spec, batch in batches:
@@ -299,6 +314,7 @@ class LandingBuffer:
 
 
 LANDING_RESCAN_S = 30.0
+RECENT_INPUTS_KEPT = 100_000  # per source: a reconnect's worth of redeliveries, many times over
 
 
 def _warm_up() -> None:
