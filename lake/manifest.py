@@ -32,6 +32,9 @@ from citylake.schemas import PARTITION_COLUMN, DataLayout, TableSpec
 LOG_DIR = "_log"
 FLINK_PART_PREFIX = "part-"
 COMPACTED_PREFIX = "compacted-"
+# Files another site's lake shipped here (sync/): live only through ``added``,
+# and only that site's sync commits may add or remove them.
+SYNCED_PREFIX = "synced-"
 
 
 class ConcurrentCommit(RuntimeError):

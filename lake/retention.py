@@ -9,7 +9,14 @@ import os
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from citylake.lake.manifest import COMPACTED_PREFIX, FLINK_PART_PREFIX, Removed, TableLog, partition_date
+from citylake.lake.manifest import (
+    COMPACTED_PREFIX,
+    FLINK_PART_PREFIX,
+    SYNCED_PREFIX,
+    Removed,
+    TableLog,
+    partition_date,
+)
 from citylake.schemas import PARTITION_COLUMN, DataLayout, TableSpec
 
 log = logging.getLogger(__name__)
@@ -70,7 +77,7 @@ def _old(path: str, before: float) -> bool:
 
 def vacuum_table(layout: DataLayout, spec: TableSpec, grace: timedelta = DEFAULT_GRACE) -> VacuumResult:
     """Delete files that left the table more than ``grace`` ago, leftovers of
-    interrupted compactions, and late files in retired partitions."""
+    interrupted compactions and syncs, and late files in retired partitions."""
     table_log = TableLog(layout, spec)
     deleted = size = 0
 
@@ -98,8 +105,10 @@ def vacuum_table(layout: DataLayout, spec: TableSpec, grace: timedelta = DEFAULT
                 for name in names:
                     relative = name if relative_dir == "." else f"{relative_dir}/{name}"
                     path = os.path.join(dirpath, name)
+                    # Compaction output or a synced file whose commit never
+                    # happened (a crash between moving it in and the log write).
                     leftover = name.startswith(f".{COMPACTED_PREFIX}") or (
-                        name.startswith(COMPACTED_PREFIX) and relative not in known
+                        name.startswith((COMPACTED_PREFIX, SYNCED_PREFIX)) and relative not in known
                     )
                     day = partition_date(relative)
                     retired = (
