@@ -72,7 +72,7 @@ class Traffic:
             self.counts["merged"] += result.files_in
             # A short grace so deletes happen during the test, still far longer
             # than a query takes from planning to reading.
-            self.counts["deleted"] += vacuum_table(self.layout, spec, timedelta(seconds=3)).files_deleted
+            self.counts["deleted"] += vacuum_table(self.layout, spec, timedelta(seconds=1)).files_deleted
             time.sleep(0.5)
 
     def query(self) -> None:
