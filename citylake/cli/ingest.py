@@ -27,6 +27,10 @@ def ingest(
     source: Annotated[list[str] | None, typer.Option("--source", "-s", help="only these sources")] = None,
     check: Annotated[bool, typer.Option("--check", help="try each source's connection and exit")] = False,
     metrics_port: Annotated[int, typer.Option(help="port for /healthz and Prometheus /metrics; 0 = off")] = 0,
+    metrics_host: Annotated[
+        str,
+        typer.Option(help="address of that server; 0.0.0.0 where Prometheus scrapes from outside (a pod)"),
+    ] = "127.0.0.1",
 ) -> None:
     """Receive from every configured source and land the data durably."""
     setup_logging()
@@ -52,8 +56,8 @@ def ingest(
     names = ", ".join(f"{s.name} ({s.config.type})" for s in sources)
     console.print(f"ingesting from {names} into {loaded.config.data_dir / 'landing'}; Ctrl-C stops")
     if metrics_port:
-        console.print(f"health and metrics: http://127.0.0.1:{metrics_port}/healthz  /metrics")
-    asyncio.run(_run(runner, metrics_port))
+        console.print(f"health and metrics: http://{metrics_host}:{metrics_port}/healthz  /metrics")
+    asyncio.run(_run(runner, metrics_host, metrics_port))
 
 
 def _live_publisher(pubsub: str | None, topic: str) -> LivePublisher | None:
@@ -78,7 +82,7 @@ class _OpsServer(uvicorn.Server):
         yield
 
 
-async def _run(runner: IngestRunner, http_port: int) -> None:
+async def _run(runner: IngestRunner, http_host: str, http_port: int) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -87,7 +91,7 @@ async def _run(runner: IngestRunner, http_port: int) -> None:
     if http_port:
         from citylake.ingest.ops import create_ops_app
 
-        config = uvicorn.Config(create_ops_app(runner), host="127.0.0.1", port=http_port, log_level="warning")
+        config = uvicorn.Config(create_ops_app(runner), host=http_host, port=http_port, log_level="warning")
         server = _OpsServer(config)
         serving = asyncio.create_task(server.serve())
     try:
