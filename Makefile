@@ -5,13 +5,21 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test check lint typecheck unit integration bench clean
+.PHONY: setup demo scale test check lint typecheck unit integration bench clean
 
 setup:
 	@bash tools/setup/all.sh
 
 demo: setup
 	$(BIN)/citylake demo --config city.yaml
+
+# The 100k-device run (issue 7): 95k MQTT sensors, 2k Modbus meters, 3k GB28181
+# devices through the whole pipeline under query load for 10 minutes; writes
+# plots, samples and index.html to SCALE_REPORT. Smaller: make scale SCALE_ARGS="--devices 3000 --minutes 2"
+SCALE_REPORT ?= var/scale-report
+SCALE_ARGS ?=
+scale: setup
+	$(BIN)/citylake scale run --config city.yaml --devices 100000 --minutes 10 --report $(SCALE_REPORT) $(SCALE_ARGS)
 
 test: setup check
 	$(BIN)/pytest $(PYTEST_ARGS)

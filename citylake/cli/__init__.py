@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from citylake.cli import lake, pipeline, simulate, sync
+from citylake.cli import lake, pipeline, scale, simulate, sync
 from citylake.cli.demo import demo
 from citylake.cli.ingest import ingest
 from citylake.cli.serve import serve
@@ -24,6 +24,7 @@ app.add_typer(pipeline.app, name="pipeline")
 app.add_typer(simulate.app, name="simulate")
 app.add_typer(lake.app, name="lake")
 app.add_typer(sync.app, name="sync")
+app.add_typer(scale.app, name="scale")
 
 
 def main() -> None:
