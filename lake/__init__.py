@@ -3,6 +3,6 @@
 Floor 2: imports schemas/ and config only.
 """
 
-from citylake.lake.catalog import Lake, duckdb_type
+from citylake.lake.catalog import SERVICE_REFRESH_S, Lake, duckdb_type
 
-__all__ = ["Lake", "duckdb_type"]
+__all__ = ["SERVICE_REFRESH_S", "Lake", "duckdb_type"]

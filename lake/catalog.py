@@ -29,6 +29,9 @@ VIEWS_DIR = Path(__file__).parent / "views"
 # last moments may share a time with one that follows, so such a table is
 # listed again rather than trusted.
 _SETTLE_NS = 200_000_000
+# How stale a service's views may be: far below the lake's own freshness
+# (Flink commits every checkpoint, seconds).
+SERVICE_REFRESH_S = 0.25
 
 
 def duckdb_type(dtype: pa.DataType) -> str:
@@ -120,8 +123,14 @@ class Lake:
     connection for one thread (DuckDB cursors share the database and views)
     whose views show each table's newest snapshot."""
 
-    def __init__(self, layout: DataLayout, database: str = ":memory:") -> None:
+    def __init__(self, layout: DataLayout, database: str = ":memory:", min_refresh_s: float = 0.0) -> None:
         self.layout = layout
+        # A service answering hundreds of queries a second looks at the lake's
+        # directories at most this often, not once per query: under constant
+        # Flink commits every look finds a change, and every query would
+        # queue behind the one rebuilding the views.
+        self.min_refresh_s = min_refresh_s
+        self._refreshed_at = float("-inf")
         self.conn = duckdb.connect(database)
         self.conn.execute("SET TimeZone = 'UTC'")
         # Footers of files a query has read are kept, keyed by path and mtime:
@@ -135,7 +144,10 @@ class Lake:
 
     def refresh(self, force: bool = False) -> None:
         """Point each changed table's view at its newest snapshot."""
+        if not force and time.monotonic() - self._refreshed_at < self.min_refresh_s:
+            return
         with self._lock:
+            self._refreshed_at = time.monotonic()
             for name, table_log in self._logs.items():
                 signature = _signature(table_log)
                 if not force and signature is not None and self._signatures.get(name) == signature:

@@ -38,7 +38,6 @@ class LakeReader(Protocol):
 COLUMNS = ("device_id", "metric", "ts", "value", "text", "unit", "quality", "ingest_ts")
 Array = np.ndarray[Any, Any]
 _NONE = np.iinfo(np.int64).min
-_MERGE_AT = 16  # small chunks merged into one sorted chunk beyond this
 
 
 def _millis(column: pa.ChunkedArray) -> Array:
@@ -130,7 +129,12 @@ class HotTier:
     def __init__(self, window: timedelta = timedelta(minutes=10)) -> None:
         self.window = window
         self.devices, self.metrics, self.units = _Codes(), _Codes(), _Codes()
-        self._lock = threading.RLock()
+        # Writers (live merges, eviction, catch-up) take turns on ``_write``.
+        # Readers of the window never lock: chunks are immutable and the tuple
+        # of them is swapped whole. The latest-value arrays are read and
+        # written under ``_latest``, held only for vectorised assignments.
+        self._write = threading.RLock()
+        self._latest = threading.Lock()
         rows, cols = 1024, 8
         self._ts = np.full((rows, cols), _NONE, dtype=np.int64)
         self._ingest = np.full((rows, cols), _NONE, dtype=np.int64)
@@ -138,7 +142,7 @@ class HotTier:
         self._quality = np.zeros((rows, cols), dtype=np.uint8)
         self._unit = np.full((rows, cols), -1, dtype=np.int32)
         self._text: dict[tuple[int, int], str] = {}
-        self._chunks: list[_Chunk] = []
+        self._chunks: tuple[_Chunk, ...] = ()
         self.ready = False
         # Range questions starting before this are the lake's.
         self.covered_from_ms = np.iinfo(np.int64).max
@@ -171,7 +175,7 @@ class HotTier:
             raise ValueError(f"live batch lacks columns {', '.join(missing)}")
         if batch.num_rows == 0:
             return
-        with self._lock:
+        with self._write:
             device = self.devices.encode(batch.column("device_id"))
             metric = self.metrics.encode(batch.column("metric"))
             unit_col = batch.column("unit")
@@ -191,23 +195,27 @@ class HotTier:
             value = pc.fill_null(pc.cast(batch.column("value"), pa.float64()), float("nan")).to_numpy()
             quality = pc.cast(batch.column("quality"), pa.uint8()).to_numpy()
             text = batch.column("text").to_numpy(zero_copy_only=False)
-            self._grow()
-            self._merge_latest(device, metric, ts, ingest, value, quality, unit, text)
+            with self._latest:
+                self._grow()
+                self._merge_latest(device, metric, ts, ingest, value, quality, unit, text)
             chunk = _Chunk(
-                device.astype(np.int32),
-                metric.astype(np.int32),
-                ts,
-                ingest,
-                value,
-                quality,
-                unit.astype(np.int32),
-                text,
-            )
-            self._chunks.append(_Chunk.concat([chunk], self._since_ms()))
-            if len(self._chunks) > _MERGE_AT:
-                self._compact()
+                device.astype(np.int32), metric.astype(np.int32), ts, ingest, value, quality,
+                unit.astype(np.int32), text,
+            )  # fmt: skip
+            self._add_chunk(_Chunk.concat([chunk], self._since_ms()))
             self.stats.batches += 1
             self.stats.rows += batch.num_rows
+
+    def _add_chunk(self, chunk: _Chunk) -> None:
+        """Size-tiered, like a binary counter: a chunk merges with the one before
+        it while that one is no more than twice its size. Each reading is
+        re-sorted O(log n) times in all, the window stays O(log n) chunks, and
+        no merge ever re-sorts the whole window because one batch arrived."""
+        chunks = [*self._chunks, chunk]
+        since = self._since_ms()
+        while len(chunks) >= 2 and 2 * len(chunks[-1]) >= len(chunks[-2]):
+            chunks[-2:] = [_Chunk.concat(chunks[-2:], since)]
+        self._chunks = tuple(chunks)
 
     def _merge_latest(
         self,
@@ -244,15 +252,20 @@ class HotTier:
     def _since_ms(self) -> int:
         return int((datetime.now(UTC) - self.window).timestamp() * 1000)
 
-    def _compact(self) -> None:
-        self._chunks = [_Chunk.concat(self._chunks, self._since_ms())]
-
     def evict(self) -> int:
-        """Drop readings that left the window (and repeats); returns how many."""
-        with self._lock:
+        """Drop readings that left the window; returns how many. Whole chunks
+        go at once; only the chunk straddling the window's start is rebuilt."""
+        with self._write:
+            cutoff = self._since_ms()
             before = sum(len(c) for c in self._chunks)
-            self._compact()
-            return before - len(self._chunks[0])
+            kept = []
+            for chunk in self._chunks:
+                if chunk.max_ts < cutoff:
+                    continue
+                straddles = len(chunk) and int(chunk.ts.min()) < cutoff
+                kept.append(_Chunk.concat([chunk], cutoff) if straddles else chunk)
+            self._chunks = tuple(kept)
+            return before - sum(len(c) for c in kept)
 
     def catch_up(self, lake: LakeReader, latest_since: datetime | None = None) -> None:
         """Merge the lake's readings: each key's newest since ``latest_since``
@@ -265,7 +278,10 @@ class HotTier:
             "(PARTITION BY device_id, metric ORDER BY ts DESC, ingest_ts DESC) = 1",
             {"from": latest_since},
         ).to_arrow_table()
-        since = datetime.fromtimestamp(self._since_ms() / 1000, UTC)
+        # The window's part of the lake: all of it at the rebuild, then only
+        # what the last catch-up could not have seen.
+        window_start = datetime.fromtimestamp(self._since_ms() / 1000, UTC)
+        since = max(window_start, latest_since) if latest_since is not None else window_start
         recent = cursor.execute(f"{select} WHERE ts >= $since", {"since": since}).to_arrow_table()
         self.apply(latest)
         self.apply(recent)
@@ -301,7 +317,7 @@ class HotTier:
     def latest(self, device_id: str, metric: str | None = None) -> list[dict[str, object]] | None:
         """Each metric's newest reading of a device (metric order), or None
         when the hot tier does not know the device (ask the lake)."""
-        with self._lock:
+        with self._latest:
             d = self.devices.index.get(device_id)
             if d is None:
                 return None
@@ -322,37 +338,36 @@ class HotTier:
     def readings(self, device_id: str, start: datetime, end: datetime) -> list[dict[str, object]]:
         """A device's readings with ``start <= ts < end``, by (ts, metric)."""
         lo_ms, hi_ms = int(start.timestamp() * 1000), int(end.timestamp() * 1000)
+        d = self.devices.index.get(device_id)
+        if d is None:
+            return []
         found: dict[tuple[int, int], tuple[int, _Chunk, int]] = {}
-        with self._lock:
-            d = self.devices.index.get(device_id)
-            if d is None:
-                return []
-            for chunk in self._chunks:
-                left = int(np.searchsorted(chunk.device, d, "left"))
-                right = int(np.searchsorted(chunk.device, d, "right"))
-                for i in range(left, right):
-                    ts = int(chunk.ts[i])
-                    if lo_ms <= ts < hi_ms:
-                        key = (ts, int(chunk.metric[i]))
-                        seen = found.get(key)
-                        if seen is None or chunk.ingest[i] > seen[0]:
-                            found[key] = (int(chunk.ingest[i]), chunk, i)
-            rows = []
-            for (ts, m), (_, chunk, i) in sorted(
-                found.items(), key=lambda kv: (kv[0][0], self.metrics.names[kv[0][1]])
-            ):
-                unit = int(chunk.unit[i])
-                value = float(chunk.value[i])
-                rows.append({
-                    "ts": datetime.fromtimestamp(ts / 1000, UTC), "metric": self.metrics.names[m],
-                    "value": None if np.isnan(value) else value, "text": chunk.text[i],
-                    "unit": self.units.names[unit] if unit >= 0 else None, "quality": int(chunk.quality[i]),
-                })  # fmt: skip
+        for chunk in self._chunks:  # one consistent tuple, however writers move on
+            left = int(np.searchsorted(chunk.device, d, "left"))
+            right = int(np.searchsorted(chunk.device, d, "right"))
+            for i in range(left, right):
+                ts = int(chunk.ts[i])
+                if lo_ms <= ts < hi_ms:
+                    key = (ts, int(chunk.metric[i]))
+                    seen = found.get(key)
+                    if seen is None or chunk.ingest[i] > seen[0]:
+                        found[key] = (int(chunk.ingest[i]), chunk, i)
+        rows = []
+        for (ts, m), (_, chunk, i) in sorted(
+            found.items(), key=lambda kv: (kv[0][0], self.metrics.names[kv[0][1]])
+        ):
+            unit = int(chunk.unit[i])
+            value = float(chunk.value[i])
+            rows.append({
+                "ts": datetime.fromtimestamp(ts / 1000, UTC), "metric": self.metrics.names[m],
+                "value": None if np.isnan(value) else value, "text": chunk.text[i],
+                "unit": self.units.names[unit] if unit >= 0 else None, "quality": int(chunk.quality[i]),
+            })  # fmt: skip
         return rows
 
     def counts(self) -> dict[str, int]:
         """Sizes for /healthz and metrics; repeats not yet merged away count too."""
-        with self._lock:
+        with self._latest:
             return {
                 "devices": len(self.devices.names),
                 "latest_values": int((self._ts != _NONE).sum()),

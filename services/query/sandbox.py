@@ -28,7 +28,7 @@ import threading
 import duckdb
 import orjson
 
-from citylake.lake import Lake
+from citylake.lake import SERVICE_REFRESH_S, Lake
 from citylake.schemas import DataLayout
 from citylake.services.query.errors import bad_request
 
@@ -106,7 +106,7 @@ class SandboxedLake:
         with self._lock:
             if self._lake is None:
                 try:
-                    lake = Lake(self.layout)
+                    lake = Lake(self.layout, min_refresh_s=SERVICE_REFRESH_S)
                 except (duckdb.Error, OSError, ValueError) as exc:
                     raise LakeUnavailable(
                         f"the lake cannot be opened now: {type(exc).__name__}: {exc}"

@@ -195,6 +195,7 @@ def test_an_unreadable_lake_file_is_503_with_the_reason(lake: Path) -> None:
         assert response.status_code == 503, response.text
         assert "the lake cannot be read now" in response.json()["detail"]
         assert "part-damaged" in response.json()["detail"]
+        time.sleep(0.3)  # views follow the lake at most every SERVICE_REFRESH_S
         assert http.post("/v1/sql", json={"sql": "SELECT 1"}).status_code == 503
         damaged.unlink()
         time.sleep(0.3)

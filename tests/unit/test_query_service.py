@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pyarrow as pa
 from fastapi.testclient import TestClient
 
 from citylake.config import ServiceConfig
+from citylake.lake import SERVICE_REFRESH_S
 from citylake.services.query.app import QuerySettings, create_app
 from tests.lakedata import T0, reading, write_lake_readings
 from tests.query_lake import ARROW, build_lake
@@ -66,6 +68,7 @@ def test_first_files_become_visible_without_restart(tmp_path: Path) -> None:
     with client(tmp_path) as http:
         assert http.get("/v1/devices/air-1/latest").status_code == 404
         write_lake_readings(tmp_path, [reading("air-1", "temp", T0, 1.0)])
+        time.sleep(SERVICE_REFRESH_S + 0.1)  # the service looks at the lake at most this often
         assert http.get("/v1/devices/air-1/latest").json()["readings"][0]["value"] == 1.0
 
 
