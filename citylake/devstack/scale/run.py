@@ -535,8 +535,13 @@ class ScaleRun:
         self._http.close()
         # What is left of the run: any process ever in its trees, or any that
         # names its work directory (daprd's state file, a job's config).
-        time.sleep(0.5)
+        # A killed JVM with gigabytes mapped takes a moment to leave /proc on a
+        # loaded machine: what is still there after 10 s has outlived the run.
+        deadline = time.monotonic() + 10.0
         left = self.sampler.still_running()
+        while left and time.monotonic() < deadline:
+            time.sleep(0.25)
+            left = self.sampler.still_running()
         # Only the run's own processes are ended: those seen in its trees. A
         # process elsewhere that merely names the directory (a shell, an
         # editor) is reported, never touched.
