@@ -40,6 +40,7 @@ integration: setup
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
 bench: setup
+	@bash tools/setup/bench.sh
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:

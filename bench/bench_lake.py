@@ -30,22 +30,25 @@ T0 = "2026-11-20 00:00:00"
 METRICS = ["pm25", "pm10", "no2", "o3", "temperature", "humidity", "noise", "level", "flow", "power"]
 
 
-def generate_sql(devices: int, metrics: int, samples: int) -> str:
-    """Readings in arrival order (time first), as ingest lands them."""
+def generate_sql(devices: int, metrics: int, samples: int, step_minutes: int = 60) -> str:
+    """Readings in arrival order (time first), as ingest lands them: one sample
+    per ``step_minutes`` per device and metric, each device at its own offset
+    within the step."""
     names = "[" + ", ".join(f"'{m}'" for m in METRICS[:metrics]) + "]"
+    step = f"INTERVAL {step_minutes} MINUTE * s + INTERVAL 1 SECOND * (d % {step_minutes * 60})"
+    half = f"{720 / step_minutes:g}"  # samples in half a day: sin(s * pi() / half) has a daily period
     return f"""
     SELECT 'dev-' || lpad(d::VARCHAR, 6, '0') AS device_id,
-           (TIMESTAMP '{T0}' + INTERVAL 1 HOUR * s + INTERVAL 1 SECOND * (d % 3600))::TIMESTAMP_MS AS ts,
+           (TIMESTAMP '{T0}' + {step})::TIMESTAMP_MS AS ts,
            {names}[m + 1] AS metric,
            -- a daily cycle plus sensor noise: smooth like real readings, not constant
-           round(m * 10 + 5 * sin(s * pi() / 12 + d) + (hash(d, m, s) % 1000) / 100.0, 2) AS value,
+           round(m * 10 + 5 * sin(s * pi() / {half} + d) + (hash(d, m, s) % 1000) / 100.0, 2) AS value,
            NULL::VARCHAR AS text,
            'u' AS unit,
            0::INTEGER AS quality,
            'mqtt' AS source,
            'edge-1' AS site,
-           (TIMESTAMP '{T0}' + INTERVAL 1 HOUR * s + INTERVAL 1 SECOND * (d % 3600)
-               + INTERVAL 800 MILLISECOND)::TIMESTAMP_MS AS ingest_ts
+           (TIMESTAMP '{T0}' + {step} + INTERVAL 800 MILLISECOND)::TIMESTAMP_MS AS ingest_ts
     FROM range({samples}) t(s), range({devices}) dv(d), range({metrics}) mt(m)
     """
 
