@@ -330,7 +330,8 @@ PG_INDEXES = [
 
 def _psycopg() -> Any:
     try:
-        import psycopg  # type: ignore[import-not-found, unused-ignore]  # not pinned yet: see bench/README.md
+        # psycopg[binary] is a bench-only driver; the ignore covers a venv without it.
+        import psycopg  # type: ignore[import-not-found, unused-ignore]
     except ImportError as exc:
         raise PostgresUnavailable("the psycopg driver is not installed (psycopg[binary])") from exc
     return psycopg
