@@ -535,24 +535,29 @@ class ScaleRun:
         self._http.close()
         # What is left of the run: any process ever in its trees, or any that
         # names its work directory (daprd's state file, a job's config).
-        # A killed JVM with gigabytes mapped takes a moment to leave /proc on a
-        # loaded machine: what is still there after 10 s has outlived the run.
+        # A process of the run's trees may outlive its parent's stop (a JVM
+        # started by PyFlink's gateway leaves when its pipe closes, slowly on a
+        # loaded machine). The run ends what it started: give them 2 s, then
+        # SIGKILL what is left of its trees and wait for /proc to agree. Only
+        # what survives that is "left running".
+        deadline = time.monotonic() + 2.0
+        killed = self.sampler.still_running()
+        while killed and time.monotonic() < deadline:
+            time.sleep(0.25)
+            killed = self.sampler.still_running()
+        for entry in killed:
+            with contextlib.suppress(ProcessLookupError, ValueError, PermissionError):
+                os.kill(int(entry.split()[0]), signal.SIGKILL)
         deadline = time.monotonic() + 10.0
         left = self.sampler.still_running()
         while left and time.monotonic() < deadline:
             time.sleep(0.25)
             left = self.sampler.still_running()
-        # Only the run's own processes are ended: those seen in its trees. A
-        # process elsewhere that merely names the directory (a shell, an
-        # editor) is reported, never touched.
-        for entry in left:
-            with contextlib.suppress(ProcessLookupError, ValueError, PermissionError):
-                os.kill(int(entry.split()[0]), signal.SIGKILL)
         named = processes_mentioning(str(self.workdir), exclude=ancestors())
         self.record.info.stop_check = {
             "checked": len(self.sampler.seen),
             "left_running": sorted(set(left) | set(named)),
-            "killed": left,
+            "killed": killed,
         }
 
 
