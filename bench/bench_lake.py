@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from citylake.lake import Lake
 from citylake.lake.catalog import raw_select
-from citylake.lake.compaction import _merge  # the lake's own writer, measured as is
+from citylake.lake.compaction import write_sorted
 from citylake.schemas import DataLayout, table
 
 T0 = "2026-11-20 00:00:00"
@@ -75,7 +75,7 @@ def build_lake(workdir: Path, devices: int, metrics: int, samples: int) -> tuple
         )
         target = root / f"date={day}" / f"part-bench-{i}"
         target.parent.mkdir(parents=True, exist_ok=True)
-        _merge(table("readings"), [str(staging)], str(target))
+        write_sorted(table("readings"), [str(staging)], str(target))
         staging.unlink()
         print(f"  lake partition {day} written ({i + 1}/{len(days)})", flush=True)
     rows = sum(pq.ParquetFile(p).metadata.num_rows for p in root.rglob("part-*"))
@@ -93,7 +93,7 @@ def storage(workdir: Path, rows: int) -> None:
     json_path, plain_path, lake_path = (workdir / f"sample.{s}" for s in ("jsonl", "parquet", "lake.parquet"))
     conn.execute(f"COPY sample TO '{json_path}' (FORMAT json)")
     pq.write_table(conn.execute("SELECT * FROM sample").to_arrow_table(), plain_path, compression="zstd")
-    _merge(table("readings"), [str(plain_path)], str(lake_path))
+    write_sorted(table("readings"), [str(plain_path)], str(lake_path))
     sizes = {p: p.stat().st_size / n for p in (json_path, plain_path, lake_path)}
     print(f"\nstorage, {n:,} readings ({devices:,} devices x 10 metrics x 100 hourly samples):")
     print(f"  lake (sorted by device, metric, ts; zstd)  {sizes[lake_path]:7.2f} B/reading")

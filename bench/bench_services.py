@@ -61,7 +61,7 @@ from pg_cluster import PgCluster, PostgresUnavailable, require_binaries
 from citylake.devstack import ManagedProcess, free_port, start_daprd, start_mosquitto
 from citylake.lake import Lake
 from citylake.lake.catalog import raw_select
-from citylake.lake.compaction import _merge  # the lake's own writer, as bench_lake uses it
+from citylake.lake.compaction import write_sorted
 from citylake.schemas import DataLayout, table
 
 BENCH = Path(__file__).resolve().parent
@@ -240,7 +240,7 @@ def build_readings(layout: DataLayout, workdir: Path, size: Size) -> None:
         day, part = group.parent.name.removeprefix("day="), group.name.removeprefix("slice=")
         target = root / f"date={day}" / f"part-bench-{int(part):02d}"
         target.parent.mkdir(parents=True, exist_ok=True)
-        _merge(table("readings"), sorted(str(f) for f in group.glob("*.parquet")), str(target))
+        write_sorted(table("readings"), sorted(str(f) for f in group.glob("*.parquet")), str(target))
         say(f"  lake file {i + 1}/{len(groups)} written: {target.relative_to(layout.data_dir)}")
     remove(staging)
 
@@ -273,7 +273,7 @@ def build_rollups(layout: DataLayout, workdir: Path) -> None:
         conn.execute(f"COPY ({select}) TO '{staging}' (FORMAT parquet, COMPRESSION zstd)")
         target = root / f"date={day}" / f"part-bench-{i}"
         target.parent.mkdir(parents=True, exist_ok=True)
-        _merge(table("readings_1h"), [str(staging)], str(target))
+        write_sorted(table("readings_1h"), [str(staging)], str(target))
         staging.unlink()
         say(f"  readings_1h partition {day} written ({i + 1}/{len(days)})")
     conn.close()

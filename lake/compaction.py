@@ -58,7 +58,10 @@ def _quote(path: str) -> str:
     return "'" + path.replace("'", "''") + "'"
 
 
-def _merge(spec: TableSpec, sources: list[str], target: str) -> None:
+def write_sorted(spec: TableSpec, sources: list[str], target: str) -> None:
+    """``sources`` as one lake file at ``target``: sorted by ``sort_keys``, zstd,
+    UTC instants, the schema-version metadata. What compaction commits; the
+    benches write their lakes with it too."""
     order = ", ".join(f'"{k}"' for k in sort_keys(spec))
     files = ", ".join(_quote(s) for s in sources)
     metadata = (
@@ -130,7 +133,7 @@ def compact_table(
                 final = snap.root / relative
                 temporary = final.with_name(f".{name}.tmp")
                 expected = sum(pq.ParquetFile(snap.root / f).metadata.num_rows for f in group)
-                _merge(spec, [str(snap.root / f) for f in group], str(temporary))
+                write_sorted(spec, [str(snap.root / f) for f in group], str(temporary))
                 written = pq.ParquetFile(temporary).metadata.num_rows
                 if written != expected:
                     temporary.unlink()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,17 +20,9 @@ from paho.mqtt import publish
 from citylake.devstack import Daprd, ManagedProcess, Mosquitto, free_port, start_service
 from tests.conftest import mqtt_source
 from tests.lakedata import reading, write_lake_readings
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def wait_for(check: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"no {what} after {timeout_s:.0f} s")
 
 
 def test_live_readings_reach_the_hot_tier_through_dapr_and_it_rebuilds_from_the_lake(

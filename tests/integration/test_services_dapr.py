@@ -24,20 +24,12 @@ import pytest
 
 from citylake.devstack import Daprd, Mosquitto, free_port, start_service
 from tests.lakedata import alert, device, device_event, write_lake_table
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
 CAMERA = "34020000001320000001"
 KEY = {"X-API-Key": "k1"}
-
-
-def wait_for(ready: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if ready():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"no {what} after {timeout_s:.0f}s")
 
 
 def test_registry_through_dapr_service_invocation(
