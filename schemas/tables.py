@@ -12,7 +12,9 @@ from enum import IntEnum, StrEnum
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+# 2: `devices` gained `district` (a place name, as a device reports it) and
+# `attributes` (JSON text: what a source knows of a device beyond the columns).
+SCHEMA_VERSION = 2
 SCHEMA_VERSION_KEY = b"citylake.schema_version"
 TABLE_NAME_KEY = b"citylake.table"
 
@@ -141,10 +143,16 @@ DEVICES = TableSpec(
             pa.field("model", pa.string()),
             pa.field("parent_id", pa.string()),
             pa.field("civil_code", pa.string()),
+            # The district as its source names it (an MQTT topic level, a
+            # configured device's key); civil_code holds the GB/T 2260 code.
+            pa.field("district", pa.string()),
             pa.field("address", pa.string()),
             pa.field("longitude", pa.float64()),
             pa.field("latitude", pa.float64()),
             pa.field("status", pa.string()),
+            # JSON text, as in device_events: the other named levels of an MQTT
+            # topic, a catalog item's extra fields.
+            pa.field("attributes", pa.string()),
             pa.field("first_seen", _TS),
             pa.field("last_seen", _TS),
         ]

@@ -15,10 +15,12 @@ SELECT
   arg_max(model, row(last_seen, model)) FILTER (WHERE model IS NOT NULL) AS model,
   arg_max(parent_id, row(last_seen, parent_id)) FILTER (WHERE parent_id IS NOT NULL) AS parent_id,
   arg_max(civil_code, row(last_seen, civil_code)) FILTER (WHERE civil_code IS NOT NULL) AS civil_code,
+  arg_max(district, row(last_seen, district)) FILTER (WHERE district IS NOT NULL) AS district,
   arg_max(address, row(last_seen, address)) FILTER (WHERE address IS NOT NULL) AS address,
   arg_max(longitude, row(last_seen, longitude)) FILTER (WHERE longitude IS NOT NULL) AS longitude,
   arg_max(latitude, row(last_seen, latitude)) FILTER (WHERE latitude IS NOT NULL) AS latitude,
   arg_max(status, row(last_seen, status)) FILTER (WHERE status IS NOT NULL) AS status,
+  arg_max(attributes, row(last_seen, attributes)) FILTER (WHERE attributes IS NOT NULL) AS attributes,
   min(first_seen) AS first_seen,
   max(last_seen) AS last_seen
 FROM {raw}

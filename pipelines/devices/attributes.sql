@@ -20,6 +20,7 @@ SELECT
   CASE WHEN kind <> 'alarm' THEN JSON_VALUE(attributes, '$.model') END AS model,
   CASE WHEN kind <> 'alarm' THEN JSON_VALUE(attributes, '$.parent_id') END AS parent_id,
   CASE WHEN kind <> 'alarm' THEN JSON_VALUE(attributes, '$.civil_code') END AS civil_code,
+  CASE WHEN kind <> 'alarm' THEN JSON_VALUE(attributes, '$.district') END AS district,
   CASE WHEN kind NOT IN ('alarm', 'register') THEN JSON_VALUE(attributes, '$.address') END AS address,
   -- Through text so the fold treats every column alike; Java's shortest
   -- double text reads back as the same double.

@@ -20,10 +20,12 @@ SELECT
   SUBSTRING(MAX(CONCAT(stamp, model)) FROM 18) AS model,
   SUBSTRING(MAX(CONCAT(stamp, parent_id)) FROM 18) AS parent_id,
   SUBSTRING(MAX(CONCAT(stamp, civil_code)) FROM 18) AS civil_code,
+  SUBSTRING(MAX(CONCAT(stamp, district)) FROM 18) AS district,
   SUBSTRING(MAX(CONCAT(stamp, address)) FROM 18) AS address,
   CAST(SUBSTRING(MAX(CONCAT(stamp, longitude)) FROM 18) AS DOUBLE) AS longitude,
   CAST(SUBSTRING(MAX(CONCAT(stamp, latitude)) FROM 18) AS DOUBLE) AS latitude,
   SUBSTRING(MAX(CONCAT(stamp, status)) FROM 18) AS status,
+  CAST(NULL AS STRING) AS attributes,
   CAST(MIN(ts) AS TIMESTAMP_LTZ(3)) AS first_seen,
   CAST(MAX(ts) AS TIMESTAMP_LTZ(3)) AS last_seen
 FROM TABLE(TUMBLE(TABLE device_attributes, DESCRIPTOR(ts), INTERVAL '1' MINUTE))
