@@ -7,6 +7,7 @@ import typer
 from citylake.cli import lake, pipeline, scale, simulate, sync
 from citylake.cli.demo import demo
 from citylake.cli.ingest import ingest
+from citylake.cli.run import run
 from citylake.cli.serve import serve
 from citylake.cli.sql import sql
 
@@ -18,6 +19,7 @@ app = typer.Typer(
 )
 app.command()(demo)
 app.command()(ingest)
+app.command()(run)
 app.command()(serve)
 app.command()(sql)
 app.add_typer(pipeline.app, name="pipeline")

@@ -16,6 +16,8 @@ from citylake.config.models import (
     PipelinesConfig,
     ServiceConfig,
     ServicesConfig,
+    SidecarConfig,
+    SiteRunConfig,
     SourceConfig,
 )
 
@@ -32,6 +34,8 @@ __all__ = [
     "PipelinesConfig",
     "ServiceConfig",
     "ServicesConfig",
+    "SidecarConfig",
+    "SiteRunConfig",
     "SourceConfig",
     "load_config",
 ]

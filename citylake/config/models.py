@@ -276,6 +276,62 @@ class SyncConfig(BaseModel):
         return value
 
 
+ServiceName = Literal["query", "registry", "alerts"]
+
+
+class SidecarConfig(BaseModel):
+    """Dapr sidecars ``citylake run`` starts beside the services and ingest
+    (where a node has no Dapr injector: a single host, the demo). In
+    Kubernetes the injector adds them and this stays off."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(default=False, description="start a daprd beside each service and beside ingest")
+    daprd: Path | None = Field(
+        default=None, description="the daprd binary; unset: `daprd` on PATH, then ~/.dapr/bin/daprd"
+    )
+    resources_path: Path | None = Field(
+        default=None, description="Dapr component files (deploy/dapr/components in a checkout)"
+    )
+    mqtt_url: str | None = Field(
+        default=None, description="broker of the pub/sub component (CITYLAKE_MQTT_URL); unset: no pub/sub"
+    )
+
+
+class SiteRunConfig(BaseModel):
+    """What ``citylake run`` starts and how it supervises it. Ingest runs when
+    sources are configured, each of ``pipelines.jobs`` as a streaming job,
+    lake maintenance when ``maintenance`` is on, sync by the ``sync`` keys."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    services: list[ServiceName] = Field(
+        default_factory=list, description="services to serve, each on its services.<name> host and port"
+    )
+    maintenance: bool = Field(
+        default=True, description="run `citylake lake maintain` (compaction, retention)"
+    )
+    sync_serve: bool = Field(
+        default=False, description="region/centre: run `citylake sync serve` (sync.port)"
+    )
+    sidecars: SidecarConfig = SidecarConfig()
+    ingest_metrics_port: Port = Field(
+        default=9464, description="ingest's /healthz and /metrics port; 0: free"
+    )
+    health_host: str = Field(
+        default="127.0.0.1", description="address of the site's own /healthz and /metrics"
+    )
+    health_port: Port = Field(default=9460, description="port of the site's /healthz and /metrics; 0: off")
+    restart_initial_s: float = Field(default=1.0, gt=0, description="first wait before restarting a unit")
+    restart_max_s: float = Field(default=60.0, gt=0, description="longest wait between restarts (doubling)")
+    stable_after_s: float = Field(
+        default=60.0, gt=0, description="a unit up this long is stable again: its backoff starts over"
+    )
+    stop_timeout_s: float = Field(
+        default=20.0, gt=0, description="SIGTERM, then SIGKILL after this long (Flink jobs need a few s)"
+    )
+
+
 class CityConfig(BaseModel):
     """The root of ``city.yaml``."""
 
@@ -289,6 +345,7 @@ class CityConfig(BaseModel):
     lake: LakeConfig = LakeConfig()
     services: ServicesConfig = ServicesConfig()
     sync: SyncConfig = SyncConfig()
+    run: SiteRunConfig = SiteRunConfig()
 
     @model_validator(mode="after")
     def _source_names_unique(self) -> CityConfig:
