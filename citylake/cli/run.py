@@ -27,6 +27,8 @@ def run(config: ConfigOption = DEFAULT_CONFIG) -> None:
         fail("nothing to run: no sources, no pipelines.jobs, run.maintenance off and no run.services", code=2)
     settings = loaded.config.run
     logs_dir = loaded.config.data_dir / "logs"
+    # The sidecars' state stores live here; SQLite will not create the folder.
+    (loaded.config.data_dir / "state").mkdir(parents=True, exist_ok=True)
 
     def changed(name: str, old: UnitState, new: UnitState) -> None:
         colour = {"healthy": "green", "backoff": "red", "unhealthy": "yellow"}.get(new.value, "white")

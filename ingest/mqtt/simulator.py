@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from citylake.ingest.mqtt.signals import city_value
+
 DISTRICTS = ("haidian", "chaoyang", "dongcheng", "xicheng", "fengtai")
 DEVICE_TYPES = ("air", "noise", "water")
 METRICS = {"air": ("pm25", "temperature"), "noise": ("db",), "water": ("level", "flow")}
@@ -86,7 +88,7 @@ def run_simulator(
                 payload: dict[str, object] = {"ts": ts}
                 values = []
                 for metric in METRICS[device_type]:
-                    value = round(rng.uniform(0, 100), 3)
+                    value = city_value(metric, index, ts, rng)
                     payload[metric] = value
                     values.append((metric, value))
                 pending.append((client.publish(topic, json.dumps(payload), qos=qos), device_id, ts, values))
