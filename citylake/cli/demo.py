@@ -107,7 +107,7 @@ def demo(
     workdir.mkdir(parents=True)
     site = DemoSite(config.resolve(), workdir, modbus_devices=modbus_devices)
     # A SIGTERM (a terminal closed, a test's timeout) stops the city like Ctrl-C does.
-    signal.signal(signal.SIGTERM, lambda signum, frame: signal.default_int_handler(signum, frame))
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     stop_simulator = threading.Event()
     sent: list[int] = []
     try:
