@@ -143,7 +143,12 @@ def test_health_follows_the_unit_and_the_site_view_says_so(tmp_path: Path) -> No
         assert view.status_code == 200 and view.json()["units"]["web"]["state"] == "healthy"
         first_pid = view.json()["units"]["web"]["pid"]
         os.kill(first_pid, signal.SIGKILL)
-        wait_for(lambda: (supervisor.tick(), supervisor.units["web"].restarts == 1)[1], 30, "a restart")
+
+        def restarted() -> bool:
+            supervisor.tick()
+            return supervisor.units["web"].restarts == 1
+
+        wait_for(restarted, 30, "a restart")
         assert httpx.get(f"http://127.0.0.1:{health_port}/healthz", timeout=5).status_code in (200, 503)
         wait_for(lambda: supervisor.units["web"].state is UnitState.HEALTHY, 30, "healthy again")
         view = httpx.get(f"http://127.0.0.1:{health_port}/healthz", timeout=5).json()
