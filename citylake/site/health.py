@@ -20,12 +20,17 @@ class _UnitCollector:
     def collect(self):  # type: ignore[no-untyped-def]
         up = GaugeMetricFamily("citylake_site_unit_healthy", "1 while the unit is healthy", labels=["unit"])
         restarts = CounterMetricFamily("citylake_site_unit_restarts", "restarts since start", labels=["unit"])
+        rss = GaugeMetricFamily(
+            "citylake_site_unit_rss_bytes", "resident memory of the unit's process tree", labels=["unit"]
+        )
         # Unit names come from the site's own config: a closed label set.
         for name, unit in self.supervisor.health()["units"].items():
             up.add_metric([name], 1.0 if unit["state"] == UnitState.HEALTHY else 0.0)
             restarts.add_metric([name], unit["restarts"])
+            rss.add_metric([name], unit["rss_mb"] * 2**20)
         yield up
         yield restarts
+        yield rss
 
 
 def serve_health(supervisor: Supervisor, host: str, port: int) -> ThreadingHTTPServer:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 from citylake.config import SiteRunConfig
 from citylake.site.logs import BoundedLog
@@ -32,6 +33,21 @@ class UnitState(StrEnum):
     UNHEALTHY = "unhealthy"  # running, its health check fails
     BACKOFF = "backoff"  # exited; restarts at next_start
     STOPPED = "stopped"
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of a unit and its children (Flink's JVM runs under the
+    Python driver), in MiB."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            total += proc.memory_info().rss
+    return round(total / 2**20, 1)
 
 
 _RUNNING = (UnitState.STARTING, UnitState.HEALTHY, UnitState.UNHEALTHY)
@@ -58,6 +74,7 @@ class UnitStatus:
             "restarts": self.restarts,
             "uptime_s": round(now - self.started_at, 1) if running else 0,
             "last_exit": self.last_exit,
+            "rss_mb": tree_rss_mb(self.proc.pid) if running and self.proc else 0.0,
             "restart_in_s": round(max(0.0, self.next_start - now), 1)
             if self.state is UnitState.BACKOFF
             else None,
