@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup demo scale test check lint typecheck unit integration bench clean
+.PHONY: setup demo scale soak test check lint typecheck unit integration bench clean
 
 setup:
 	@bash tools/setup/all.sh
@@ -20,6 +20,14 @@ SCALE_REPORT ?= var/scale-report
 SCALE_ARGS ?=
 scale: setup
 	$(BIN)/citylake scale run --config city.yaml --devices 100000 --minutes 10 --report $(SCALE_REPORT) $(SCALE_ARGS)
+
+# The soak (issue 11): 5 days of a 10k-device site compressed into 20 minutes
+# through `citylake run`; landing bound, exactly-once and memory/state samples;
+# report in SOAK_REPORT. A short version runs in `make test`.
+SOAK_REPORT ?= var/soak-report
+SOAK_ARGS ?=
+soak: setup
+	$(BIN)/python bench/soak.py --report $(SOAK_REPORT) $(SOAK_ARGS)
 
 test: setup check
 	$(BIN)/pytest $(PYTEST_ARGS)
