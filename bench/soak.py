@@ -375,7 +375,10 @@ def run_soak(args: argparse.Namespace, plan: Plan, landing_bound: int) -> Outcom
             outcome.manifest = fleet.manifest
             print(f"soak: load done in {outcome.load_s / 60:.1f} min; waiting for the lake", flush=True)
             deadline = time.monotonic() + args.drain_s
-            while time.monotonic() < deadline and lake_readings(data_dir)[0] < fleet.manifest.readings:
+            while time.monotonic() < deadline:
+                outcome.samples.append(sample(started, data_dir, fleet, health_url, client))
+                if outcome.samples[-1].lake_readings >= fleet.manifest.readings:
+                    break
                 time.sleep(args.sample_s)
             # A few more samples: maintenance and landing collection after the load.
             for _ in range(3):
