@@ -27,6 +27,7 @@ import shutil
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -330,6 +331,20 @@ def _progress(last: Sample) -> None:
     )
 
 
+def _drain(args: argparse.Namespace, outcome: Outcome, take: Callable[[], Sample]) -> None:
+    """Samples until the lake holds every acknowledged reading, then a few
+    more: maintenance and landing collection go on after the load."""
+    deadline = time.monotonic() + args.drain_s
+    while time.monotonic() < deadline:
+        outcome.samples.append(take())
+        if outcome.samples[-1].lake_readings >= outcome.manifest.readings:
+            break
+        time.sleep(args.sample_s)
+    for _ in range(3):
+        time.sleep(args.sample_s)
+        outcome.samples.append(take())
+
+
 def run_soak(args: argparse.Namespace, plan: Plan, landing_bound: int) -> Outcome:
     """Site up, load for the planned minutes, drain, and the lake read back."""
     workdir = args.workdir.resolve()
@@ -374,16 +389,7 @@ def run_soak(args: argparse.Namespace, plan: Plan, landing_bound: int) -> Outcom
             outcome.load_s = time.monotonic() - started
             outcome.manifest = fleet.manifest
             print(f"soak: load done in {outcome.load_s / 60:.1f} min; waiting for the lake", flush=True)
-            deadline = time.monotonic() + args.drain_s
-            while time.monotonic() < deadline:
-                outcome.samples.append(sample(started, data_dir, fleet, health_url, client))
-                if outcome.samples[-1].lake_readings >= fleet.manifest.readings:
-                    break
-                time.sleep(args.sample_s)
-            # A few more samples: maintenance and landing collection after the load.
-            for _ in range(3):
-                outcome.samples.append(sample(started, data_dir, fleet, health_url, client))
-                time.sleep(args.sample_s)
+            _drain(args, outcome, lambda: sample(started, data_dir, fleet, health_url, client))
             outcome.lake = lake_readings(data_dir)
     finally:
         if fleet is not None:
