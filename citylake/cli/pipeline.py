@@ -61,7 +61,9 @@ def run(
         if time_range[0] >= time_range[1]:
             fail(f"--from {from_} is not before --to {to}", code=2)
     from citylake.pipelines import runner
+    from citylake.pipelines.local_jvm import size_local_jvm
 
+    size_local_jvm(loaded.config.pipelines.flink)
     console.print(f"running {job} in {mode.value} mode on Flink's local mini-cluster")
     try:
         runner.run(loaded.config, job, mode.value, time_range, fresh=fresh)

@@ -80,6 +80,12 @@ class FlinkConfig(BaseModel):
         gt=0,
         description="a reading's (device, metric, ts) key is remembered this long to drop repeats",
     )
+    local_heap_mb: int | None = Field(
+        default=1024,
+        ge=256,
+        description="heap of each `pipeline run` mini-cluster JVM (-Xmx); unset: the JVM's default, "
+        "a quarter of the machine's memory",
+    )
 
 
 class AlertRule(BaseModel):
