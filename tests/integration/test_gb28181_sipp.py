@@ -114,6 +114,13 @@ def latest_devices(layout: DataLayout) -> dict[str, dict[str, Any]]:
     return rows
 
 
+def assert_keepalive_life(kinds: list[str]) -> None:
+    """The keepalive scenario's events: its empty catalog comes in the call of
+    the platform's query, so it may land between its keepalives."""
+    assert kinds[:2] == ["register", "online"] and kinds[-1] == "offline"
+    assert sorted(kinds[2:-1]) == ["catalog", *["keepalive"] * 4]
+
+
 @pytest.mark.parametrize(
     ("transport", "scenario"), [("udp", "device_gb2312"), ("tcp", "device"), ("udp", "device")]
 )
@@ -238,7 +245,7 @@ async def test_expired_registration_goes_offline(city_config: Callable[..., Path
     await wait_for(lambda: any(e["kind"] == "offline" for e in landed(layout, "device_events")), 10)
     await runner.stop()
     events = landed(layout, "device_events")
-    assert [e["kind"] for e in events] == ["register", "online", "catalog", *["keepalive"] * 4, "offline"]
+    assert_keepalive_life([e["kind"] for e in events])
     assert json.loads(events[-1]["attributes"]) == {"reason": "registration expired"}
     lasted = events[-1]["ts"] - events[0]["ts"]
     assert 2.0 <= lasted.total_seconds() < 3.0
@@ -258,9 +265,10 @@ async def test_missed_keepalives_offline_and_none_while_on_time(
     await wait_for(lambda: any(e["kind"] == "offline" for e in landed(layout, "device_events")), 10)
     await runner.stop()
     events = landed(layout, "device_events")
-    assert [e["kind"] for e in events] == ["register", "online", "catalog", *["keepalive"] * 4, "offline"]
+    assert_keepalive_life([e["kind"] for e in events])
     assert json.loads(events[-1]["attributes"])["reason"] == "missed keepalives"
-    silence = (events[-1]["ts"] - events[-2]["ts"]).total_seconds()
+    last_keepalive = [e for e in events if e["kind"] == "keepalive"][-1]
+    silence = (events[-1]["ts"] - last_keepalive["ts"]).total_seconds()
     assert 1.5 <= silence < 2.2
 
 
