@@ -181,6 +181,9 @@ class GB28181Source(StreamingSource):
             await asyncio.sleep(self.config.check_every_s)
             self._forget_transactions(time.monotonic() - TRANSACTION_TTL_S)
             events = self.registry.sweep(_now_ms())
+            for event in events:
+                if event.device_id not in self.registry.registrations:
+                    self._forget_device_requests(event.device_id)  # expired: must REGISTER again
             if events:
                 self._emit_events(events, b"")
                 records = [self.registry.records[e.device_id] for e in events if e.kind == "offline"]
