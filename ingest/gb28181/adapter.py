@@ -108,6 +108,7 @@ class GB28181Source(StreamingSource):
         self._sn = itertools.count(1)
         self.transactions = ClientTransactions()
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0  # monotonic time the timer is set for
         self._catalog_progress: dict[tuple[str, int | None], int] = {}
         # The platform's requests to a device go one at a time: the next
         # leaves when the device gave a final answer to the previous one (or
@@ -295,7 +296,7 @@ class GB28181Source(StreamingSource):
         self.stats["responses_received"] += 1
         done = self.transactions.on_response(message, time.monotonic())
         if done is None:
-            if (message.status or 0) >= 200 and self.transactions.match(message) is None:
+            if (message.status or 0) >= 200:
                 # Late (after Timer F), a retransmitted final or not ours.
                 self.stats["responses_unmatched"] += 1
             return
@@ -340,11 +341,12 @@ class GB28181Source(StreamingSource):
                 self._timer = None
             return
         if self._timer is not None:
-            if self._timer.when() <= deadline:
+            if self._timer_at <= deadline:
                 return
             self._timer.cancel()
-        # monotonic() and the loop's clock are the same clock on CPython.
-        self._timer = asyncio.get_running_loop().call_at(deadline, self._on_timer)
+        self._timer_at = deadline
+        delay = max(0.0, deadline - time.monotonic())
+        self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
 
     def _queue(self, device_id: str, body: bytes) -> None:
         queue = self._outbox.setdefault(device_id, deque())
