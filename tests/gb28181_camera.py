@@ -105,6 +105,8 @@ class SeparateDialogCamera:
     ignored: list[Received] = field(default_factory=list)
     exchanges: list[Exchange] = field(default_factory=list)
     register_call_id: str = field(default_factory=lambda: f"reg-{secrets.token_hex(8)}@camera")
+    # A camera that takes the platform's requests but never answers them.
+    silent: bool = False
 
     def __post_init__(self) -> None:
         self._transport: asyncio.DatagramTransport | None = None
@@ -267,6 +269,8 @@ class SeparateDialogCamera:
             self.ignored.append(request)
             return
         self.received.append(request)
+        if self.silent:
+            return
         key = (request.call_id, headers["cseq"])
         if key in self._answered:  # a retransmission: the same answer again
             assert self._transport is not None

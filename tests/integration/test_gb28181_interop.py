@@ -50,7 +50,9 @@ def local_ms(text: str) -> int:
     return int(datetime.fromisoformat(text).replace(tzinfo=SHANGHAI).timestamp() * 1000)
 
 
-async def test_camera_with_separate_dialogs_lands_every_fact(city_config: Callable[..., Path]) -> None:
+async def start_platform(
+    city_config: Callable[..., Path],
+) -> tuple[IngestRunner, DataLayout, GB28181Source, int]:
     port = free_port()
     source_config = {
         "name": "video",
@@ -66,8 +68,40 @@ async def test_camera_with_separate_dialogs_lands_every_fact(city_config: Callab
     await runner.start()
     source = runner.sources[0]
     assert isinstance(source, GB28181Source)
+    await until(source.is_up, "GB28181 listener")
+    return runner, layout, source, port
+
+
+async def test_unanswered_request_is_retransmitted_then_given_up(city_config: Callable[..., Path]) -> None:
+    runner, _, source, port = await start_platform(city_config)
+    # Timer F is 32 s; the same timers on a shorter fuse keep the test short.
+    source.transactions.timeout_s = 3.0
     try:
-        await until(source.is_up, "GB28181 listener")
+        async with SeparateDialogCamera(
+            ("127.0.0.1", port), PLATFORM, DOMAIN, PASSWORD, NVR, CHANNELS, silent=True
+        ) as camera:
+            assert await camera.register() == 200
+            await until(
+                lambda: any(r.cmd_type == "DeviceInfo" for r in camera.received), "DeviceInfo query", 10
+            )
+    finally:
+        await runner.stop()
+    catalog = [r for r in camera.received if r.cmd_type == "Catalog"]
+    info = next(r for r in camera.received if r.cmd_type == "DeviceInfo")
+    # Timer E over UDP: 0.5, 1.5 s after the first copy, byte for byte; then
+    # Timer F ends it and the device's next request goes.
+    assert len(catalog) == 3 and {r.data for r in catalog} == {catalog[0].data}
+    # Bounds from below are the RFC's; from above, slack for a loaded machine.
+    gaps = [r.at - catalog[0].at for r in catalog[1:]]
+    assert 0.45 <= gaps[0] < 1.2 and 1.45 <= gaps[1] < 2.5
+    assert 2.95 <= info.at - catalog[0].at < 4.5
+    assert info.call_id != catalog[0].call_id
+    assert source.stats["queries_timed_out"] == 1 and source.stats["queries_retransmitted"] >= 2
+
+
+async def test_camera_with_separate_dialogs_lands_every_fact(city_config: Callable[..., Path]) -> None:
+    runner, layout, source, port = await start_platform(city_config)
+    try:
         async with SeparateDialogCamera(
             ("127.0.0.1", port), PLATFORM, DOMAIN, PASSWORD, NVR, CHANNELS
         ) as camera:
