@@ -221,6 +221,10 @@ async def test_device_lifecycle_lands_exact_rows(
     assert got_readings == expected
     assert landed(layout, "rejected") == []
     assert source.stats["queries_sent"] == 6  # Catalog + DeviceInfo + Alarm response per device
+    # Each a new call, answered by the devices' out-of-call scenario.
+    assert source.stats["queries_answered"] == 6 and source.stats["queries_timed_out"] == 0
+    if transport == "tcp":
+        assert source.stats["queries_retransmitted"] == 0  # reliable transport: no Timer E
 
 
 async def test_wrong_password_gets_403(city_config: Callable[..., Path], tmp_path: Path) -> None:
