@@ -1,5 +1,6 @@
 """GB28181 registration storm: N SIPp devices register (digest auth), answer the
-platform's Catalog/DeviceInfo queries and send keepalives, against one
+platform's Catalog/DeviceInfo queries (each a new call of the platform's,
+answered by SIPp's out-of-call scenario) and send keepalives, against one
 `citylake ingest` process (real CLI, real landing zone).
 
 Figures: time until every device's `online` event has landed, REGISTER latency
@@ -55,12 +56,14 @@ def pct(values: list[float], q: float) -> float:
 
 
 class OnlineWatcher:
-    """Counts distinct devices whose `online` event has landed."""
+    """Counts distinct devices whose `online` event has landed, and those
+    whose catalog landed (answered to the platform's query, out of call)."""
 
     def __init__(self, landing: Path) -> None:
         self.landing = landing
         self.seen_files: set[Path] = set()
         self.online: set[str] = set()
+        self.catalogs: set[str] = set()
 
     def poll(self) -> int:
         for path in self.landing.rglob("*.parquet"):
@@ -69,6 +72,7 @@ class OnlineWatcher:
             self.seen_files.add(path)
             rows = pq.read_table(path, columns=["device_id", "kind"]).to_pylist()
             self.online.update(str(r["device_id"]) for r in rows if r["kind"] == "online")
+            self.catalogs.update(str(r["device_id"]) for r in rows if r["kind"] == "catalog")
         return len(self.online)
 
 
@@ -146,6 +150,7 @@ def storm(work: Path, devices: int, rate: float, keepalive_ms: int, transport: s
         "failed": result.failed,
         "sipp_exit": result.exit_code,
         "online": len(watcher.online),
+        "catalogs": len(watcher.catalogs),
         "all_online_s": all_online if all_online is not None else float("nan"),
         "elapsed_s": elapsed,
         "register_p50_ms": pct(register, 0.5),
@@ -234,7 +239,7 @@ def main() -> None:
     )
     print(
         f"  SIPp: {s['successful']:.0f} successful, {s['failed']:.0f} failed (exit {s['sipp_exit']:.0f}); "
-        f"online events landed for {s['online']:.0f} devices"
+        f"online events landed for {s['online']:.0f} devices, catalogs for {s['catalogs']:.0f}"
     )
     print(f"  time to all online (landed): {s['all_online_s']:.2f} s; whole run {s['elapsed_s']:.2f} s")
     print(

@@ -5,6 +5,12 @@ SIPp in an injection file (``-inf``, one line per call, one call per device);
 the platform's id, domain and password as ``-key`` keywords. SIPp runs as a
 child process on a free local port; its own exit code and statistics CSV say
 how the calls went.
+
+The platform's requests (queries, Alarm responses) arrive as new calls with
+Call-IDs of the platform's choosing, as RFC 3261 wants of requests outside a
+dialog, so SIPp cannot file them with a device's REGISTER call: each device
+scenario has an out-of-call scenario in ``scenarios/answers/`` (``-oocsf``)
+that answers them.
 """
 
 from __future__ import annotations
@@ -31,6 +37,9 @@ EXIT_CODES = {
     254: "fatal error binding a socket",
 }
 SCENARIO_ENCODINGS = {"device": "UTF-8", "device_gb2312": "GB2312"}
+ANSWERS = SCENARIOS / "answers"
+# Scenarios whose devices answer like another's (answers/<name>.xml).
+SHARED_ANSWERS = {"keepalive_loop": "keepalive"}
 
 
 @dataclass(frozen=True)
@@ -46,23 +55,21 @@ class SimDevice:
 
 def sim_devices(count: int, domain: str, first_serial: int = 1) -> list[SimDevice]:
     """``count`` NVRs (type 118) with cameras (type 131), ids in ``domain``
-    (civil code + industry), network 7; serials distinct across both."""
+    (civil code + industry), network 7. An NVR's serial is ``0nnnnn``, its
+    channel k's ``knnnnn``: the out-of-call scenario derives the channels
+    from the NVR's id by text alone (SIPp gives automatic calls no injection
+    file and prints numbers as ``%lf``)."""
     if not (len(domain) == 10 and domain.isdigit()):
         raise ValueError(f"domain {domain!r} is not 10 digits")
-    if first_serial + count * 4 > 999_999:
-        raise ValueError(f"{count} devices do not fit the 6-digit serial space")
+    if first_serial < 0 or first_serial + count - 1 > 99_999:
+        raise ValueError(f"{count} devices from serial {first_serial} do not fit 5 serial digits")
     devices = []
     for i in range(count):
-        serial = first_serial + i
-        channel_base = 100_000 + 3 * serial
+        serial = f"{first_serial + i:05d}"
         devices.append(
             SimDevice(
-                f"{domain}1187{serial:06d}",
-                (
-                    f"{domain}1317{channel_base:06d}",
-                    f"{domain}1317{channel_base + 1:06d}",
-                    f"{domain}1317{channel_base + 2:06d}",
-                ),
+                f"{domain}11870{serial}",
+                (f"{domain}13171{serial}", f"{domain}13172{serial}", f"{domain}13173{serial}"),
             )
         )
     return devices
@@ -92,6 +99,16 @@ def scenario_path(name: str) -> Path:
         known = ", ".join(sorted(p.stem for p in SCENARIOS.glob("*.xml")))
         raise ValueError(f"no SIPp scenario {name!r} (known: {known})")
     return found
+
+
+def answers_path(scenario: Path) -> Path | None:
+    """The out-of-call scenario answering the platform's requests to the
+    devices of ``scenario`` (None: they expect none, e.g. wrong_password)."""
+    found = ANSWERS / f"{SHARED_ANSWERS.get(scenario.stem, scenario.stem)}.xml"
+    if found.exists():
+        return found
+    beside = scenario.parent / "answers" / scenario.name
+    return beside if beside.exists() else None
 
 
 @dataclass
@@ -148,7 +165,11 @@ class Sipp:
         self.stats_path = workdir / f"{stem}-stats.csv"
         self.trace_rtt = trace_rtt
         inf = write_injection(workdir / f"{stem}-devices.csv", devices, password)
-        all_keys = {"enc": SCENARIO_ENCODINGS.get(self.scenario.stem, "UTF-8"), "expires": "3600", **keys}
+        all_keys = {
+            "enc": SCENARIO_ENCODINGS.get(self.scenario.stem, "UTF-8"),
+            "expires": "3600",
+            **keys,
+        }
         argv = [
             binary,
             target,
@@ -180,6 +201,9 @@ class Sipp:
             "-error_file",
             str(workdir / f"{stem}-errors.log"),
         ]
+        self.answers = answers_path(self.scenario)
+        if self.answers is not None:
+            argv += ["-oocsf", str(self.answers)]
         if transport == "tcp":
             # SIPp refuses to start when its default socket budget exceeds the
             # open-files limit; one socket per device (-t tn) plus headroom.

@@ -5,10 +5,12 @@ loop and one handler. Every request is answered on the transport and address
 it came from; the platform's own requests (Catalog/DeviceInfo queries, the
 Alarm response) go to the device the same way, on the same TCP connection.
 
-Platform-originated MESSAGEs reuse the Call-ID of the device's REGISTER:
-an out-of-dialog MESSAGE may carry any Call-ID (devices do not care), and
-stateful user agents that file traffic by Call-ID (SIPp among them) then see
-the queries as part of the device's own exchange.
+The platform's own requests are client transactions (``transactions.py``):
+each carries a fresh Call-ID, From tag and Via branch and the platform's own
+CSeq (RFC 3261 8.1.1), is retransmitted over UDP by Timer E and given up by
+Timer F. A device that files requests by Call-ID sees each query as a new
+call, as the RFC requires of a request outside a dialog; the device's own
+requests are accepted whatever Call-ID they carry.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from citylake.ingest.gb28181.config import GB28181SourceConfig
 from citylake.ingest.gb28181.device_id import is_device_id
 from citylake.ingest.gb28181.digest import DigestAuthenticator, Verdict
 from citylake.ingest.gb28181.registry import DeviceRecord, Event, Registration, Registry
+from citylake.ingest.gb28181.transactions import ClientTransaction, ClientTransactions, PendingFull
 from citylake.schemas import table
 
 log = logging.getLogger(__name__)
@@ -46,9 +49,9 @@ _ONLINE = {"on", "online", "ok"}
 _OFFLINE = {"off", "offline"}
 
 Addr = tuple[str, int]
-# How long the platform waits for a device to answer one of its requests
-# before it sends the next one queued for that device.
-QUERY_TIMEOUT_S = 4.0
+# Requests queued for one device behind the one in flight (Catalog, DeviceInfo,
+# Alarm responses); a device that never answers cannot grow its queue past it.
+MAX_QUEUED_PER_DEVICE = 32
 # A request retransmitted over UDP (same branch, Call-ID, CSeq, From tag) is
 # answered with the response already sent, not processed again: otherwise a
 # device retransmitting under load would land every keepalive, catalog and
@@ -103,14 +106,17 @@ class GB28181Source(StreamingSource):
         self._sweeper: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._sn = itertools.count(1)
-        self._cseq = itertools.count(1)
+        self.transactions = ClientTransactions()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0  # monotonic time the timer is set for
         self._catalog_progress: dict[tuple[str, int | None], int] = {}
         # The platform's requests to a device go one at a time: the next
-        # leaves when the device answered the previous one (or it timed out).
-        # Devices, and SIPp, handle one transaction at a time; a query that
-        # arrives while they still answer the previous one may be dropped.
+        # leaves when the device gave a final answer to the previous one (or
+        # Timer F gave it up). Cameras handle one transaction at a time; a
+        # query that arrives while they still answer the previous one may be
+        # dropped. Values: the branch of the request in flight.
         self._outbox: dict[str, deque[bytes]] = {}
-        self._awaiting: dict[str, tuple[int, float]] = {}
+        self._in_flight: dict[str, str] = {}
         self._answered: dict[tuple[str, str, str, str], tuple[bytes, float]] = {}
 
     # --- lifecycle ---------------------------------------------------------
@@ -150,6 +156,9 @@ class GB28181Source(StreamingSource):
         log.info("GB28181 %s listening on %s %s:%d", self.name, "+".join(transports), host, port)
 
     async def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -172,13 +181,10 @@ class GB28181Source(StreamingSource):
         while True:
             await asyncio.sleep(self.config.check_every_s)
             self._forget_transactions(time.monotonic() - TRANSACTION_TTL_S)
-            late = time.monotonic() - QUERY_TIMEOUT_S
-            for device_id, (_, sent_at) in list(self._awaiting.items()):
-                if sent_at < late:
-                    log.info("GB28181 %s: %s did not answer a query in time", self.name, device_id)
-                    del self._awaiting[device_id]
-                    self._pump(device_id)
             events = self.registry.sweep(_now_ms())
+            for event in events:
+                if event.device_id not in self.registry.registrations:
+                    self._forget_device_requests(event.device_id)  # expired: must REGISTER again
             if events:
                 self._emit_events(events, b"")
                 records = [self.registry.records[e.device_id] for e in events if e.kind == "offline"]
@@ -237,11 +243,6 @@ class GB28181Source(StreamingSource):
             sip.tag_of(message.get("From") or "") or "",
         )
 
-    def _send(self, message: sip.SipMessage, transport: str, addr: Addr) -> None:
-        self._send_bytes(message.to_bytes(), transport, addr)
-        if message.status is not None:
-            self.stats[f"sent_{message.status}"] += 1
-
     def _send_bytes(self, data: bytes, transport: str, addr: Addr) -> None:
         if transport == "udp":
             if self._udp is not None:
@@ -293,34 +294,91 @@ class GB28181Source(StreamingSource):
     def _on_response(self, message: sip.SipMessage) -> None:
         """A device answering one of our requests: the next one may go."""
         self.stats["responses_received"] += 1
-        to = message.get("To")
-        device_id = sip.uri_user(sip.name_addr_uri(to)) if to else None
-        if device_id is None or device_id not in self._awaiting:
+        done = self.transactions.on_response(message, time.monotonic())
+        if done is None:
+            if (message.status or 0) >= 200:
+                # Late (after Timer F), a retransmitted final or not ours.
+                self.stats["responses_unmatched"] += 1
             return
-        try:
-            cseq, _ = message.cseq()
-        except ValueError:
+        self.stats["queries_answered"] += 1
+        if done.status is not None and done.status >= 300:
+            self.stats["queries_refused"] += 1
+            log.info(
+                "GB28181 %s: %s answered a %s with %d", self.name, done.device_id, done.method, done.status
+            )
+        self._finished(done)
+        self._arm_timer()
+
+    def _finished(self, transaction: ClientTransaction) -> None:
+        if self._in_flight.get(transaction.device_id) == transaction.key:
+            del self._in_flight[transaction.device_id]
+            self._pump(transaction.device_id)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        resend, timed_out = self.transactions.due(time.monotonic())
+        for transaction in resend:
+            self.stats["queries_retransmitted"] += 1
+            self._send_bytes(transaction.data, transaction.transport, transaction.addr)
+        for transaction in timed_out:
+            self.stats["queries_timed_out"] += 1
+            log.info(
+                "GB28181 %s: %s did not answer a %s within %.0f s (Timer F); next request",
+                self.name,
+                transaction.device_id,
+                transaction.method,
+                self.transactions.timeout_s,
+            )
+            self._finished(transaction)
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        """One loop timer for all client transactions, at the next deadline."""
+        deadline = self.transactions.next_deadline()
+        if deadline is None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
             return
-        if cseq == self._awaiting[device_id][0] and (message.status or 0) >= 200:
-            del self._awaiting[device_id]
-            self._pump(device_id)
+        if self._timer is not None:
+            if self._timer_at <= deadline:
+                return
+            self._timer.cancel()
+        self._timer_at = deadline
+        delay = max(0.0, deadline - time.monotonic())
+        self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
 
     def _queue(self, device_id: str, body: bytes) -> None:
-        self._outbox.setdefault(device_id, deque()).append(body)
+        queue = self._outbox.setdefault(device_id, deque())
+        if len(queue) >= MAX_QUEUED_PER_DEVICE:
+            queue.popleft()
+            self.stats["queries_dropped"] += 1
+            log.info(
+                "GB28181 %s: %s has %d requests queued; dropped the oldest", self.name, device_id, len(queue)
+            )
+        queue.append(body)
         self._pump(device_id)
 
     def _pump(self, device_id: str) -> None:
-        if device_id in self._awaiting:
+        if device_id in self._in_flight:
             return
         queue = self._outbox.get(device_id)
         registration = self.registry.registrations.get(device_id)
         if not queue or registration is None:
             self._outbox.pop(device_id, None)
             return
-        cseq = self._send_query(registration, queue.popleft())
-        self._awaiting[device_id] = (cseq, time.monotonic())
+        transaction = self._send_query(registration, queue.popleft())
+        if transaction is not None:
+            self._in_flight[device_id] = transaction.key
+            self._arm_timer()
         if not queue:
-            del self._outbox[device_id]
+            self._outbox.pop(device_id, None)
+
+    def _forget_device_requests(self, device_id: str) -> None:
+        """A device that unregistered gets no more of our requests."""
+        self._outbox.pop(device_id, None)
+        self._in_flight.pop(device_id, None)
+        self.transactions.drop_device(device_id)
 
     def _reply(
         self,
@@ -411,6 +469,7 @@ class GB28181Source(StreamingSource):
         date = ("Date", self._date())
         if expires == 0:
             self._reply(message, 200, transport, addr, [date, ("Expires", "0")])
+            self._forget_device_requests(device_id)
             events = self.registry.unregister(device_id, now)
             self._emit_events(events, raw)
             self._emit_devices([self.registry.records[device_id]], raw)
@@ -438,33 +497,42 @@ class GB28181Source(StreamingSource):
         value = value.strip()
         return int(value) if value.isdigit() else None
 
-    def _send_query(self, registration: Registration, body: bytes) -> int:
-        """Send a MESSAGE to a registered device; returns its CSeq number."""
+    def _send_query(self, registration: Registration, body: bytes) -> ClientTransaction | None:
+        """Send a MESSAGE to a registered device as a new client transaction
+        (a new call: nothing in it is taken from the device's REGISTER)."""
         host = self.config.listen_host
         if host in ("0.0.0.0", ""):
             host = "127.0.0.1" if registration.addr[0].startswith("127.") else socket.gethostname()
         device_id = registration.device_id
-        cseq = next(self._cseq)
-        branch = f"z9hG4bK{secrets.token_hex(8)}"
-        via = f"SIP/2.0/{registration.transport.upper()} {host}:{self.port};rport;branch={branch}"
+        ids = self.transactions.new_request(host)
+        via = f"SIP/2.0/{registration.transport.upper()} {host}:{self.port};rport;branch={ids.branch}"
         request = sip.build_request(
             "MESSAGE",
             f"sip:{device_id}@{registration.addr[0]}:{registration.addr[1]}",
             [
                 ("Via", via),
-                ("From", f"<sip:{self.config.platform_id}@{self.config.domain}>;tag={secrets.token_hex(4)}"),
+                ("From", f"<sip:{self.config.platform_id}@{self.config.domain}>;tag={ids.from_tag}"),
                 ("To", f"<sip:{device_id}@{self.config.domain}>"),
-                ("Call-ID", registration.call_id or secrets.token_hex(12)),
-                ("CSeq", f"{cseq} MESSAGE"),
+                ("Call-ID", ids.call_id),
+                ("CSeq", f"{ids.cseq} MESSAGE"),
                 ("Max-Forwards", "70"),
                 ("Content-Type", "Application/MANSCDP+xml"),
                 ("User-Agent", "citylake"),
             ],
             body,
         )
+        data = request.to_bytes()
+        try:
+            transaction = self.transactions.start(
+                ids, device_id, "MESSAGE", data, registration.transport, registration.addr, time.monotonic()
+            )
+        except PendingFull as exc:
+            self.stats["queries_dropped"] += 1
+            log.warning("GB28181 %s: request to %s not sent: %s", self.name, device_id, exc)
+            return None
         self.stats["queries_sent"] += 1
-        self._send(request, registration.transport, registration.addr)
-        return cseq
+        self._send_bytes(data, registration.transport, registration.addr)
+        return transaction
 
     def _on_message(self, raw: bytes, message: sip.SipMessage, transport: str, addr: Addr) -> None:
         device_id = self._device_of(message)

@@ -8,8 +8,9 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from citylake.devstack.sipp import SCENARIOS, sim_devices, write_injection
+from citylake.devstack.sipp import SCENARIOS, answers_path, scenario_path, sim_devices, write_injection
 from citylake.ingest.gb28181.config import GB28181SourceConfig
+from citylake.ingest.gb28181.device_id import is_device_id
 from citylake.ingest.gb28181.registry import Event, Registry
 
 DEV = "34020000001320000001"
@@ -103,17 +104,35 @@ def test_config_refuses(extra: dict[str, object]) -> None:
         GB28181SourceConfig.model_validate(_config(**extra))
 
 
-def test_gb2312_scenario_is_the_utf8_one_in_gb2312() -> None:
-    utf8 = (SCENARIOS / "device.xml").read_text(encoding="utf-8")
-    gb = (SCENARIOS / "device_gb2312.xml").read_bytes().decode("gb2312")
+@pytest.mark.parametrize(("folder", "text"), [(".", "区域入侵"), ("answers", "东门摄像机")])
+def test_gb2312_scenario_is_the_utf8_one_in_gb2312(folder: str, text: str) -> None:
+    utf8 = (SCENARIOS / folder / "device.xml").read_text(encoding="utf-8")
+    raw = (SCENARIOS / folder / "device_gb2312.xml").read_bytes()
+    gb = raw.decode("gb2312")
+    if folder == "answers":
+        gb = gb.replace(
+            "../device_gb2312.xml (SIPp -oocsf): answers/device.xml\n     saved in GB2312 (this file)",
+            "../device.xml (SIPp -oocsf)",
+        )
     assert gb.replace(" (this file)", "") == utf8
-    assert "东门摄像机".encode("gb2312") in (SCENARIOS / "device_gb2312.xml").read_bytes()
+    assert text.encode("gb2312") in raw
+
+
+def test_every_device_scenario_has_its_answers() -> None:
+    for name in ("device", "device_gb2312", "keepalive", "keepalive_loop"):
+        found = answers_path(scenario_path(name))
+        assert found is not None and found.exists(), name
+    assert answers_path(scenario_path("wrong_password")) is None
 
 
 def test_injection_file(tmp_path: Path) -> None:
     devices = sim_devices(2, "3402000000")
     assert devices[0].device_id == "34020000001187000001"
+    assert devices[1].channels == ("34020000001317100002", "34020000001317200002", "34020000001317300002")
     assert len({c for d in devices for c in d.fields()}) == 8
+    assert all(is_device_id(c) for d in devices for c in d.fields())
+    with pytest.raises(ValueError, match="5 serial digits"):
+        sim_devices(100_000, "3402000000")
     text = write_injection(tmp_path / "d.csv", devices, "pw").read_text().splitlines()
     assert text[0] == "SEQUENTIAL"
     assert text[1].endswith(";[authentication username=34020000001187000001 password=pw]")
