@@ -152,7 +152,7 @@ def test_an_app_calls_the_query_service_through_the_sdk_and_two_sidecars(
         start_service("query", config, query_port, tmp_path, env=query_env),
         DaprClient(address=f"127.0.0.1:{client_sidecar.grpc_port}") as dapr,
     ):
-        answer = dapr.invoke_method("query", f"v1/devices/{DEVICE}/latest", http_verb="GET")
+        answer = first_answer(dapr, f"v1/devices/{DEVICE}/latest")
         assert answer.status_code == 200, answer.text()
         assert answer.json() == {
             "device_id": DEVICE,
@@ -176,6 +176,23 @@ def test_an_app_calls_the_query_service_through_the_sdk_and_two_sidecars(
 
         check_state_with_etags(dapr, client_sidecar)
         check_publish_reaches_the_dapr_app(dapr, sdk_app)
+
+
+def first_answer(dapr: DaprClient, method: str) -> Any:
+    """The first call through the client's sidecar, retried while mDNS has not
+    yet found the query sidecar (a 500 naming the app id), for at most 30 s."""
+    failures: list[str] = []
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return dapr.invoke_method("query", method, http_verb="GET")
+        except DaprHttpError as exc:
+            failures.append(str(exc))
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"the client's daprd never reached app id 'query' (mDNS name resolution): {failures[-1]}"
+                ) from exc
+            time.sleep(0.5)
 
 
 def grpc_refusal(error: DaprGrpcError) -> tuple[str, str]:
