@@ -33,6 +33,7 @@ import argparse
 import asyncio
 import http.client
 import json
+import os
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -331,7 +332,10 @@ def main() -> None:
                 finally:
                     await clients.close()
 
+            load_before = os.getloadavg()[0]
             report(asyncio.run(run()))
+            # Figures from a shared machine mean little without how busy it was.
+            print(f"\nload average (1 min): {load_before:.1f} at start, {os.getloadavg()[0]:.1f} at end")
         finally:
             sidecar.process.stop()
             mosquitto.process.stop()
