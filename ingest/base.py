@@ -90,6 +90,19 @@ class Source(ABC):
         """Whether the source is connected (or listening) right now."""
         return True
 
+    def known_devices(self, now_ms: int) -> Sequence[Row]:
+        """``devices`` rows for what the config names (id, name, type, protocol,
+        address, coordinates where given), landed by the runner at start so a
+        configured device is in the registry before it first answers. Sources
+        whose ids arrive with the data (topics, SIP, request paths) name none."""
+        return []
+
+    def counters(self) -> Mapping[str, int]:
+        """Monotonic counts the adapter keeps itself (evictions from its own
+        bounded tables); the runner exports them as
+        ``citylake_ingest_adapter_events{source, event}``."""
+        return {}
+
     @abstractmethod
     async def check(self) -> None:
         """Try the connection once; raise ``SourceUnavailable`` saying what failed."""

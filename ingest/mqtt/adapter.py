@@ -15,20 +15,23 @@ import logging
 import ssl
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from citylake.ingest.base import Ack, SourceContext, SourceUnavailable, StreamingSource
+from citylake.ingest.base import Ack, Row, SourceContext, SourceUnavailable, StreamingSource
+from citylake.ingest.known_devices import KnownDevices
 from citylake.ingest.mqtt import sparkplug
-from citylake.ingest.mqtt.codec import JsonReadingsCodec, PayloadError, TopicTemplate
+from citylake.ingest.mqtt.codec import DeviceLevels, JsonReadingsCodec, PayloadError, TopicTemplate
 from citylake.ingest.mqtt.config import MqttSourceConfig
 from citylake.schemas import table
 
 log = logging.getLogger(__name__)
 READINGS = table("readings")
 DEVICE_EVENTS = table("device_events")
+DEVICES = table("devices")
 
 
 class MqttSource(StreamingSource):
@@ -48,12 +51,27 @@ class MqttSource(StreamingSource):
         self._client: mqtt.Client | None = None
         self._sparkplug = sparkplug.SparkplugDecoder(lambda: int(time.time() * 1000))
         self._ctx: SourceContext | None = None
+        # Touched only from paho's network thread (on_message).
+        self.known = KnownDevices(config.known_devices_max)
         self.connected = False
         self.subscribed = False
         self.backpressure_waits = 0
 
     def is_up(self) -> bool:
         return self.connected and self.subscribed
+
+    def counters(self) -> Mapping[str, int]:
+        return {"known_devices_evicted": self.known.evictions}
+
+    def _device_rows(self, device_ids: Sequence[str], levels: DeviceLevels, now_ms: int) -> list[Row]:
+        """``devices`` rows for the devices of one message that are new or
+        whose topic levels changed since the row last landed."""
+        rows: list[Row] = []
+        for device_id in device_ids:
+            seen = self.known.observe(device_id, levels, now_ms)
+            if seen.changed:
+                rows.append(levels.row(device_id, seen.first_seen, now_ms))
+        return rows
 
     def validate(self) -> list[str]:
         problems = []
@@ -200,7 +218,14 @@ class MqttSource(StreamingSource):
             except PayloadError as exc:
                 ctx.reject(raw, f"{exc} (topic {topic})", ack, input_id)
             else:
-                columns = decoded.as_columns(self.name, ctx.site, int(time.time() * 1000))
+                now = int(time.time() * 1000)
+                topic_id = ids.get("device_id")
+                device_ids = [topic_id] if topic_id else list(dict.fromkeys(decoded.device_id))
+                devices = self._device_rows(device_ids, DeviceLevels(ids), now)
+                if devices:
+                    # The acknowledgement rides on the readings, handed over last.
+                    ctx.emit(DEVICES, devices, raw)
+                columns = decoded.as_columns(self.name, ctx.site, now)
                 ctx.emit_columns(READINGS, columns, len(decoded), raw, ack, input_id)
             return
         ctx.reject(raw, f"topic {topic} matches no configured template", ack, input_id)
@@ -223,6 +248,12 @@ class MqttSource(StreamingSource):
         common = {"source": self.name, "site": ctx.site, "ingest_ts": now}
         # One acknowledgement per message: it rides on the last hand-over.
         parts: list[tuple[str, object]] = [("problem", p) for p in decoded.problems]
+        where = sparkplug.parse_topic(topic)  # decode() accepted it
+        if where.message_type in sparkplug.DEVICE_MESSAGES:
+            key = (where.group_id, where.edge_node_id, where.device_id)
+            seen = self.known.observe(where.citylake_device_id, key, now)
+            if seen.changed:
+                parts.append(("devices", [sparkplug.device_row(where, seen.first_seen, now)]))
         if decoded.events:
             parts.append(("events", [{**e, **common} for e in decoded.events]))
         if decoded.readings:
@@ -237,7 +268,7 @@ class MqttSource(StreamingSource):
             if kind == "problem":
                 ctx.reject(raw, f"Sparkplug B {item}", this_ack, this_id)
             else:
-                spec = READINGS if kind == "readings" else DEVICE_EVENTS
+                spec = {"readings": READINGS, "devices": DEVICES}.get(kind, DEVICE_EVENTS)
                 ctx.emit(spec, item, raw, this_ack, this_id)  # type: ignore[arg-type]
 
     def _wait_until_ready(self, ctx: SourceContext) -> None:

@@ -1,0 +1,56 @@
+"""The devices a streaming source has told the registry about, bounded.
+
+A source that learns devices from its data (MQTT topic levels, Sparkplug
+births) lands a ``devices`` row when a device is first seen and when what it
+says about the device changes, not with every message. What it remembers to
+decide that is fed from outside (any client may publish under new ids), so it
+is an LRU of at most ``max_devices``: a forgotten device is simply "first seen"
+again when it next reports, which costs one more ``devices`` row, never a lost
+reading.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Hashable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Sighting:
+    """What ``KnownDevices.observe`` decided about one device."""
+
+    changed: bool  # first sight, or its description differs from the last one landed
+    first_seen: int  # epoch ms of the first sight this table remembers
+
+
+class KnownDevices:
+    """device id -> (description, first seen). Not thread-safe: an adapter
+    calls it from its one delivery thread."""
+
+    def __init__(self, max_devices: int) -> None:
+        if max_devices < 1:
+            raise ValueError("max_devices must be at least 1")
+        self.max_devices = max_devices
+        self._known: OrderedDict[str, tuple[Hashable, int]] = OrderedDict()
+        self.evictions = 0
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+    def __contains__(self, device_id: object) -> bool:
+        return device_id in self._known
+
+    def observe(self, device_id: str, description: Hashable, now_ms: int) -> Sighting:
+        known = self._known.get(device_id)
+        if known is not None:
+            self._known.move_to_end(device_id)
+            if known[0] == description:
+                return Sighting(False, known[1])
+            self._known[device_id] = (description, known[1])
+            return Sighting(True, known[1])
+        self._known[device_id] = (description, now_ms)
+        if len(self._known) > self.max_devices:
+            self._known.popitem(last=False)
+            self.evictions += 1
+        return Sighting(True, now_ms)
