@@ -123,7 +123,7 @@ class LandingBuffer:
         self.writer = writer
         self.metrics = metrics
         self.policy = policy
-        self.guard = guard or MetricTypeGuard({}, policy.max_metric_types)
+        self.guard = guard if guard is not None else MetricTypeGuard({}, policy.max_metric_types)
         self._lock = threading.Lock()
         self._batchers = {name: ColumnBatcher(spec) for name, spec in TABLES.items()}
         self._acks: list[Ack] = []
