@@ -119,7 +119,10 @@ def test_buffer_rejects_only_the_offending_readings_of_rows_and_columns(tmp_path
 
 def test_city_yaml_metric_types_reach_the_runner_and_bad_values_name_key_and_line(tmp_path: Path) -> None:
     path = tmp_path / "city.yaml"
-    source = "sources:\n  - name: m\n    type: mqtt\n    url: mqtt://127.0.0.1:1883\n    topics: [{template: \"t/{device_id}\"}]\n"
+    source = (
+        "sources:\n  - name: m\n    type: mqtt\n    url: mqtt://127.0.0.1:1883\n"
+        '    topics: [{template: "t/{device_id}"}]\n'
+    )
     path.write_text("site: s1\n" + source + "    metric_types: {hum: number}\n")
     runner = IngestRunner(build_sources(load_config(path)), DataLayout(tmp_path), "s1")
     assert check(runner.buffer.guard, "m", ("hum", None, "n/a")) != []
