@@ -121,7 +121,7 @@ def test_the_adapter_lands_a_device_row_on_first_sight_and_change_only() -> None
     config = MqttSourceConfig(
         name="m",
         url="mqtt://127.0.0.1:1883",
-        topics=[{"template": "city/{district}/{device_type}/{device_id}/telemetry"}],  # type: ignore[list-item]
+        topics=[{"template": "city/{district}/{device_type}/{device_id}/telemetry"}],
         known_devices_max=3,
     )
     source = MqttSource(config)
@@ -145,7 +145,7 @@ def test_the_adapter_lands_a_device_row_on_first_sight_and_change_only() -> None
 def test_payload_device_ids_get_rows_when_the_topic_has_none() -> None:
     config = MqttSourceConfig(
         name="m", url="mqtt://127.0.0.1:1883",
-        topics=[{"template": "gw/{district}/batch"}],  # type: ignore[list-item]
+        topics=[{"template": "gw/{district}/batch"}],
     )  # fmt: skip
     source = MqttSource(config)
     ctx = RecordingContext()
