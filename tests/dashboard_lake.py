@@ -76,7 +76,7 @@ def registry_rows(with_positions: bool = True) -> list[dict[str, object]]:
             status="online",
             **at(0.0, 0.0),
             **seen,
-        ),  # fmt: skip
+        ),
     ]
 
 
