@@ -62,6 +62,12 @@ class SourceContext(Protocol):
     def reject(self, raw: bytes, reason: str, ack: Ack | None = None, input_id: str | None = None) -> None:
         """Record an input that could not be decoded at all."""
 
+    def describe_devices(self, rows: Sequence[Row], raw: bytes) -> None:
+        """Hand over ``devices`` rows learnt from an input that is handed over
+        (and counted, and acknowledged) with ``emit`` as well: an MQTT topic's
+        levels, a Sparkplug birth, a source's config. Validated and landed like
+        any rows; not counted as an input of its own."""
+
     def ready(self) -> bool:
         """False while the landing buffer is full: stop taking input."""
 

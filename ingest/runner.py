@@ -103,6 +103,9 @@ class _Context:
     def reject(self, raw: bytes, reason: str, ack: Ack | None = None, input_id: str | None = None) -> None:
         self._buffer.add_reject(self._source, raw, reason, ack, input_id)
 
+    def describe_devices(self, rows: Sequence[Row], raw: bytes) -> None:
+        self._buffer.add(self._source, DEVICES, rows, raw, None, counted=False)
+
     def ready(self) -> bool:
         return self._buffer.buffered_rows() < self._limit
 
@@ -200,8 +203,12 @@ class LandingBuffer:
         raw: bytes,
         ack: Ack | None,
         input_id: str | None = None,
+        counted: bool = True,
     ) -> None:
-        self._count_input(source, spec, raw, len(rows))
+        if counted:
+            self._count_input(source, spec, raw, len(rows))
+        else:
+            self._metrics_for(source, spec.name).rows.inc(len(rows))
         with self._lock:
             batcher = self._batchers[spec.name]
             if spec.name == READINGS_NAME and rows:
@@ -431,7 +438,7 @@ class IngestRunner:
             configured = source.known_devices(int(time.time() * 1000))
             if configured:
                 # Landed with the first flush, before any reading of the source.
-                ctx.emit(DEVICES, configured, f"devices configured in source {source.name}".encode())
+                ctx.describe_devices(configured, f"devices configured in source {source.name}".encode())
             if isinstance(source, StreamingSource):
                 await source.start(ctx)
             elif isinstance(source, PollingSource):

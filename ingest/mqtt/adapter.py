@@ -31,7 +31,6 @@ from citylake.schemas import table
 log = logging.getLogger(__name__)
 READINGS = table("readings")
 DEVICE_EVENTS = table("device_events")
-DEVICES = table("devices")
 
 
 class MqttSource(StreamingSource):
@@ -224,7 +223,7 @@ class MqttSource(StreamingSource):
                 devices = self._device_rows(device_ids, DeviceLevels(ids), now)
                 if devices:
                     # The acknowledgement rides on the readings, handed over last.
-                    ctx.emit(DEVICES, devices, raw)
+                    ctx.describe_devices(devices, raw)
                 columns = decoded.as_columns(self.name, ctx.site, now)
                 ctx.emit_columns(READINGS, columns, len(decoded), raw, ack, input_id)
             return
@@ -253,7 +252,7 @@ class MqttSource(StreamingSource):
             key = (where.group_id, where.edge_node_id, where.device_id)
             seen = self.known.observe(where.citylake_device_id, key, now)
             if seen.changed:
-                parts.append(("devices", [sparkplug.device_row(where, seen.first_seen, now)]))
+                ctx.describe_devices([sparkplug.device_row(where, seen.first_seen, now)], raw)
         if decoded.events:
             parts.append(("events", [{**e, **common} for e in decoded.events]))
         if decoded.readings:
@@ -268,7 +267,7 @@ class MqttSource(StreamingSource):
             if kind == "problem":
                 ctx.reject(raw, f"Sparkplug B {item}", this_ack, this_id)
             else:
-                spec = {"readings": READINGS, "devices": DEVICES}.get(kind, DEVICE_EVENTS)
+                spec = READINGS if kind == "readings" else DEVICE_EVENTS
                 ctx.emit(spec, item, raw, this_ack, this_id)  # type: ignore[arg-type]
 
     def _wait_until_ready(self, ctx: SourceContext) -> None:

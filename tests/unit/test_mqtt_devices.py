@@ -100,6 +100,9 @@ class RecordingContext:
     def reject(self, raw: bytes, reason: str, ack: Ack | None = None, input_id: str | None = None) -> None:
         self.rejects.append(reason)
 
+    def describe_devices(self, rows: Sequence[Row], raw: bytes) -> None:
+        self.handed.append(("devices", list(rows)))
+
     def ready(self) -> bool:
         return True
 
