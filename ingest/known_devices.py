@@ -19,15 +19,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Hashable
-from dataclasses import dataclass
-
-
-@dataclass(frozen=True)
-class Sighting:
-    """What ``KnownDevices.observe`` decided about one device."""
-
-    changed: bool  # first sight, or its description differs from the last one landed
-    first_seen: int  # epoch ms of the first sight this table remembers
 
 
 class KnownDevices:
@@ -47,17 +38,21 @@ class KnownDevices:
     def __contains__(self, device_id: object) -> bool:
         return device_id in self._known
 
-    def observe(self, device_id: str, description: Hashable, now_ms: int) -> Sighting:
+    def observe(self, device_id: str, description: Hashable, now_ms: int) -> int | None:
+        """``None`` if ``device_id`` is known with this description; else (first
+        sight, or its description changed) the epoch ms of the first sight this
+        table remembers, for the ``devices`` row to land. On every message's
+        path: no objects built when nothing changed."""
         said = hash(description)
         known = self._known.get(device_id)
         if known is not None:
             self._known.move_to_end(device_id)
             if known[0] == said:
-                return Sighting(False, known[1])
+                return None
             self._known[device_id] = (said, known[1])
-            return Sighting(True, known[1])
+            return known[1]
         self._known[device_id] = (said, now_ms)
         if len(self._known) > self.max_devices:
             self._known.popitem(last=False)
             self.evictions += 1
-        return Sighting(True, now_ms)
+        return now_ms

@@ -66,10 +66,9 @@ class DeviceLevels:
     """What the named levels of a topic say about its device: ``{device_type}``
     is its type; ``{district}`` its civil code when it is a GB/T 2260 code
     (digits), else its district (the place name); any other level lands in
-    ``attributes`` (JSON). Hashable: the adapter compares it with what it last
-    landed for the device."""
+    ``attributes`` (JSON)."""
 
-    __slots__ = ("_key", "attributes", "civil_code", "district", "type")
+    __slots__ = ("attributes", "civil_code", "district", "type")
 
     def __init__(self, levels: dict[str, str]) -> None:
         self.type = levels.get("device_type")
@@ -79,13 +78,6 @@ class DeviceLevels:
         self.district = None if is_code else place
         extra = {k: v for k, v in levels.items() if k not in DEVICE_LEVELS}
         self.attributes = orjson.dumps(extra, option=orjson.OPT_SORT_KEYS).decode() if extra else None
-        self._key = (self.type, self.civil_code, self.district, self.attributes)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, DeviceLevels) and self._key == other._key
-
-    def __hash__(self) -> int:
-        return hash(self._key)
 
     def row(self, device_id: str, first_seen: int, last_seen: int) -> Row:
         """The ``devices`` row of ``device_id`` as these levels describe it."""

@@ -53,24 +53,16 @@ def test_a_template_without_levels_still_gives_a_first_sight_row() -> None:
     assert (row["type"], row["district"], row["civil_code"], row["attributes"]) == (None, None, None, None)
 
 
-def test_levels_compare_by_what_they_say() -> None:
-    a = levels("city/gulou/air/aq-1/f3/telemetry")
-    assert a == levels("city/gulou/air/aq-2/f3/telemetry")  # the id is not a description
-    assert a != levels("city/gulou/air/aq-1/f4/telemetry")
-    assert len({a, levels("city/gulou/air/aq-9/f3/telemetry")}) == 1
-
-
 def test_known_devices_notice_new_and_changed_and_forget_the_least_recent() -> None:
     known = KnownDevices(max_devices=2)
-    assert known.observe("a", "x", 1).changed
-    assert not known.observe("a", "x", 2).changed
-    second = known.observe("a", "y", 3)
-    assert second.changed and second.first_seen == 1
-    known.observe("b", "x", 4)
-    known.observe("a", "y", 5)  # a is the most recent now
-    known.observe("c", "x", 6)  # b goes
+    assert known.observe("a", ("x",), 1) == 1  # first sight
+    assert known.observe("a", ("x",), 2) is None  # nothing new
+    assert known.observe("a", ("y",), 3) == 1  # changed: the row keeps the first sight
+    known.observe("b", ("x",), 4)
+    known.observe("a", ("y",), 5)  # a is the most recent now
+    known.observe("c", ("x",), 6)  # b goes
     assert (len(known), known.evictions, "b" in known, "a" in known) == (2, 1, False, True)
-    assert known.observe("b", "x", 7) == type(second)(True, 7)
+    assert known.observe("b", ("x",), 7) == 7  # first sight again
 
 
 class RecordingContext:
