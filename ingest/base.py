@@ -56,8 +56,11 @@ class SourceContext(Protocol):
         raw: bytes,
         ack: Ack | None = None,
         input_id: str | None = None,
-    ) -> None:
-        """``emit`` for ``count`` rows given as columns: the fast path."""
+    ) -> int:
+        """``emit`` for ``count`` rows given as columns: the fast path. Returns
+        how many were taken: readings whose metric has the other type are
+        rejected at once (see ``metric_types``), so a source that answers its
+        sender (HTTP push) can say so."""
 
     def reject(self, raw: bytes, reason: str, ack: Ack | None = None, input_id: str | None = None) -> None:
         """Record an input that could not be decoded at all."""

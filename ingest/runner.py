@@ -97,8 +97,8 @@ class _Context:
         raw: bytes,
         ack: Ack | None = None,
         input_id: str | None = None,
-    ) -> None:
-        self._buffer.add_columns(self._source, table, columns, count, raw, ack, input_id)
+    ) -> int:
+        return self._buffer.add_columns(self._source, table, columns, count, raw, ack, input_id)
 
     def reject(self, raw: bytes, reason: str, ack: Ack | None = None, input_id: str | None = None) -> None:
         self._buffer.add_reject(self._source, raw, reason, ack, input_id)
@@ -227,7 +227,8 @@ class LandingBuffer:
         raw: bytes,
         ack: Ack | None,
         input_id: str | None = None,
-    ) -> None:
+    ) -> int:
+        """Buffer ``count`` rows given as columns; returns how many were kept."""
         self._count_input(source, spec, raw, count)
         with self._lock:
             if spec.name == READINGS_NAME and count:
@@ -235,6 +236,7 @@ class LandingBuffer:
             self._batchers[spec.name].extend(columns, count, raw, source)
             self._buffered += count
             self._received(source, raw, ack, input_id)
+        return count
 
     def _typed_rows(self, source: str, rows: Sequence[Row], raw: bytes) -> Sequence[Row]:
         """``rows`` without the readings that break their metric's type, which

@@ -86,8 +86,9 @@ class RecordingContext:
     def emit_columns(
         self, table: TableSpec, columns: Mapping[str, Sequence[object]], count: int, raw: bytes,
         ack: Ack | None = None, input_id: str | None = None,
-    ) -> None:  # fmt: skip
+    ) -> int:  # fmt: skip
         self.handed.append((table.name, [{k: v[i] for k, v in columns.items()} for i in range(count)]))
+        return count
 
     def reject(self, raw: bytes, reason: str, ack: Ack | None = None, input_id: str | None = None) -> None:
         self.rejects.append(reason)
