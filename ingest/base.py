@@ -56,11 +56,20 @@ class SourceContext(Protocol):
         raw: bytes,
         ack: Ack | None = None,
         input_id: str | None = None,
-    ) -> None:
-        """``emit`` for ``count`` rows given as columns: the fast path."""
+    ) -> int:
+        """``emit`` for ``count`` rows given as columns: the fast path. Returns
+        how many were taken: readings whose metric has the other type are
+        rejected at once (see ``metric_types``), so a source that answers its
+        sender (HTTP push) can say so."""
 
     def reject(self, raw: bytes, reason: str, ack: Ack | None = None, input_id: str | None = None) -> None:
         """Record an input that could not be decoded at all."""
+
+    def describe_devices(self, rows: Sequence[Row], raw: bytes) -> None:
+        """Hand over ``devices`` rows learnt from an input that is handed over
+        (and counted, and acknowledged) with ``emit`` as well: an MQTT topic's
+        levels, a Sparkplug birth, a source's config. Validated and landed like
+        any rows; not counted as an input of its own."""
 
     def ready(self) -> bool:
         """False while the landing buffer is full: stop taking input."""
@@ -89,6 +98,19 @@ class Source(ABC):
     def is_up(self) -> bool:
         """Whether the source is connected (or listening) right now."""
         return True
+
+    def known_devices(self, now_ms: int) -> Sequence[Row]:
+        """``devices`` rows for what the config names (id, name, type, protocol,
+        address, coordinates where given), landed by the runner at start so a
+        configured device is in the registry before it first answers. Sources
+        whose ids arrive with the data (topics, SIP, request paths) name none."""
+        return []
+
+    def counters(self) -> Mapping[str, int]:
+        """Monotonic counts the adapter keeps itself (evictions from its own
+        bounded tables); the runner exports them as
+        ``citylake_ingest_adapter_events{source, event}``."""
+        return {}
 
     @abstractmethod
     async def check(self) -> None:

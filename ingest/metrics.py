@@ -72,3 +72,17 @@ class IngestMetrics:
             registry=r,
         )
         self.flush_errors = Counter("citylake_ingest_flush_errors", "failed landing writes", registry=r)
+        self.metric_types_known = Gauge(
+            "citylake_ingest_metric_types_known", "(source, metric) types fixed at first sight", registry=r
+        )
+        self.metric_types_evicted = Counter(
+            "citylake_ingest_metric_types_evicted",
+            "first-sight metric types forgotten at the metric_types_max bound",
+            registry=r,
+        )
+        self.adapter_events = Counter(
+            "citylake_ingest_adapter_events",
+            "what an adapter counts itself (e.g. known_devices_evicted, known_devices)",
+            ["source", "event"],
+            registry=r,
+        )

@@ -24,11 +24,13 @@ from citylake.ingest.base import Ack, PollingSource, PollTarget, Row, Source, St
 from citylake.ingest.batcher import ColumnBatcher
 from citylake.ingest.landing import LandedFile, LandingWriter
 from citylake.ingest.live import LivePublisher
+from citylake.ingest.metric_types import MetricTypeGuard
 from citylake.ingest.metrics import IngestMetrics
 from citylake.schemas import TABLES, DataLayout, TableSpec, table, truncate_raw
 
 log = logging.getLogger(__name__)
 REJECTED = table("rejected")
+DEVICES = table("devices")
 READINGS_NAME = "readings"
 
 
@@ -45,6 +47,8 @@ class FlushPolicy:
     # Landing disk bound: at it, flushes wait (rows stay buffered, so sources
     # are held back) until the pipeline has drained landing files.
     max_landing_bytes: int | None = None
+    # Bound of the (source, metric) -> type table fixed at first sight.
+    max_metric_types: int = 100_000
 
 
 class LandingFull(Exception):
@@ -93,11 +97,14 @@ class _Context:
         raw: bytes,
         ack: Ack | None = None,
         input_id: str | None = None,
-    ) -> None:
-        self._buffer.add_columns(self._source, table, columns, count, raw, ack, input_id)
+    ) -> int:
+        return self._buffer.add_columns(self._source, table, columns, count, raw, ack, input_id)
 
     def reject(self, raw: bytes, reason: str, ack: Ack | None = None, input_id: str | None = None) -> None:
         self._buffer.add_reject(self._source, raw, reason, ack, input_id)
+
+    def describe_devices(self, rows: Sequence[Row], raw: bytes) -> None:
+        self._buffer.add(self._source, DEVICES, rows, raw, None, counted=False)
 
     def ready(self) -> bool:
         return self._buffer.buffered_rows() < self._limit
@@ -109,10 +116,17 @@ class _Context:
 class LandingBuffer:
     """Thread-safe buffers for every table, drained by ``flush()``."""
 
-    def __init__(self, writer: LandingWriter, metrics: IngestMetrics, policy: FlushPolicy) -> None:
+    def __init__(
+        self,
+        writer: LandingWriter,
+        metrics: IngestMetrics,
+        policy: FlushPolicy,
+        guard: MetricTypeGuard | None = None,
+    ) -> None:
         self.writer = writer
         self.metrics = metrics
         self.policy = policy
+        self.guard = guard if guard is not None else MetricTypeGuard({}, policy.max_metric_types)
         self._lock = threading.Lock()
         self._batchers = {name: ColumnBatcher(spec) for name, spec in TABLES.items()}
         self._acks: list[Ack] = []
@@ -189,10 +203,16 @@ class LandingBuffer:
         raw: bytes,
         ack: Ack | None,
         input_id: str | None = None,
+        counted: bool = True,
     ) -> None:
-        self._count_input(source, spec, raw, len(rows))
+        if counted:
+            self._count_input(source, spec, raw, len(rows))
+        else:
+            self._metrics_for(source, spec.name).rows.inc(len(rows))
         with self._lock:
             batcher = self._batchers[spec.name]
+            if spec.name == READINGS_NAME and rows:
+                rows = self._typed_rows(source, rows, raw)
             for row in rows:
                 batcher.append(row, raw, source)
             self._buffered += len(rows)
@@ -207,12 +227,59 @@ class LandingBuffer:
         raw: bytes,
         ack: Ack | None,
         input_id: str | None = None,
-    ) -> None:
+    ) -> int:
+        """Buffer ``count`` rows given as columns; returns how many were kept."""
         self._count_input(source, spec, raw, count)
         with self._lock:
+            if spec.name == READINGS_NAME and count:
+                columns, count = self._typed_columns(source, columns, count, raw)
             self._batchers[spec.name].extend(columns, count, raw, source)
             self._buffered += count
             self._received(source, raw, ack, input_id)
+        return count
+
+    def _typed_rows(self, source: str, rows: Sequence[Row], raw: bytes) -> Sequence[Row]:
+        """``rows`` without the readings that break their metric's type, which
+        are rejected here with the raw input (lock held)."""
+        conflicts = self.guard.conflicts(
+            source,
+            [r.get("device_id") for r in rows],
+            [r.get("metric") for r in rows],
+            [r.get("value") for r in rows],
+            [r.get("text") for r in rows],
+        )
+        if not conflicts:
+            return rows
+        self._reject_conflicts(source, conflicts, raw)
+        refused = {index for index, _ in conflicts}
+        return [row for index, row in enumerate(rows) if index not in refused]
+
+    def _typed_columns(
+        self, source: str, columns: Mapping[str, Sequence[object]], count: int, raw: bytes
+    ) -> tuple[Mapping[str, Sequence[object]], int]:
+        """``_typed_rows`` for columns (lock held)."""
+        conflicts = self.guard.conflicts(
+            source,
+            columns.get("device_id") or [None] * count,
+            columns.get("metric") or [None] * count,
+            columns.get("value"),
+            columns.get("text"),
+        )
+        if not conflicts:
+            return columns, count
+        self._reject_conflicts(source, conflicts, raw)
+        refused = {index for index, _ in conflicts}
+        kept = {
+            name: [v for index, v in enumerate(values) if index not in refused]
+            for name, values in columns.items()
+        }
+        return kept, count - len(refused)
+
+    def _reject_conflicts(self, source: str, conflicts: list[tuple[int, str]], raw: bytes) -> None:
+        now_ms = int(time.time() * 1000)
+        for _, reason in conflicts:
+            self._append_reject(source, raw, reason, now_ms)
+        self._buffered += len(conflicts)
 
     def add_reject(
         self, source: str, raw: bytes, reason: str, ack: Ack | None, input_id: str | None = None
@@ -349,7 +416,12 @@ class IngestRunner:
         self.site = site
         self.metrics = metrics or IngestMetrics()
         self.writer = LandingWriter(layout)
-        self.buffer = LandingBuffer(self.writer, self.metrics, policy or FlushPolicy())
+        policy = policy or FlushPolicy()
+        declared = {source.name: source.config.metric_types for source in self.sources}
+        guard = MetricTypeGuard(declared, policy.max_metric_types)
+        self.buffer = LandingBuffer(self.writer, self.metrics, policy, guard)
+        self._counted: dict[tuple[str, str], int] = {}
+        self._evictions_counted = 0
         if live is not None:
             self.buffer.on_landed = live.offer
         self._stopping = asyncio.Event()
@@ -365,6 +437,10 @@ class IngestRunner:
             self.live.start()
         for source in self.sources:
             ctx = self.buffer.context(source.name, self.site)
+            configured = source.known_devices(int(time.time() * 1000))
+            if configured:
+                # Landed with the first flush, before any reading of the source.
+                ctx.describe_devices(configured, f"devices configured in source {source.name}".encode())
             if isinstance(source, StreamingSource):
                 await source.start(ctx)
             elif isinstance(source, PollingSource):
@@ -437,11 +513,28 @@ class IngestRunner:
         finally:
             self.metrics.poll_seconds.labels(source.name).observe(time.perf_counter() - started)
 
+    def _export_counts(self) -> None:
+        """Counts kept outside prometheus (the metric type guard, the adapters'
+        own tables) brought to their counters as deltas."""
+        guard = self.buffer.guard
+        self.metrics.metric_types_known.set(len(guard))
+        if guard.evictions > self._evictions_counted:
+            self.metrics.metric_types_evicted.inc(guard.evictions - self._evictions_counted)
+            self._evictions_counted = guard.evictions
+        for source in self.sources:
+            for event, value in source.counters().items():
+                key = (source.name, event)
+                before = self._counted.get(key, 0)
+                if value > before:
+                    self.metrics.adapter_events.labels(source.name, event).inc(value - before)
+                    self._counted[key] = value
+
     async def _flush_loop(self) -> None:
         rescan_at = time.monotonic() + LANDING_RESCAN_S
         while not self._stopping.is_set():
             for source in self.sources:
                 self.metrics.source_up.labels(source.name).set(1 if source.is_up() else 0)
+            self._export_counts()
             if time.monotonic() >= rescan_at:
                 # The pipeline removes landing files it has committed to the lake.
                 await asyncio.to_thread(self.writer.measure_usage)

@@ -48,6 +48,7 @@ def registry_rows(with_positions: bool = True) -> list[dict[str, object]]:
             type="air_quality",
             protocol="mqtt",
             civil_code="32010201",
+            district="Qinhuai",
             status="offline",
             **at(118.7600, 32.0400),
             **seen,
@@ -67,7 +68,15 @@ def registry_rows(with_positions: bool = True) -> list[dict[str, object]]:
             "pump-1", name="Pump station 1", type="pump", protocol="modbus", civil_code="32010601", **seen
         ),
         # GB28181 catalogs report 0,0 when a camera does not know where it is.
-        device("cam-0", name="Camera without GPS", type="ipc", status="online", **at(0.0, 0.0), **seen),
+        device(
+            "cam-0",
+            name="Camera without GPS",
+            type="ipc",
+            district="Qinhuai",
+            status="online",
+            **at(0.0, 0.0),
+            **seen,
+        ),
     ]
 
 

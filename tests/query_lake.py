@@ -1,6 +1,7 @@
 """A small lake for the query service's tests, and a client over it.
 
-Three devices in two districts of Nanjing (civil codes 320106 and 320102),
+Three devices in two districts of Nanjing (civil codes 320106 and 320102;
+two of them also name their district, as an MQTT topic level would),
 readings every minute for 10 minutes on two metrics, 1-minute rollups of one
 device, and a registry row per device but one (air-9 reports but is unknown
 to the registry).
@@ -34,8 +35,16 @@ def build_lake(data_dir: Path) -> None:
         data_dir,
         "devices",
         [
-            device("air-1", type="air_quality", civil_code="32010601", address="Zhongshan Rd 1"),
-            device("air-2", type="air_quality", civil_code="32010201", address="Hanzhong Rd 2"),
+            device(
+                "air-1", type="air_quality", civil_code="32010601", district="Gulou", address="Zhongshan Rd 1"
+            ),
+            device(
+                "air-2",
+                type="air_quality",
+                civil_code="32010201",
+                district="Qinhuai",
+                address="Hanzhong Rd 2",
+            ),
             device("cam-1", type="ipc", civil_code="32010601", address="Gulou Sq"),
         ],
     )

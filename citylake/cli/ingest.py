@@ -50,6 +50,7 @@ def ingest(
         max_age_s=settings.flush_max_age_s,
         max_buffered_rows=settings.max_buffered_rows,
         max_landing_bytes=settings.landing_max_bytes,
+        max_metric_types=settings.metric_types_max,
     )
     live = _live_publisher(settings.live_pubsub, settings.live_topic)
     runner = IngestRunner(sources, DataLayout(loaded.config.data_dir), loaded.config.site, policy, live=live)

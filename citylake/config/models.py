@@ -15,6 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$")]
 Port = Annotated[int, Field(ge=0, le=65535)]
+# number: `readings.value` only; text: `readings.text` only; any: either (a
+# status that is sometimes a code, sometimes a word).
+MetricType = Literal["number", "text", "any"]
+MetricName = Annotated[str, Field(min_length=1, max_length=128)]
 
 
 class SourceConfig(BaseModel):
@@ -26,6 +30,11 @@ class SourceConfig(BaseModel):
     type: Name = Field(description="adapter type, e.g. mqtt, modbus, gb28181")
     url: str = Field(description="where to connect or listen, e.g. mqtt://127.0.0.1:1883")
     enabled: bool = Field(default=True, description="false keeps the source configured but idle")
+    metric_types: dict[MetricName, MetricType] = Field(
+        default_factory=dict,
+        description="metric -> number | text | any; a metric not named keeps the type it is first seen "
+        "with, and a value of the other type is rejected",
+    )
 
     @field_validator("url")
     @classmethod
@@ -55,6 +64,41 @@ class IngestConfig(BaseModel):
     landing_max_bytes: int | None = Field(
         default=None, ge=1, description="landing zone bound; at it flushes wait and sources are held back"
     )
+    metric_types_max: int = Field(
+        default=100_000,
+        ge=1,
+        description="(source, metric) types fixed at first sight that are remembered; beyond, the least "
+        "recently seen is forgotten (and fixed again when it next arrives)",
+    )
+
+
+class DeviceMetadata(BaseModel):
+    """What an operator may say about a device a source configures (a Modbus
+    slave, an OPC UA device): it lands in `devices` when ingest starts."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str | None = Field(default=None, max_length=256, description="devices.name")
+    device_type: str | None = Field(
+        default=None, max_length=128, description="devices.type, e.g. water_meter"
+    )
+    district: str | None = Field(
+        default=None, max_length=128, description="devices.district: the place name, e.g. Gulou"
+    )
+    civil_code: str | None = Field(
+        default=None, pattern=r"^[0-9]{2,12}$", description="devices.civil_code: GB/T 2260 code, e.g. 320106"
+    )
+    address: str | None = Field(
+        default=None, max_length=512, description="devices.address (a street address)"
+    )
+    longitude: float | None = Field(default=None, ge=-180, le=180, description="WGS 84")
+    latitude: float | None = Field(default=None, ge=-90, le=90, description="WGS 84")
+
+    @model_validator(mode="after")
+    def _both_coordinates(self) -> DeviceMetadata:
+        if (self.longitude is None) != (self.latitude is None):
+            raise ValueError("give both longitude and latitude, or neither")
+        return self
 
 
 class FlinkConfig(BaseModel):

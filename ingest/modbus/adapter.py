@@ -25,7 +25,8 @@ import logging
 import time
 from collections.abc import Sequence
 
-from citylake.ingest.base import PollingSource, PollTarget, SourceContext, SourceUnavailable
+from citylake.ingest.base import PollingSource, PollTarget, Row, SourceContext, SourceUnavailable
+from citylake.ingest.configured_devices import configured_device_row
 from citylake.ingest.modbus.codec import DecodeError, ModbusRequest, ModbusRequestPlan, plan_requests
 from citylake.ingest.modbus.config import ModbusDevice, ModbusSourceConfig
 from citylake.ingest.modbus.connection import (
@@ -221,6 +222,25 @@ class ModbusSource(PollingSource):
 
     def targets(self) -> Sequence[ModbusDevicePoller]:
         return self._pollers
+
+    def known_devices(self, now_ms: int) -> Sequence[Row]:
+        cfg = self.config
+        return [
+            configured_device_row(
+                device.device_id,
+                "modbus",
+                device,
+                {
+                    "endpoint": cfg.endpoint_of(device).key,
+                    "slave_id": device.slave_id,
+                    "profile": device.profile,
+                    "interval_s": device.interval_s or cfg.interval_s,
+                    "source": self.name,
+                },
+                now_ms,
+            )
+            for device in cfg.devices
+        ]
 
     def is_up(self) -> bool:
         return all(c.connected for c in self.connections.values())

@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from citylake.config import SourceConfig
+from citylake.config import DeviceMetadata, SourceConfig
 from citylake.ingest.modbus.codec import (
     BIT_TYPES,
     MAX_ADDRESS,
@@ -190,8 +190,10 @@ class ModbusProfile(BaseModel):
     fields: list[RegisterField] = Field(min_length=1)
 
 
-class ModbusDevice(BaseModel):
-    """One slave: its id on the endpoint, its schedule and its register map."""
+class ModbusDevice(DeviceMetadata):
+    """One slave: its id on the endpoint, its schedule and its register map;
+    ``name``, ``device_type``, ``district``, ``civil_code``, ``address``,
+    ``longitude`` and ``latitude`` describe it in ``devices``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

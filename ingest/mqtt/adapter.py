@@ -15,14 +15,16 @@ import logging
 import ssl
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from citylake.ingest.base import Ack, SourceContext, SourceUnavailable, StreamingSource
+from citylake.ingest.base import Ack, Row, SourceContext, SourceUnavailable, StreamingSource
+from citylake.ingest.known_devices import KnownDevices
 from citylake.ingest.mqtt import sparkplug
-from citylake.ingest.mqtt.codec import JsonReadingsCodec, PayloadError, TopicTemplate
+from citylake.ingest.mqtt.codec import DeviceLevels, JsonReadingsCodec, PayloadError, TopicTemplate
 from citylake.ingest.mqtt.config import MqttSourceConfig
 from citylake.schemas import table
 
@@ -48,12 +50,36 @@ class MqttSource(StreamingSource):
         self._client: mqtt.Client | None = None
         self._sparkplug = sparkplug.SparkplugDecoder(lambda: int(time.time() * 1000))
         self._ctx: SourceContext | None = None
+        # Touched only from paho's network thread (on_message).
+        self.known = KnownDevices(config.known_devices_max)
         self.connected = False
         self.subscribed = False
         self.backpressure_waits = 0
 
     def is_up(self) -> bool:
         return self.connected and self.subscribed
+
+    def counters(self) -> Mapping[str, int]:
+        return {"known_devices_evicted": self.known.evictions}
+
+    def _device_rows(
+        self, device_ids: Sequence[str], ids: dict[str, str], topic: str, now_ms: int
+    ) -> list[Row]:
+        """``devices`` rows for the devices of one message that are new or
+        whose topic levels changed since the row last landed. A device's
+        levels are compared as the topic they came in (the first template that
+        matches a topic always wins, so equal topics mean equal levels): one
+        string hash per message, where building the levels cost about half the
+        JSON decode; the row is built only for a change."""
+        said = topic
+        rows: list[Row] = []
+        levels: DeviceLevels | None = None
+        for device_id in device_ids:
+            first_seen = self.known.observe(device_id, said, now_ms)
+            if first_seen is not None:
+                levels = levels or DeviceLevels(ids)
+                rows.append(levels.row(device_id, first_seen, now_ms))
+        return rows
 
     def validate(self) -> list[str]:
         problems = []
@@ -200,7 +226,14 @@ class MqttSource(StreamingSource):
             except PayloadError as exc:
                 ctx.reject(raw, f"{exc} (topic {topic})", ack, input_id)
             else:
-                columns = decoded.as_columns(self.name, ctx.site, int(time.time() * 1000))
+                now = int(time.time() * 1000)
+                topic_id = ids.get("device_id")
+                device_ids = [topic_id] if topic_id else list(dict.fromkeys(decoded.device_id))
+                devices = self._device_rows(device_ids, ids, topic, now)
+                if devices:
+                    # The acknowledgement rides on the readings, handed over last.
+                    ctx.describe_devices(devices, raw)
+                columns = decoded.as_columns(self.name, ctx.site, now)
                 ctx.emit_columns(READINGS, columns, len(decoded), raw, ack, input_id)
             return
         ctx.reject(raw, f"topic {topic} matches no configured template", ack, input_id)
@@ -223,6 +256,12 @@ class MqttSource(StreamingSource):
         common = {"source": self.name, "site": ctx.site, "ingest_ts": now}
         # One acknowledgement per message: it rides on the last hand-over.
         parts: list[tuple[str, object]] = [("problem", p) for p in decoded.problems]
+        where = sparkplug.parse_topic(topic)  # decode() accepted it
+        if where.message_type in sparkplug.DEVICE_MESSAGES:
+            key = (where.group_id, where.edge_node_id, where.device_id)
+            first_seen = self.known.observe(where.citylake_device_id, key, now)
+            if first_seen is not None:
+                ctx.describe_devices([sparkplug.device_row(where, first_seen, now)], raw)
         if decoded.events:
             parts.append(("events", [{**e, **common} for e in decoded.events]))
         if decoded.readings:

@@ -10,6 +10,11 @@ import orjson
 
 _PLACEHOLDER = re.compile(r"^\{([a-z_][a-z0-9_]*)\}$")
 RESERVED_KEYS = frozenset({"device_id", "quality", "unit"})
+# A GB/T 2260 administrative code, as the query service's district filter
+# takes it: 2 (province) to 12 (village) digits.
+_CIVIL_CODE = re.compile(r"[0-9]{2,12}")
+# Levels with a column of their own in `devices`; any other named level is an attribute.
+DEVICE_LEVELS = frozenset({"device_id", "device_type", "district"})
 
 Row = dict[str, object]
 
@@ -55,6 +60,37 @@ class TopicTemplate:
             else:
                 values[name] = part
         return values
+
+
+class DeviceLevels:
+    """What the named levels of a topic say about its device: ``{device_type}``
+    is its type; ``{district}`` its civil code when it is a GB/T 2260 code
+    (digits), else its district (the place name); any other level lands in
+    ``attributes`` (JSON)."""
+
+    __slots__ = ("attributes", "civil_code", "district", "type")
+
+    def __init__(self, levels: dict[str, str]) -> None:
+        self.type = levels.get("device_type")
+        place = levels.get("district")
+        is_code = place is not None and _CIVIL_CODE.fullmatch(place) is not None
+        self.civil_code = place if is_code else None
+        self.district = None if is_code else place
+        extra = {k: v for k, v in levels.items() if k not in DEVICE_LEVELS}
+        self.attributes = orjson.dumps(extra, option=orjson.OPT_SORT_KEYS).decode() if extra else None
+
+    def row(self, device_id: str, first_seen: int, last_seen: int) -> Row:
+        """The ``devices`` row of ``device_id`` as these levels describe it."""
+        return {
+            "device_id": device_id,
+            "type": self.type,
+            "protocol": "mqtt",
+            "civil_code": self.civil_code,
+            "district": self.district,
+            "attributes": self.attributes,
+            "first_seen": first_seen,
+            "last_seen": last_seen,
+        }
 
 
 def parse_timestamp(value: object, unit: Literal["ms", "s", "iso8601"], field: str) -> int:

@@ -56,6 +56,12 @@ class MqttSourceConfig(SourceConfig):
     reconnect_min_s: float = Field(default=0.5, gt=0)
     reconnect_max_s: float = Field(default=30.0, gt=0)
     max_payload_bytes: int = Field(default=256 * 1024, ge=64)
+    known_devices_max: int = Field(
+        default=100_000,
+        ge=1,
+        description="devices remembered to land a `devices` row only on first sight and on change; "
+        "beyond, the least recently heard is forgotten (counted as known_devices_evicted)",
+    )
 
     @model_validator(mode="after")
     def _something_to_subscribe(self) -> MqttSourceConfig:

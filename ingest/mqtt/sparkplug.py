@@ -88,6 +88,25 @@ class SparkplugTopic:
         return f"{self.edge_node_id}/{self.device_id}" if self.device_id else self.edge_node_id
 
 
+# Messages that show a device is there; a DEATH does not make one known.
+DEVICE_MESSAGES = frozenset({"NBIRTH", "DBIRTH", "NDATA", "DDATA"})
+
+
+def device_row(where: SparkplugTopic, first_seen: int, last_seen: int) -> dict[str, object]:
+    """The ``devices`` row a Sparkplug topic gives: a device's parent is its
+    edge node; the group and node ids are its attributes."""
+    attributes = {"sparkplug_group_id": where.group_id, "sparkplug_edge_node_id": where.edge_node_id}
+    return {
+        "device_id": where.citylake_device_id,
+        "type": "sparkplug_device" if where.device_id else "sparkplug_edge_node",
+        "protocol": "mqtt",
+        "parent_id": where.edge_node_id if where.device_id else None,
+        "attributes": json.dumps(attributes, sort_keys=True),
+        "first_seen": first_seen,
+        "last_seen": last_seen,
+    }
+
+
 def parse_topic(topic: str) -> SparkplugTopic:
     parts = topic.split("/")
     if len(parts) not in (4, 5) or parts[0] != NAMESPACE or not all(parts):

@@ -35,7 +35,8 @@ from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.status_codes import StatusCodes
 from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 
-from citylake.ingest.base import SourceContext, SourceUnavailable, StreamingSource
+from citylake.ingest.base import Row, SourceContext, SourceUnavailable, StreamingSource
+from citylake.ingest.configured_devices import configured_device_row, without_credentials
 from citylake.ingest.opcua.codec import UnsupportedValue, parse_browse_path, reading, timestamp_ms
 from citylake.ingest.opcua.config import Deadband, OpcUaNode, OpcUaSourceConfig
 from citylake.schemas import table
@@ -106,6 +107,22 @@ class OpcUaSource(StreamingSource):
         self.connects = 0  # successful (re)connects with subscriptions in place
         self.last_error: str | None = None
         self.unresolved: list[str] = []
+
+    def known_devices(self, now_ms: int) -> Sequence[Row]:
+        metrics: dict[str, list[str]] = {}
+        for node in self.config.nodes:
+            metrics.setdefault(node.device_id, []).append(node.metric)
+        endpoint = without_credentials(self.config.url)
+        return [
+            configured_device_row(
+                device_id,
+                "opcua",
+                self.config.devices.get(device_id),
+                {"endpoint": endpoint, "metrics": names, "source": self.name},
+                now_ms,
+            )
+            for device_id, names in metrics.items()
+        ]
 
     def is_up(self) -> bool:
         return self.connected

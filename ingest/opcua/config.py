@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from citylake.config import SourceConfig
+from citylake.config import DeviceMetadata, SourceConfig
 from citylake.ingest.opcua.codec import check_node_id, parse_browse_path
 
 
@@ -71,6 +71,11 @@ class OpcUaSourceConfig(SourceConfig):
     type: Literal["opcua"] = "opcua"
     url: str = Field(description="the server endpoint, opc.tcp://host:port/path")
     nodes: list[OpcUaNode] = Field(min_length=1, description="the variables to read")
+    devices: dict[str, DeviceMetadata] = Field(
+        default_factory=dict,
+        description="device_id (of the nodes) -> name, device_type, district, civil_code, address, "
+        "longitude, latitude: how the device appears in `devices`",
+    )
     mode: Literal["subscribe", "poll"] = Field(
         default="subscribe", description="subscribe: the server reports changes; poll: read every interval_s"
     )
@@ -133,6 +138,9 @@ class OpcUaSourceConfig(SourceConfig):
             raise ValueError("give both username and password, or neither")
         if self.reconnect_max_s < self.reconnect_min_s:
             raise ValueError("reconnect_max_s must be >= reconnect_min_s")
+        unknown = sorted(set(self.devices) - {node.device_id for node in self.nodes})
+        if unknown:
+            raise ValueError(f"devices names {', '.join(unknown)}, which no node has as device_id")
         seen: set[tuple[str, str]] = set()
         for node in self.nodes:
             key = (node.device_id, node.metric)

@@ -9,6 +9,7 @@ import pyarrow as pa
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
 
 from citylake.config import ServiceConfig
+from citylake.services.district import DISTRICT_DOC, DISTRICT_SQL, DistrictFilter, DistrictQuery
 from citylake.services.query import paging
 from citylake.services.query.deps import fetch, get_hot, lake_cursor, open_lake_cursor
 from citylake.services.query.errors import error_responses
@@ -20,13 +21,6 @@ DeviceId = Annotated[
 ]
 MetricName = Annotated[str, Path(min_length=1, max_length=128, description="metric as in readings.metric")]
 
-DISTRICT = """\
-An administrative area, as a prefix of `devices.civil_code`: the GB/T 2260
-division code that GB28181 catalogs carry (and the first 8 digits of a
-GB28181 device id). 2 digits = province, 4 = city, 6 = county-level
-district, 8 = township or street; e.g. `3201` is all of Nanjing, `320106`
-its Gulou district. Devices without a civil_code belong to no district.
-"""
 
 LATEST_SCHEMA = pa.schema(
     [
@@ -50,23 +44,24 @@ ORDER BY metric
 # The registry is narrowed first so a district's latest values never rank
 # every device in the city. `devices` holds one row per device by contract;
 # the QUALIFY keeps a duplicate from turning into two answers for one device.
-_METRIC_LATEST_SQL = """
+_METRIC_LATEST_SQL = f"""
 WITH registry AS (
-    SELECT device_id, type, civil_code FROM devices
+    SELECT device_id, type, civil_code, district FROM devices
     QUALIFY row_number() OVER (PARTITION BY device_id ORDER BY last_seen DESC NULLS LAST) = 1
 ),
 chosen AS (
     SELECT device_id FROM registry
-    WHERE ($district IS NULL OR starts_with(civil_code, $district)) AND ($type IS NULL OR type = $type)
+    WHERE {DISTRICT_SQL} AND ($type IS NULL OR type = $type)
 ),
 latest AS (
     SELECT device_id, ts, value, text, unit, quality FROM readings
     WHERE metric = $metric
       AND ($after IS NULL OR device_id > $after)
-      AND (($district IS NULL AND $type IS NULL) OR device_id IN (SELECT device_id FROM chosen))
+      AND (($district_code IS NULL AND $district_name IS NULL AND $type IS NULL)
+           OR device_id IN (SELECT device_id FROM chosen))
     QUALIFY row_number() OVER (PARTITION BY device_id ORDER BY ts DESC, ingest_ts DESC) = 1
 )
-SELECT l.device_id, r.type, r.civil_code, l.ts, l.value, l.text, l.unit, l.quality
+SELECT l.device_id, r.type, r.civil_code, r.district, l.ts, l.value, l.text, l.unit, l.quality
 FROM latest l LEFT JOIN registry r USING (device_id)
 ORDER BY l.device_id
 LIMIT $limit
@@ -120,14 +115,14 @@ def router(config: ServiceConfig) -> APIRouter:
         description="One row per device that has ever reported `metric`, ordered by device id and "
         "paged with `limit` and `cursor`. `district` and `type` narrow the devices through the "
         "`devices` table (both together: devices in both); without either, every device. "
-        "An unknown metric is an empty list, not a 404.\n\n**district**: " + DISTRICT,
+        "An unknown metric is an empty list, not a 404.\n\n**district**: " + DISTRICT_DOC,
         responses={**tabular_openapi("one row per device"), **error_responses(400, 401, 408, 503)},
     )
     def metric_latest(
         request: Request,
         metric: MetricName,
         cursor: Annotated[duckdb.DuckDBPyConnection, Depends(lake_cursor)],
-        district: Annotated[str | None, Query(pattern=r"^[0-9]{2,12}$", description=DISTRICT)] = None,
+        district: DistrictQuery = None,
         type: Annotated[
             str | None, Query(min_length=1, max_length=64, description="devices.type, e.g. ipc, air_quality")
         ] = None,
@@ -150,7 +145,13 @@ def router(config: ServiceConfig) -> APIRouter:
             after = position[0] if len(position) == 1 and isinstance(position[0], str) else None
             if after is None:
                 raise paging.damaged()
-        params = {"metric": metric, "district": district, "type": type, "after": after, "limit": limit + 1}
+        params = {
+            "metric": metric,
+            **DistrictFilter.parse(district).parameters(),
+            "type": type,
+            "after": after,
+            "limit": limit + 1,
+        }
         table = fetch(cursor, _METRIC_LATEST_SQL, params, config)
         next_cursor = None
         if table.num_rows > limit:

@@ -36,6 +36,7 @@ class DeviceValue(BaseModel):
     device_id: str
     type: str | None = Field(description="devices.type; null for a device the registry does not know")
     civil_code: str | None = Field(description="devices.civil_code")
+    district: str | None = Field(default=None, description="devices.district (the name a source reports)")
     ts: Instant
     value: float | None
     text: str | None
@@ -45,7 +46,7 @@ class DeviceValue(BaseModel):
 
 class MetricLatest(BaseModel):
     metric: str
-    district: str | None
+    district: str | None = Field(description="the district filter as asked: a civil_code prefix or a name")
     type: str | None
     items: list[DeviceValue] = Field(description="one per device, ordered by device_id")
     next_cursor: str | None = Field(description=NEXT_CURSOR)

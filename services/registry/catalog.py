@@ -27,6 +27,7 @@ import duckdb
 import pyarrow as pa
 
 from citylake.schemas import DataLayout
+from citylake.services.district import DISTRICT_SQL, DistrictFilter
 from citylake.services.lakeaccess import LakeOnDemand
 from citylake.services.registry.configured import ConfiguredDevice
 
@@ -39,6 +40,7 @@ _DEVICE_COLUMNS = (
     "model",
     "parent_id",
     "civil_code",
+    "district",
     "address",
     "longitude",
     "latitude",
@@ -49,7 +51,8 @@ _DEVICE_COLUMNS = (
 
 _LAKE_DEVICES_SQL = f"""
 SELECT {", ".join(c for c in _DEVICE_COLUMNS if c != "first_seen")},
-       min(first_seen) OVER (PARTITION BY device_id) AS first_seen
+       min(first_seen) OVER (PARTITION BY device_id) AS first_seen,
+       attributes AS lake_attributes
 FROM devices
 QUALIFY row_number() OVER (
     PARTITION BY device_id ORDER BY last_seen DESC NULLS LAST, first_seen DESC NULLS LAST) = 1
@@ -78,12 +81,14 @@ WITH ids AS (
 SELECT ids.device_id,
        d.name, d.type,
        coalesce(d.protocol, c.protocol, p.protocol) AS protocol,
-       d.manufacturer, d.model, d.parent_id, d.civil_code, d.address, d.longitude, d.latitude,
+       d.manufacturer, d.model, d.parent_id, d.civil_code, d.district, d.address, d.longitude, d.latitude,
        coalesce(d.status, s.status) AS status,
        least(d.first_seen, s.first_seen) AS first_seen,
        greatest(d.last_seen, s.last_seen) AS last_seen,
        list_sort(list_distinct(list_concat(coalesce(c.sources, []), coalesce(s.sources, [])))) AS sources,
-       c.attributes
+       -- What city.yaml says of a device is the operator's word; what a source
+       -- reported (an MQTT topic's extra levels) fills in when it says nothing.
+       coalesce(c.attributes, d.lake_attributes) AS attributes
 FROM ids
 LEFT JOIN lake_devices d USING (device_id)
 LEFT JOIN configured_devices c USING (device_id)
@@ -92,8 +97,8 @@ LEFT JOIN source_protocols p ON p.source = s.last_source
 ORDER BY ids.device_id
 """
 
-_FILTERS = """
-($district IS NULL OR starts_with(civil_code, $district))
+_FILTERS = f"""
+{DISTRICT_SQL}
 AND ($type IS NULL OR lower(type) = lower($type))
 AND ($status IS NULL OR lower(status) = lower($status))
 AND ($protocol IS NULL OR lower(protocol) = lower($protocol))
@@ -164,7 +169,7 @@ class DeviceSearch:
     def parameters(self) -> dict[str, object]:
         box = self.bbox
         return {
-            "district": self.district,
+            **DistrictFilter.parse(self.district).parameters(),
             "type": self.type,
             "status": self.status,
             "protocol": self.protocol,

@@ -13,9 +13,9 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from citylake.config import ConfigError, LoadedConfig
+from citylake.ingest.configured_devices import without_credentials
 
 log = logging.getLogger(__name__)
 
@@ -26,16 +26,6 @@ class ConfiguredDevice:
     protocol: str
     source: str
     attributes: dict[str, Any] = field(default_factory=dict)
-
-
-def _without_credentials(url: str) -> str:
-    """Endpoints are shown to API clients: a password in a URL must not be."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def _modbus(loaded: LoadedConfig, index: int, raw: dict[str, Any]) -> Iterable[ConfiguredDevice]:
@@ -71,7 +61,7 @@ def _opcua(loaded: LoadedConfig, index: int, raw: dict[str, Any]) -> Iterable[Co
             protocol="opcua",
             source=source.name,
             attributes={
-                "endpoint": _without_credentials(source.url),
+                "endpoint": without_credentials(source.url),
                 "metrics": names,
                 "enabled": source.enabled,
             },

@@ -21,6 +21,9 @@ class Device(BaseModel):
     model: str | None = None
     parent_id: str | None = None
     civil_code: str | None = Field(default=None, description="GB/T 2260 administrative division code")
+    district: str | None = Field(
+        default=None, description="the district's name as a source reports it (an MQTT topic level)"
+    )
     address: str | None = None
     longitude: float | None = None
     latitude: float | None = None

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
 
+from citylake.services.district import DistrictQuery
 from citylake.services.registry.catalog import BoundingBox, DeviceCatalog, DeviceSearch
 from citylake.services.registry.deps import get_catalog
 from citylake.services.registry.models import Device, DevicePage
@@ -21,14 +22,7 @@ _WORD = r"^[A-Za-z0-9_.-]+$"
 @router.get("/devices", response_model=DevicePage, summary="Search devices")
 def search_devices(
     catalog: Catalog,
-    district: Annotated[
-        str | None,
-        Query(
-            pattern=r"^[0-9]+$",
-            max_length=20,
-            description="civil_code prefix (GB/T 2260), e.g. 1101 for Beijing, 110108 for Haidian",
-        ),
-    ] = None,
+    district: DistrictQuery = None,
     type: Annotated[
         str | None, Query(pattern=_WORD, max_length=64, description="device type, e.g. ipc, nvr")
     ] = None,

@@ -118,6 +118,19 @@ async def test_single_and_batched_pushes_are_landed_when_answered(
     assert readings_of(layout, "g-2")[("flow", TS)]["source"] == "gateway"
     assert landed(layout, "rejected") == []
 
+    # water_level is a number (fixed by its first reading): a text one is
+    # rejected alone, and the answer says so.
+    mixed = orjson.dumps({"ts": TS + 9000, "water_level": "2.6", "gate": "shut"})
+    response = await client.post("/v1/push/gauge-1", content=mixed)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"accepted": 1, "rejected": 1}
+    assert readings_of(layout, "gauge-1")[("gate", TS + 9000)]["text"] == "shut"
+    assert ("water_level", TS + 9000) not in readings_of(layout, "gauge-1")
+    [conflict] = landed(layout, "rejected")
+    assert conflict["reason"].startswith(
+        "metric type conflict: source push device gauge-1 metric water_level expects number"
+    )
+
 
 async def test_refusals_are_answered_with_the_rejected_reason(
     pushing: tuple[IngestRunner, DataLayout, httpx.AsyncClient],

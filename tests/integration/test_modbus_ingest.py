@@ -5,6 +5,7 @@ rejects for exceptions and silence, and exactly the planned requests on the wire
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -370,3 +371,44 @@ async def test_serial_rtu_over_a_pty_pair(
     }
     sent = read_request_log(request_log)
     assert sum(r["device_id"] == 2 for r in sent) == 4 * len(pump)
+
+
+async def test_configured_devices_land_in_devices_at_start(
+    modbus_device: ModbusDevices, city_config: Callable[..., Path]
+) -> None:
+    """Every configured slave reaches `devices` when ingest starts, with what
+    city.yaml says of it, even one that never answers."""
+    port = modbus_device({}, None, 1, devices={1: METER})
+    silent = modbus_device({}, silent=True)
+    devices: list[dict[str, Any]] = [
+        {
+            "device_id": "meter-1", "slave_id": 1, "profile": "power-meter", "name": "Substation 4 meter",
+            "device_type": "energy_meter", "district": "Gulou", "civil_code": "320106",
+            "address": "4 Beijing West Rd", "longitude": 118.77, "latitude": 32.06,
+        },
+        {"device_id": "mute-2", "url": f"tcp://127.0.0.1:{silent}", "timeout_s": 0.3,
+         "fields": [{"name": "h", "address": 0}]},
+    ]  # fmt: skip
+    runner, layout = make_runner(city_config(sources=[modbus_source(f"tcp://127.0.0.1:{port}", devices)]))
+    started = time.time()
+    await runner.start()
+    await wait_for(lambda: len(landed(layout, "devices")) == 2 and bool(landed(layout, "readings")))
+    await runner.stop()
+    rows = {row["device_id"]: row for row in landed(layout, "devices")}
+    meter = rows["meter-1"]
+    assert {k: meter[k] for k in ("name", "type", "protocol", "district", "civil_code", "address")} == {
+        "name": "Substation 4 meter", "type": "energy_meter", "protocol": "modbus", "district": "Gulou",
+        "civil_code": "320106", "address": "4 Beijing West Rd",
+    }  # fmt: skip
+    assert (meter["longitude"], meter["latitude"]) == (118.77, 32.06)
+    assert started - 1 <= meter["first_seen"].timestamp() == meter["last_seen"].timestamp() <= time.time()
+    assert json.loads(meter["attributes"]) == {
+        "endpoint": f"tcp://127.0.0.1:{port}", "interval_s": 10.0, "profile": "power-meter",
+        "slave_id": 1, "source": "plant",
+    }  # fmt: skip
+    mute = rows["mute-2"]
+    assert (mute["protocol"], mute["name"], json.loads(mute["attributes"])["endpoint"]) == (
+        "modbus", None, f"tcp://127.0.0.1:{silent}",
+    )  # fmt: skip
+    # Landed once, at start: polls do not repeat them.
+    assert len(landed(layout, "devices")) == 2

@@ -240,6 +240,12 @@ async def test_sparkplug_b_births_data_and_deaths_land(
     assert events == [("gw7", "online"), ("gw7/pump3", "offline"), ("gw7/pump3", "online")]
     [rejected] = landed("rejected")
     assert rejected["reason"].startswith("invalid Sparkplug B payload on spBv1.0/plant1/DDATA/gw7/pump3")
+    # One devices row per device at its first birth; DATA and DEATH add none.
+    devices = sorted((d["device_id"], d["type"], d["parent_id"], d["protocol"]) for d in landed("devices"))
+    assert devices == [
+        ("gw7", "sparkplug_edge_node", None, "mqtt"),
+        ("gw7/pump3", "sparkplug_device", "gw7", "mqtt"),
+    ]
 
 
 def test_ingest_check_tries_each_source(mosquitto: Mosquitto, city_config: Callable[..., Path]) -> None:

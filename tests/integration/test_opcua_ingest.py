@@ -130,7 +130,8 @@ async def test_subscription_lands_exact_values_and_deadband_holds_back_noise(
     opcua_server: ServerFactory, city_config: Callable[..., Path]
 ) -> None:
     _, url = opcua_server(username=USER, password=PASSWORD, tick_s=0.3)
-    runner, layout = make_runner(city_config(sources=[opcua_source(url)]))
+    described = {"pump-1": {"name": "Pump 1", "device_type": "pump", "civil_code": "320106"}}
+    runner, layout = make_runner(city_config(sources=[opcua_source(url, devices=described)]))
     await runner.start()
     source = runner.sources[0]
     try:
@@ -170,6 +171,11 @@ async def test_subscription_lands_exact_values_and_deadband_holds_back_noise(
     assert {r["device_id"] for r in landed(layout, "readings")} == {"pump-1"}
     assert {r["source"] for r in landed(layout, "readings")} == {"plc"}
     assert landed(layout, "rejected") == []
+    # The configured device landed once, at start, as city.yaml describes it.
+    (device,) = landed(layout, "devices")
+    columns = ("device_id", "name", "type", "protocol", "civil_code")
+    assert tuple(device[c] for c in columns) == ("pump-1", "Pump 1", "pump", "opcua", "320106")
+    assert '"metrics": ["pressure", "starts", "running", "state"]' in device["attributes"]
 
 
 async def test_check_names_url_and_error(

@@ -13,7 +13,7 @@ from citylake.ingest.landing import LandingWriter
 from citylake.ingest.metrics import IngestMetrics
 from citylake.ingest.runner import FlushPolicy, LandingBuffer, LandingFull
 from citylake.schemas import DataLayout, table
-from citylake.schemas.tables import SCHEMA_VERSION_KEY
+from citylake.schemas.tables import SCHEMA_VERSION, SCHEMA_VERSION_KEY
 
 DAY1 = 1_764_072_000_000  # 2025-11-25T12:00Z
 DAY2 = DAY1 + 86_400_000
@@ -56,7 +56,7 @@ def test_landing_partitions_by_date_and_leaves_no_temporaries(tmp_path: Path) ->
     assert sum(f.rows for f in files) == 3
     assert not list(tmp_path.rglob(".*"))
     written = pq.read_table(files[0].path)
-    assert written.schema.metadata[SCHEMA_VERSION_KEY] == b"1"
+    assert written.schema.metadata[SCHEMA_VERSION_KEY] == str(SCHEMA_VERSION).encode()
     assert pq.ParquetFile(files[0].path).metadata.row_group(0).column(0).compression == "ZSTD"
 
 

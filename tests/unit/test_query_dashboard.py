@@ -103,6 +103,7 @@ def test_devices_have_positions_status_and_alert_counts(tmp_path: Path) -> None:
             "type": "ipc",
             "protocol": "gb28181",
             "civil_code": "32010601",
+            "district": None,
             "address": '"><svg onload=alert(3)>',
             "longitude": 118.8,
             "latitude": 32.06,
@@ -125,6 +126,10 @@ def test_devices_have_positions_status_and_alert_counts(tmp_path: Path) -> None:
         gulou = http.get("/v1/dashboard/devices", params={"district": "320106"}).json()
         assert [d["device_id"] for d in gulou["devices"]] == ["air-1", "cam-1", "pump-1"]
         assert gulou["bounds"] == {"min_lon": 118.78, "min_lat": 32.06, "max_lon": 118.8, "max_lat": 32.07}
+        qinhuai = http.get("/v1/dashboard/devices", params={"district": "qinhuai"}).json()
+        assert [d["device_id"] for d in qinhuai["devices"]] == ["air-2", "cam-0"]
+        assert [d["district"] for d in qinhuai["devices"]] == ["Qinhuai", "Qinhuai"]
+        assert qinhuai["total"] == 2 and qinhuai["located"] == 1  # cam-0 is at 0,0
 
 
 def test_out_of_range_positions_are_not_on_the_map(tmp_path: Path) -> None:
@@ -226,7 +231,7 @@ def test_limits_and_bad_input(tmp_path: Path) -> None:
         for url, params in [
             ("/v1/dashboard/devices", {"limit": 0}),
             ("/v1/dashboard/devices", {"limit": 4}),
-            ("/v1/dashboard/devices", {"district": "gulou"}),
+            ("/v1/dashboard/devices", {"district": "gu'lou"}),
             ("/v1/dashboard/devices", {"district": "1"}),
             ("/v1/dashboard/alerts", {"limit": 1001}),
             ("/v1/dashboard/alerts", {"state": "open"}),

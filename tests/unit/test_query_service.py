@@ -108,12 +108,18 @@ def test_metric_latest_by_district_and_type(tmp_path: Path) -> None:
         assert devices(type="ipc") == ["cam-1"]
         assert devices(district="320106", type="air_quality") == ["air-1"]
         assert devices(district="44") == []
+        # A name matches devices.district whole, whatever its case; cam-1 has a
+        # civil code in Gulou but names no district.
+        assert devices(district="gulou") == devices(district="GULOU") == ["air-1"]
+        assert devices(district="Qinhuai", type="air_quality") == ["air-2"]
+        assert devices(district="Gulo") == devices(district="Xuanwu") == []
         body = http.get("/v1/metrics/temp/latest", params={"district": "320106"}).json()
         first = body["items"][0]
         assert first == {
             "device_id": "air-1",
             "type": "air_quality",
             "civil_code": "32010601",
+            "district": "Gulou",
             "ts": "2026-11-25T08:09:00.000Z",
             "value": 20.9,
             "text": None,
@@ -147,7 +153,14 @@ def test_metric_latest_rejects_bad_input(tmp_path: Path) -> None:
     build_lake(tmp_path)
     with lake_client(tmp_path, page_max_rows=50) as http:
         url = "/v1/metrics/temp/latest"
-        for params in [{"district": "Gulou"}, {"district": "3"}, {"limit": 51}, {"limit": 0}, {"limit": "x"}]:
+        for params in [
+            {"district": "Gu'lou"},
+            {"district": "3"},
+            {"district": "x" * 65},
+            {"limit": 51},
+            {"limit": 0},
+            {"limit": "x"},
+        ]:
             assert http.get(url, params=params).status_code == 422, params
         token = http.get(url, params={"limit": 1}).json()["next_cursor"]
         for bad in ["garbage", token[:-3], token + "x", "é.é", token.replace(".", "..")]:
@@ -192,6 +205,7 @@ def test_openapi_documents_the_routes(tmp_path: Path) -> None:
             p for p in paths["/v1/metrics/{metric}/latest"]["get"]["parameters"] if p["name"] == "district"
         )
         assert "civil_code" in district["description"]
+        assert "devices.district" in district["description"]
         content = paths["/v1/devices/{device_id}/readings"]["get"]["responses"]["200"]["content"]
         assert set(content) == {"application/json", ARROW}
         assert http.get("/docs").status_code == 200

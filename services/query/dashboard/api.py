@@ -20,6 +20,7 @@ from fastapi import APIRouter, Depends, Query
 from citylake.config import ServiceConfig
 from citylake.lake.stats import table_stats
 from citylake.schemas import DataLayout
+from citylake.services.district import DISTRICT_DOC, DISTRICT_SQL, DistrictFilter, DistrictQuery
 from citylake.services.query.dashboard.models import (
     Bounds,
     DashboardAlert,
@@ -31,19 +32,19 @@ from citylake.services.query.dashboard.models import (
 )
 from citylake.services.query.deps import fetch, lake_cursor, lake_unreadable
 from citylake.services.query.errors import error_responses
-from citylake.services.query.latest import DISTRICT
 
 # The `devices` view already folds the lake's rows to one per device, so no
 # second dedupe here. A position counts only when it is on the globe and not
 # exactly 0,0: GB28181 catalogs send 0,0 for "unknown", and a marker off the
 # coast of Africa would stretch the map of a Chinese city to half the world.
-_PLACED = """
+_PLACED = f"""
 WITH placed AS (
-    SELECT device_id, name, type, protocol, civil_code, address, longitude, latitude, status, last_seen,
+    SELECT device_id, name, type, protocol, civil_code, district, address, longitude, latitude, status,
+           last_seen,
            coalesce(longitude BETWEEN -180 AND 180 AND latitude BETWEEN -90 AND 90
                     AND NOT (longitude = 0 AND latitude = 0), false) AS located
     FROM devices
-    WHERE $district IS NULL OR starts_with(civil_code, $district)
+    WHERE {DISTRICT_SQL}
 )
 """
 
@@ -53,7 +54,7 @@ _DEVICES_SQL = (
 active AS (
     SELECT device_id, count(*) AS active_alerts FROM alerts WHERE ended_at IS NULL GROUP BY device_id
 )
-SELECT p.device_id, p.name, p.type, p.protocol, p.civil_code, p.address,
+SELECT p.device_id, p.name, p.type, p.protocol, p.civil_code, p.district, p.address,
        CASE WHEN p.located THEN p.longitude END AS longitude,
        CASE WHEN p.located THEN p.latitude END AS latitude,
        p.status, p.last_seen, coalesce(a.active_alerts, 0) AS active_alerts
@@ -151,18 +152,19 @@ def router(config: ServiceConfig, layout: DataLayout) -> APIRouter:
         summary="Devices of the registry with position and status, for the map",
         description="The lake's `devices` table, one row per device in `device_id` order, with the "
         "number of its active alerts. `total`, `located` and `bounds` cover every matching device, "
-        "so the map's frame does not depend on `limit`.\n\n**district**: " + DISTRICT,
+        "so the map's frame does not depend on `limit`.\n\n**district**: " + DISTRICT_DOC,
         responses=error_responses(401, 408, 503),
     )
     def devices(
         cursor: Annotated[duckdb.DuckDBPyConnection, Depends(lake_cursor)],
-        district: Annotated[str | None, Query(pattern=r"^[0-9]{2,12}$", description=DISTRICT)] = None,
+        district: DistrictQuery = None,
         limit: Annotated[
             int, Query(ge=1, le=config.page_max_rows, description="most devices in the answer")
         ] = device_limit,
     ) -> DashboardDevices:
-        summary = fetch(cursor, _DEVICES_SUMMARY_SQL, {"district": district}, config).to_pylist()[0]
-        rows = fetch(cursor, _DEVICES_SQL, {"district": district, "limit": limit}, config).to_pylist()
+        where = DistrictFilter.parse(district).parameters()
+        summary = fetch(cursor, _DEVICES_SUMMARY_SQL, where, config).to_pylist()[0]
+        rows = fetch(cursor, _DEVICES_SQL, {**where, "limit": limit}, config).to_pylist()
         bounds = None
         if summary["located"]:
             bounds = Bounds(

@@ -20,6 +20,7 @@ class MapDevice(BaseModel):
     type: str | None
     protocol: str | None
     civil_code: str | None
+    district: str | None = Field(default=None, description="devices.district (the name a source reports)")
     address: str | None
     longitude: float | None = Field(
         description="WGS 84 degrees; null when the registry has no usable position (none, out of range, "
