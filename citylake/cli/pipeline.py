@@ -118,10 +118,12 @@ def _run_alerts(
     except RulesUnavailable as exc:
         fail(f"{exc}; a batch run plans from the rules it reads at its start")
     if not rules:
-        console.print(f"no alert rules in {source.describe()}: the run reads the readings and writes 0 alerts")
+        console.print(
+            f"no alert rules in {source.describe()}: the run reads the readings and writes 0 alerts"
+        )
     else:
         console.print(f"{len(rules)} alert rule(s) from {source.describe()}")
-    runner.run(with_rules(config, rules), "alerts", mode.value, time_range, fresh=fresh)
+    runner.run(with_rules(config, rules), "alerts", "batch", time_range, fresh=fresh)
     if not rules:
         console.print("done: 0 alert rows (no rules)")
 

@@ -21,7 +21,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from pyflink.common import JobClient, JobStatus
+from pyflink.common import CompletableFuture, JobClient, JobStatus
+from pyflink.java_gateway import get_gateway
 from pyflink.table import TableResult
 
 from citylake.config import AlertRule, CityConfig
@@ -99,13 +100,22 @@ def _changed_rules(
             return rules
 
 
+def _stop_with_savepoint(client: JobClient, directory: str) -> str:
+    """``JobClient.stop_with_savepoint``, through Java: PyFlink 2.3's wrapper
+    calls ``stopWithSavepoint(boolean, String)``, which Flink 2 no longer has
+    (it takes a savepoint format too), so it always fails."""
+    formats = get_gateway().jvm.org.apache.flink.core.execution.SavepointFormatType
+    future = client._j_job_client.stopWithSavepoint(False, directory, formats.DEFAULT)
+    return str(CompletableFuture(future, str).result())
+
+
 def _stop(client: JobClient, config: CityConfig) -> Path | None:
     """Stop with a savepoint, or cancel and fall back to the last checkpoint."""
     target = savepoint_dir(config)
     target.mkdir(parents=True, exist_ok=True)
     try:
-        location = client.stop_with_savepoint(False, target.resolve().as_uri()).result()
-    except Exception as exc:  # noqa: BLE001 - any failure of the savepoint leaves the checkpoints
+        location = _stop_with_savepoint(client, target.resolve().as_uri())
+    except Exception as exc:  # any failure of the savepoint leaves the checkpoints
         log.warning("stop with a savepoint failed (%s); cancelling, resuming from the last checkpoint", exc)
         client.cancel().result()
         return runner.latest_checkpoint(config, JOB)

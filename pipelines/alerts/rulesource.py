@@ -80,7 +80,11 @@ class ServiceRules:
         if response.status_code != 200:
             raise RulesUnavailable(
                 f"{self.describe()} answered GET /v1/rules with {response.status_code}: {body[:300]!r}"
-                + (" (set services.alerts.api_keys to a key it accepts)" if response.status_code == 401 else "")
+                + (
+                    " (set services.alerts.api_keys to a key it accepts)"
+                    if response.status_code == 401
+                    else ""
+                )
             )
         return parse_rules(body, self.describe())
 
