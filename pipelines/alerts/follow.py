@@ -17,6 +17,7 @@ before the alerts service); later failures keep the running rules.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +32,7 @@ from citylake.pipelines.alerts.rulesource import RuleSource, RulesUnavailable, s
 
 log = logging.getLogger(__name__)
 JOB = "alerts"
+SAVEPOINTS_KEPT = 2
 
 
 def with_rules(config: CityConfig, rules: tuple[AlertRule, ...]) -> CityConfig:
@@ -119,7 +121,17 @@ def _stop(client: JobClient, config: CityConfig) -> Path | None:
         log.warning("stop with a savepoint failed (%s); cancelling, resuming from the last checkpoint", exc)
         client.cancel().result()
         return runner.latest_checkpoint(config, JOB)
+    _prune(target, keep=SAVEPOINTS_KEPT)
     return Path(location.removeprefix("file:"))
+
+
+def _prune(directory: Path, keep: int) -> None:
+    """Every re-plan leaves a savepoint; the newest ones are all a restart needs."""
+    done = sorted(
+        (m.parent for m in directory.glob("*/_metadata")), key=lambda p: (p / "_metadata").stat().st_mtime
+    )
+    for old in done[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def follow(
@@ -145,6 +157,7 @@ def follow(
         client = result.get_job_client()
         if client is None:
             raise RuntimeError("Flink gave no job client for the alerts job; cannot follow its rules")
+        log.info("alerts job running (Flink job %s) with %d rule(s)", client.get_job_id(), len(rules))
         try:
             new_rules = _changed_rules(result, client, source, rules, poll_s, sleep)
         except KeyboardInterrupt:
