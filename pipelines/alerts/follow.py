@@ -33,6 +33,8 @@ from citylake.pipelines.alerts.rulesource import RuleSource, RulesUnavailable, s
 log = logging.getLogger(__name__)
 JOB = "alerts"
 SAVEPOINTS_KEPT = 2
+SAVEPOINT_ATTEMPTS = 10
+SAVEPOINT_RETRY_S = 2.0
 
 
 def with_rules(config: CityConfig, rules: tuple[AlertRule, ...]) -> CityConfig:
@@ -111,16 +113,30 @@ def _stop_with_savepoint(client: JobClient, directory: str) -> str:
     return str(CompletableFuture(future, str).result())
 
 
-def _stop(client: JobClient, config: CityConfig) -> Path | None:
+def _stop(client: JobClient, config: CityConfig, sleep: Callable[[float], None]) -> Path | None:
     """Stop with a savepoint, or cancel and fall back to the last checkpoint."""
     target = savepoint_dir(config)
     target.mkdir(parents=True, exist_ok=True)
-    try:
-        location = _stop_with_savepoint(client, target.resolve().as_uri())
-    except Exception as exc:  # any failure of the savepoint leaves the checkpoints
-        log.warning("stop with a savepoint failed (%s); cancelling, resuming from the last checkpoint", exc)
-        client.cancel().result()
-        return runner.latest_checkpoint(config, JOB)
+    for attempt in range(1, SAVEPOINT_ATTEMPTS + 1):
+        try:
+            location = _stop_with_savepoint(client, target.resolve().as_uri())
+            break
+        except Exception as exc:  # any failure of the savepoint leaves the job and its checkpoints
+            # A job just started may still be deploying its tasks, which
+            # refuses a savepoint for a moment: worth a few more tries.
+            reason = str(exc).splitlines()[0][:300]
+            if attempt < SAVEPOINT_ATTEMPTS:
+                log.info("savepoint attempt %d failed (%s); trying again", attempt, reason)
+                sleep(SAVEPOINT_RETRY_S)
+                continue
+            log.warning(
+                "stop with a savepoint failed (%s); cancelling, resuming from the last checkpoint", reason
+            )
+            # The lake holds only what checkpoints committed, so resuming
+            # from the last one (or from scratch, if none completed) writes
+            # every row once; what was read since is read again.
+            client.cancel().result()
+            return runner.latest_checkpoint(config, JOB)
     _prune(target, keep=SAVEPOINTS_KEPT)
     return Path(location.removeprefix("file:"))
 
@@ -171,5 +187,5 @@ def follow(
             len(new_rules),
             f"; added or removed: {', '.join(names)}" if names else "",
         )
-        resume = _stop(client, config)
+        resume = _stop(client, config, sleep)
         rules = new_rules

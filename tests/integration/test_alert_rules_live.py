@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pyarrow.dataset as ds
 import pytest
+import yaml
 
 from citylake.devstack import Daprd, Mosquitto, free_port, start_service
 from citylake.devstack.process import ManagedProcess
@@ -185,3 +186,33 @@ def test_a_site_without_rules_runs_the_batch_job_to_zero_alerts(city_config: Cal
     assert done.returncode == 0, said
     assert "no alert rules in pipelines.alerts of" in said and "done: 0 alert rows (no rules)" in said, said
     assert alert_rows(data_dir) == []
+
+
+def test_without_an_alerts_service_the_job_follows_city_yaml(
+    city_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    """No `alerts_from`: the rules are city.yaml's, and an edit of the file
+    reaches the running job the same way a change in the service does."""
+    flink = {"parallelism": 1, "checkpoint_interval_s": 1, "monitor_interval_s": 0.3, "allowed_lateness_s": 0}
+    hot = {"name": "hot", "metric": "temp", "above": 90}
+    config = city_config(pipelines={"flink": flink, "alerts": [hot], "alerts_poll_s": 0.5})
+    data_dir = tmp_path / "data"
+    job_log = tmp_path / "alerts-job.log"
+    job = ManagedProcess(
+        "alerts-job",
+        [*CITYLAKE, "pipeline", "run", "alerts", "--mode", "streaming", "--config", str(config)],
+        job_log,
+        env={"COLUMNS": "400"},
+    )
+    with LiveFeed(data_dir), job.start():
+        job.wait_until(lambda: any(r["rule"] == "hot" for r in alert_rows(data_dir)), 300, "a hot alert")
+        humid = {"name": "humid", "metric": "hum", "above": 80}
+        document = yaml.safe_load(config.read_text())
+        document["pipelines"]["alerts"].append(humid)
+        config.write_text(yaml.safe_dump(document, sort_keys=False))
+        job.wait_until(lambda: any(r["rule"] == "humid" for r in alert_rows(data_dir)), 180, "a humid alert")
+    rows = alert_rows(data_dir)
+    assert "following the alert rules of pipelines.alerts of" in job_log.read_text(errors="replace")
+    # hot's episode went on through the re-plan: one alert, still open.
+    assert len({r["alert_id"] for r in rows if r["rule"] == "hot"}) == 1
+    assert {r["device_id"] for r in rows if r["rule"] == "humid"} == {"meter-1"}
