@@ -1,9 +1,10 @@
-"""The ``alerts`` job: the rules of ``pipelines.alerts`` over deduplicated
+"""The ``alerts`` job: the alert rules (``config.pipelines.alerts``, which
+``follow.py`` fills from the alerts service or city.yaml) over deduplicated
 landing readings, an episode per rule, device and metric from the first
 reading out of bounds to the first one back inside them (event-time order).
 
-Four steps, each a file here: ``rule.sql`` (the readings a rule watches,
-rendered per rule), ``rates.sql`` (what the rule compares and whether it is
+Four steps, each a file here: ``rule.sql`` (each reading paired with the
+rules that watch it; the rules one array literal), ``rates.sql`` (what the rule compares and whether it is
 out of bounds), ``transitions.sql`` (where that changes) and ``episodes.sql``
 (closings paired with their openings); ``alerts.sql`` writes the lake rows.
 """

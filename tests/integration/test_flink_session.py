@@ -165,7 +165,7 @@ def test_submit_refuses_a_range_for_a_streaming_job(city_config: Callable[..., P
          "--rest-url", "http://127.0.0.1:9", "--from", "2026-11-25T00:00:00Z", "--to", "2026-11-26T00:00Z"],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
-    assert done.returncode == 2 and "use them with --mode batch" in done.stdout, done.stdout + done.stderr
+    assert done.returncode == 2 and "use them with --mode batch" in done.stderr, done.stdout + done.stderr
 
 
 def test_stop_with_savepoint_and_resume_without_duplicates_or_gaps(
