@@ -88,26 +88,34 @@ def alert_id(rule: str, device: str, metric: str, started_ms: int) -> str:
     return hashlib.md5(f"{rule}|{device}|{metric}|{started_ms}".encode()).hexdigest()
 
 
+@pytest.mark.parametrize("reached_by", ["url", "dapr-app-id"])
 def test_a_rule_created_through_the_api_fires_in_the_running_job(
     mosquitto: Mosquitto,
     daprd_factory: Callable[[str, int, str], Daprd],
     city_config: Callable[..., Path],
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
+    reached_by: str,
 ) -> None:
+    """``url``: `pipelines.alerts_from` is the service's URL. ``dapr-app-id``:
+    `--rules-from alerts`, through a sidecar's service invocation."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     flink = {"parallelism": 1, "checkpoint_interval_s": 1, "monitor_interval_s": 0.3, "allowed_lateness_s": 0}
-    config = city_config(pipelines={"flink": flink, "alerts_from": base, "alerts_poll_s": 0.5})
+    following = {"alerts_from": base} if reached_by == "url" else {}
+    config = city_config(pipelines={"flink": flink, "alerts_poll_s": 0.5, **following})
     data_dir = tmp_path / "data"
     sidecar = daprd_factory("alerts", port, mosquitto.url)
     env = {"DAPR_HTTP_PORT": str(sidecar.http_port)}
     job_log = tmp_path / "alerts-job.log"
     job = ManagedProcess(
         "alerts-job",
-        [*CITYLAKE, "pipeline", "run", "alerts", "--mode", "streaming", "--config", str(config)],
+        [*CITYLAKE, "pipeline", "run", "alerts", "--mode", "streaming", "--config", str(config)]
+        + ([] if reached_by == "url" else ["--rules-from", "alerts"]),
         job_log,
-        env={"COLUMNS": "400"},  # the console log unwrapped, for the waits on its lines
+        # The console log unwrapped, for the waits on its lines; the app id is
+        # invoked through the service's own sidecar (one per node in a site).
+        env={"COLUMNS": "400", **({} if reached_by == "url" else env)},
     )
     feed = LiveFeed(data_dir)
     with start_service("alerts", config, port, tmp_path, env=env), job.start():
@@ -155,7 +163,7 @@ def test_a_rule_created_through_the_api_fires_in_the_running_job(
     figures = {"api_to_first_alert_s": {"humid": round(humid_latency, 1), "hot": round(hot_latency, 1)}}
     (tmp_path / "alert-rule-latency.json").write_text(json.dumps(figures))
     with capsys.disabled():
-        sys.stdout.write(f"\nalert rule latency: {json.dumps(figures)}\n")
+        sys.stdout.write(f"\nalert rule latency ({reached_by}): {json.dumps(figures)}\n")
 
     rows = alert_rows(data_dir)
     humid = [r for r in rows if r["rule"] == "humid"]
@@ -175,6 +183,10 @@ def test_a_rule_created_through_the_api_fires_in_the_running_job(
         ("boiler-1", "critical", 95.0, None)
     ]
     log = job_log.read_text(errors="replace")
+    source = base if reached_by == "url" else f"127.0.0.1:{sidecar.http_port}/v1.0/invoke/alerts/method"
+    assert (
+        f"following the alert rules of the alerts service at http://{source.removeprefix('http://')}" in log
+    )
     assert log.count("re-planning the job") == 2 and "stop with a savepoint failed" not in log
     assert len(list((data_dir / "savepoints" / "alerts").glob("*/_metadata"))) == 2
 
