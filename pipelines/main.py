@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+from datetime import datetime
+from pathlib import Path
 
 from citylake.config import load_config
 from citylake.pipelines.runner import start
@@ -13,9 +15,23 @@ def main() -> None:
     parser.add_argument("--job", required=True)
     parser.add_argument("--mode", choices=("streaming", "batch"), required=True)
     parser.add_argument("--config", required=True)
+    parser.add_argument("--from", dest="from_", type=datetime.fromisoformat, help="batch: first event time")
+    parser.add_argument("--to", type=datetime.fromisoformat, help="batch: end of event time")
+    parser.add_argument("--rules-from", help="alerts: the alerts service's URL or Dapr app id")
     args = parser.parse_args()
+    if (args.from_ is None) != (args.to is None):
+        parser.error("give both --from and --to")
     config = load_config(args.config).config
-    start(config, args.job, args.mode)
+    if args.job == "alerts":
+        # Read once: a job on the session cluster is planned from the rules of
+        # its submission (see `citylake pipeline submit --help`).
+        from citylake.pipelines.alerts.follow import with_rules
+        from citylake.pipelines.alerts.rulesource import rule_source
+
+        source = rule_source(args.rules_from or config.pipelines.alerts_from, config, Path(args.config))
+        config = with_rules(config, source.rules())
+    time_range = (args.from_, args.to) if args.from_ is not None else None
+    start(config, args.job, args.mode, time_range=time_range)
 
 
 if __name__ == "__main__":

@@ -142,9 +142,16 @@ def submit(
     mode: Mode,
     rest_url: str,
     from_savepoint: str | None = None,
+    time_range: tuple[datetime, datetime] | None = None,
+    rules_from: str | None = None,
 ) -> str:
-    """Submit detached to a session cluster; returns Flink's job id."""
+    """Submit detached to a session cluster; returns Flink's job id. ``main.py``
+    plans the job on the client side, so ``time_range`` and ``rules_from`` travel
+    as its arguments."""
     job(job_name)  # fail fast on a wrong name, before starting a JVM
+    extra = [*(["--rules-from", rules_from] if rules_from else [])]
+    if time_range is not None:
+        extra += ["--from", time_range[0].isoformat(), "--to", time_range[1].isoformat()]
     entry = Path(__file__).with_name("main.py")
     address = rest_url.removeprefix("http://").removeprefix("https://").rstrip("/")
     command = [
@@ -166,6 +173,7 @@ def submit(
         mode,
         "--config",
         str(config_path),
+        *extra,
     ]
     env = {**os.environ, "PYFLINK_CLIENT_EXECUTABLE": sys.executable, "FLINK_HOME": str(flink_home())}
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False, timeout=300)

@@ -17,6 +17,7 @@ from citylake.cli.common import (
     load,
     setup_logging,
 )
+from citylake.config import CityConfig
 from citylake.pipelines.flink_rest import FlinkRest, FlinkRestError
 
 app = typer.Typer(
@@ -31,6 +32,14 @@ class Mode(StrEnum):
 
 JobArg = Annotated[str, typer.Argument(help="job name: readings, rollups, alerts, devices")]
 ModeOption = Annotated[Mode, typer.Option("--mode", "-m", help="streaming (continuous) or batch (backfill)")]
+RulesFromOption = Annotated[
+    str | None,
+    typer.Option(
+        "--rules-from",
+        help="alerts: read the rules from the alerts service (http://host:port, or its Dapr app id "
+        "through DAPR_HTTP_PORT) instead of pipelines.alerts_from / pipelines.alerts",
+    ),
+]
 RestOption = Annotated[
     str | None, typer.Option("--rest-url", help="Flink REST endpoint (default pipelines.flink.rest_url)")
 ]
@@ -46,31 +55,79 @@ def run(
     fresh: Annotated[
         bool, typer.Option("--fresh", help="streaming: ignore checkpoints of earlier runs and start over")
     ] = False,
+    rules_from: RulesFromOption = None,
 ) -> None:
     """Run a job on Flink's embedded mini-cluster until it ends (batch) or Ctrl-C (streaming).
-    A batch run with --from/--to reprocesses that event-time range (a backfill)."""
+    A batch run with --from/--to reprocesses that event-time range (a backfill).
+    A streaming alerts job follows its rules: when they change (in the alerts
+    service, or in pipelines.alerts of the config) it re-plans itself from a savepoint."""
     setup_logging()
     loaded = load(config)
-    time_range = None
-    if from_ or to:
-        if mode is not Mode.batch:
-            fail("--from/--to select a backfill range: use them with --mode batch", code=2)
-        if not (from_ and to):
-            fail("give both --from and --to (ISO 8601, e.g. 2026-11-25T00:00:00Z)", code=2)
-        time_range = (_instant(from_, "--from"), _instant(to, "--to"))
-        if time_range[0] >= time_range[1]:
-            fail(f"--from {from_} is not before --to {to}", code=2)
+    time_range = _time_range(mode, from_, to)
+    if rules_from is not None and job != "alerts":
+        fail("--rules-from is for the alerts job", code=2)
     from citylake.pipelines import runner
     from citylake.pipelines.local_jvm import size_local_jvm
 
     size_local_jvm(loaded.config.pipelines.flink)
     console.print(f"running {job} in {mode.value} mode on Flink's local mini-cluster")
     try:
-        runner.run(loaded.config, job, mode.value, time_range, fresh=fresh)
+        if job == "alerts":
+            _run_alerts(loaded.config, config.resolve(), mode, time_range, fresh, rules_from)
+        else:
+            runner.run(loaded.config, job, mode.value, time_range, fresh=fresh)
     except KeyError as exc:
         fail(str(exc.args[0]), code=2)
     except KeyboardInterrupt:
         console.print("stopped")
+
+
+def _time_range(mode: Mode, from_: str | None, to: str | None) -> tuple[datetime, datetime] | None:
+    if not (from_ or to):
+        return None
+    if mode is not Mode.batch:
+        fail("--from/--to select a backfill range: use them with --mode batch", code=2)
+    if not (from_ and to):
+        fail("give both --from and --to (ISO 8601, e.g. 2026-11-25T00:00:00Z)", code=2)
+    time_range = (_instant(from_, "--from"), _instant(to, "--to"))
+    if time_range[0] >= time_range[1]:
+        fail(f"--from {from_} is not before --to {to}", code=2)
+    return time_range
+
+
+def _run_alerts(
+    config: CityConfig,
+    config_path: Path,
+    mode: Mode,
+    time_range: tuple[datetime, datetime] | None,
+    fresh: bool,
+    rules_from: str | None,
+) -> None:
+    from citylake.pipelines import runner
+    from citylake.pipelines.alerts.follow import follow, with_rules
+    from citylake.pipelines.alerts.rulesource import RulesUnavailable, rule_source
+
+    try:
+        source = rule_source(rules_from or config.pipelines.alerts_from, config, config_path)
+    except ValueError as exc:
+        fail(str(exc), code=2)
+    if mode is Mode.streaming:
+        console.print(f"following the alert rules of {source.describe()}")
+        follow(config, source, config.pipelines.alerts_poll_s, fresh=fresh)
+        return
+    try:
+        rules = source.rules()
+    except RulesUnavailable as exc:
+        fail(f"{exc}; a batch run plans from the rules it reads at its start")
+    if not rules:
+        console.print(
+            f"no alert rules in {source.describe()}: the run reads the readings and writes 0 alerts"
+        )
+    else:
+        console.print(f"{len(rules)} alert rule(s) from {source.describe()}")
+    runner.run(with_rules(config, rules), "alerts", "batch", time_range, fresh=fresh)
+    if not rules:
+        console.print("done: 0 alert rows (no rules)")
 
 
 def _instant(text: str, option: str) -> datetime:
@@ -91,17 +148,35 @@ def submit(
         str | None,
         typer.Option("--from-savepoint", help="resume from this savepoint (printed by cancel --savepoint)"),
     ] = None,
+    from_: Annotated[str | None, typer.Option("--from", help="batch: first event time (ISO 8601)")] = None,
+    to: Annotated[str | None, typer.Option("--to", help="batch: end of event time (ISO 8601)")] = None,
+    rules_from: RulesFromOption = None,
 ) -> None:
-    """Submit a job to a Flink session cluster with `flink run --python` (detached)."""
+    """Submit a job to a Flink session cluster with `flink run --python` (detached).
+    A batch submit with --from/--to is a backfill of that event-time range on the cluster.
+    The alerts job is planned from the rules read at submission; to apply changed rules,
+    `cancel --savepoint` it and submit again with --from-savepoint (its state carries over)."""
     setup_logging()
     loaded = load(config)
+    time_range = _time_range(mode, from_, to)
+    if rules_from is not None and job != "alerts":
+        fail("--rules-from is for the alerts job", code=2)
     url = rest_url or loaded.config.pipelines.flink.rest_url
     if not url:
         fail("no Flink cluster: pass --rest-url or set pipelines.flink.rest_url in the config", code=2)
     from citylake.pipelines import runner
 
     try:
-        job_id = runner.submit(loaded.config, config.resolve(), job, mode.value, url, from_savepoint)
+        job_id = runner.submit(
+            loaded.config,
+            config.resolve(),
+            job,
+            mode.value,
+            url,
+            from_savepoint,
+            time_range=time_range,
+            rules_from=rules_from,
+        )
     except (RuntimeError, KeyError) as exc:
         fail(str(exc))
     typer.echo(job_id)

@@ -163,11 +163,33 @@ class AlertRule(BaseModel):
 
 
 class PipelinesConfig(BaseModel):
+    """The Flink jobs: how they run, which ones, and the alert rules.
+
+    The ``alerts`` job takes its rules from ``alerts_from`` (the alerts
+    service, where rules are created through its API) or, unset, from
+    ``alerts``; ``citylake pipeline run alerts --rules-from`` overrides both."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     flink: FlinkConfig = FlinkConfig()
     jobs: list[Name] = Field(default_factory=lambda: ["readings"])
-    alerts: list[AlertRule] = Field(default_factory=list, description="rules of the `alerts` job")
+    alerts: list[AlertRule] = Field(
+        default_factory=list,
+        max_length=1000,
+        description="rules of the `alerts` job when `alerts_from` is unset (and the alerts service's "
+        "rules until its first change); a streaming job follows edits of this file",
+    )
+    alerts_from: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        description="where the `alerts` job reads its rules instead: the alerts service's URL "
+        "(http://127.0.0.1:8082) or its Dapr app id (`alerts`, through the job's sidecar, DAPR_HTTP_PORT); "
+        "a streaming job re-plans itself from a savepoint when they change",
+    )
+    alerts_poll_s: float = Field(
+        default=5.0, gt=0, le=3600, description="how often a streaming `alerts` job asks for its rules"
+    )
 
     @model_validator(mode="after")
     def _rule_names_unique(self) -> PipelinesConfig:

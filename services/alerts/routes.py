@@ -30,8 +30,10 @@ IfMatch = Annotated[
 ]
 RESERVED_NAMES = {"export"}  # GET /v1/rules/export is the YAML export, not a rule
 TAKES_EFFECT = (
-    "Rules changed here take effect when the Flink `alerts` job is next (re)submitted: "
-    "it reads pipelines.alerts from city.yaml, which GET /v1/rules/export writes."
+    "Rules changed here take effect within seconds in a streaming `alerts` job that follows this "
+    "service (pipelines.alerts_from, or `citylake pipeline run alerts --rules-from`), for the readings "
+    "it reads from then on; a job planned from city.yaml's pipelines.alerts (GET /v1/rules/export "
+    "writes it) or submitted to a session cluster takes them at its next start."
 )
 
 

@@ -14,9 +14,12 @@ cross-key transaction. Two levels of ETags:
 
 Until the first change the entry does not exist and the book shows the rules of
 ``city.yaml`` (``pipelines.alerts``), so the service and the Flink job start
-from the same rules. The Flink ``alerts`` job reads ``pipelines.alerts`` at
-submission: a change here takes effect when the rules exported by
-``GET /v1/rules/export`` are in city.yaml and the job is (re)submitted.
+from the same rules. A streaming ``alerts`` job run with
+``pipelines.alerts_from`` (or ``--rules-from``) naming this service reads
+``GET /v1/rules`` every few seconds and re-plans itself when the rules change
+(``pipelines/alerts/follow.py``); ``GET /v1/rules/export`` gives the same
+rules as city.yaml's ``pipelines.alerts`` for a site that runs the job from
+the file.
 """
 
 from __future__ import annotations
@@ -211,7 +214,8 @@ def rules_yaml(rules: Sequence[AlertRule], exported_at: datetime) -> str:
     yaml.dump(document, out)
     header = (
         f"# Alert rules exported by the citylake alerts service at {iso_ms(exported_at)}.\n"
-        "# Replace `pipelines.alerts` in city.yaml with this list, then resubmit the Flink\n"
-        "# job (`citylake pipeline submit alerts`): the job reads its rules at submission.\n"
+        "# For a site whose alerts job reads city.yaml (no pipelines.alerts_from): replace\n"
+        "# `pipelines.alerts` with this list; a streaming `citylake pipeline run alerts`\n"
+        "# picks the edit up, a job on a session cluster at its next submission.\n"
     )
     return header + out.getvalue()

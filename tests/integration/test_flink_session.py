@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from citylake.ingest.batcher import ColumnBatcher
 from citylake.ingest.landing import LandingWriter
 from citylake.lake import Lake
 from citylake.schemas import DataLayout, table
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 CITYLAKE = [sys.executable, "-m", "citylake"]
@@ -113,6 +115,57 @@ def test_submit_batch_job_with_flink_run(
     lake.close()
     assert (count, devices) == (500, 7)
     assert value_sum == pytest.approx(total)
+
+
+def test_submit_a_batch_backfill_of_a_range(
+    flink_session_cluster: FlinkSessionCluster, city_config: Callable[..., Path]
+) -> None:
+    """`pipeline submit --mode batch --from --to`: the session cluster processes
+    the readings of [from, to) and no others."""
+    config = city_config()
+    layout = DataLayout(load_config(config).config.data_dir)
+    land_readings(layout, 500)  # T0 + 0 s ... T0 + 499 s, value i * 0.5
+    start, end = (
+        datetime.fromtimestamp((T0 + 100_000) / 1000, UTC),
+        datetime.fromtimestamp((T0 + 200_000) / 1000, UTC),
+    )
+    submitted = subprocess.run(
+        [
+            *CITYLAKE, "pipeline", "submit", "readings", "--mode", "batch", "--config", str(config),
+            "--rest-url", flink_session_cluster.rest_url,
+            "--from", start.isoformat().replace("+00:00", "Z"), "--to", end.isoformat(),
+        ],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert submitted.returncode == 0, submitted.stderr + submitted.stdout
+    job_id = submitted.stdout.strip().splitlines()[-1]
+    wait_for(
+        lambda: any(
+            j["jid"] == job_id and j["state"] in ("FINISHED", "FAILED") for j in flink_session_cluster.jobs()
+        ),
+        180,
+        "the backfill to end",
+    )
+    assert next(j["state"] for j in flink_session_cluster.jobs() if j["jid"] == job_id) == "FINISHED"
+    lake = Lake(layout)
+    try:
+        row = lake.cursor().execute("SELECT count(*), sum(value), min(ts), max(ts) FROM readings").fetchone()
+    finally:
+        lake.close()
+    assert row is not None
+    count, value_sum, first, last = row
+    assert count == 100
+    assert value_sum == pytest.approx(sum(i * 0.5 for i in range(100, 200)))
+    assert (first.replace(tzinfo=UTC), last.replace(tzinfo=UTC)) == (start, end - timedelta(seconds=1))
+
+
+def test_submit_refuses_a_range_for_a_streaming_job(city_config: Callable[..., Path]) -> None:
+    done = subprocess.run(
+        [*CITYLAKE, "pipeline", "submit", "readings", "--config", str(city_config()),
+         "--rest-url", "http://127.0.0.1:9", "--from", "2026-11-25T00:00:00Z", "--to", "2026-11-26T00:00Z"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2 and "use them with --mode batch" in done.stderr, done.stdout + done.stderr
 
 
 def test_stop_with_savepoint_and_resume_without_duplicates_or_gaps(

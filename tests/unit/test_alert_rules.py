@@ -10,7 +10,7 @@ import duckdb
 import pytest
 
 from citylake.config import AlertRule
-from citylake.pipelines.alerts.job import readings_sql, rule_sql
+from citylake.pipelines.alerts.job import MAX_RULES, readings_sql, rule_row
 from citylake.pipelines.sqltext import literal, render
 
 HOSTILE = [
@@ -72,28 +72,44 @@ def test_render_refuses_missing_and_unused_values() -> None:
 def test_a_hostile_rule_changes_only_the_literals(text: str) -> None:
     hostile = AlertRule(name="odd", metric=text, above=50, device_prefix=text, message=text)
     plain = AlertRule(name="odd", metric="temp", above=50, device_prefix="boiler-", message="hot")
-    rendered = rule_sql(hostile)
+    rendered = rule_row(hostile)
     assert literal(text) in rendered
-    assert sql_without_literals(rendered) == sql_without_literals(rule_sql(plain))
+    assert sql_without_literals(rendered) == sql_without_literals(rule_row(plain))
 
 
 def test_every_setting_of_a_rule_is_rendered() -> None:
     rule = AlertRule(
         name="jump", metric="pressure", kind="rate", above=2, below=-2, severity="critical", message=None
     )
-    sql = rule_sql(rule)
+    row = rule_row(rule)
     for fragment in ("'jump'", "'pressure'", "'rate'", "2.0", "-2.0", "'critical'"):
-        assert fragment in sql
-    assert "CAST(NULL AS STRING) AS message" in sql
-    assert "CAST(NULL AS STRING) IS NULL OR POSITION" in sql  # no device prefix: every device
+        assert fragment in row
+    # message and device_prefix, in rule.sql's order of columns
+    assert row.endswith("CAST(NULL AS STRING), CAST('pressure' AS STRING), CAST(NULL AS STRING))")
 
 
 def test_an_infinite_bound_names_the_rule() -> None:
     rule = AlertRule(name="never", metric="temp", above=float("inf"))
     with pytest.raises(ValueError, match=r"alert rule 'never': expected a finite number"):
-        rule_sql(rule)
+        rule_row(rule)
 
 
-def test_rules_are_one_relation() -> None:
-    rules = [AlertRule(name=f"r{i}", metric="temp", above=i) for i in range(3)]
-    assert readings_sql(rules).count("UNION ALL") == 2
+def test_every_rule_set_plans_the_same_sql_but_for_the_array() -> None:
+    """The array of rules is the only part a rule set changes, so any rule set
+    (none included) gives the same operator graph and a re-planned job can
+    restore the state of the one it replaces."""
+    sets = [[], [AlertRule(name="a", metric="temp", above=1)]]
+    sets.append([AlertRule(name=f"r{i}", metric=f"m{i}", below=-i, kind="rate") for i in range(5)])
+    shapes = {_without_array(readings_sql(rules)) for rules in sets}
+    assert len(shapes) == 1
+    assert readings_sql(sets[2]).count("ROW(") == 1 + 5  # the null rule, which matches nothing, first
+
+
+def _without_array(sql: str) -> str:
+    return re.sub(r"ARRAY\[.*?\n\]", "ARRAY[...]", sql, flags=re.DOTALL)
+
+
+def test_a_bound_on_the_number_of_rules() -> None:
+    rules = [AlertRule(name=f"r{i}", metric="temp", above=i) for i in range(MAX_RULES + 1)]
+    with pytest.raises(ValueError, match=f"at most {MAX_RULES}"):
+        readings_sql(rules)

@@ -59,7 +59,7 @@ def test_rules_create_read_replace_delete(http: TestClient) -> None:
 
     listed = http.get("/v1/rules").json()
     assert [r["name"] for r in listed["rules"]] == ["hot"]
-    assert "(re)submitted" in listed["note"]
+    assert "pipelines.alerts_from" in listed["note"]
 
     read = http.get("/v1/rules/hot")
     assert read.status_code == 200 and etag(read) == etag(created)
