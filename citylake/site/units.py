@@ -97,8 +97,13 @@ def plan_site(
         units.append(Unit("ingest", UnitKind.INGEST, argv, env, f"http://127.0.0.1:{port}/healthz"))
         endpoints["ingest"] = f"http://127.0.0.1:{port}"
 
+    service_ports = {name: getattr(config.services, name).port or pick_port() for name in run.services}
     for job in config.pipelines.jobs:
         argv = (*base, "pipeline", "run", job, "--mode", "streaming", "--config", cfg)
+        if job == "alerts" and "alerts" in service_ports and config.pipelines.alerts_from is None:
+            # The site's own alerts service holds the rules its API changes.
+            host = _local(config.services.alerts.host)
+            argv = (*argv, "--rules-from", f"http://{host}:{service_ports['alerts']}")
         units.append(Unit(f"job-{job}", UnitKind.JOB, argv))
 
     if run.maintenance:
@@ -115,17 +120,22 @@ def plan_site(
 
     for name in run.services:
         settings = getattr(config.services, name)
-        port = settings.port or pick_port()
+        port = service_ports[name]
         url = f"http://{_local(settings.host)}:{port}"
         env = sidecar(name, port) if daprd else {}
         argv = (*base, "serve", name, "--config", cfg, "--port", str(port))
         units.append(Unit(name, UnitKind.SERVICE, argv, env, f"{url}/healthz"))
         endpoints[name] = url
-    # A service's sidecar was planned before it (so its env is known); start
-    # each app first, though: daprd probes its app's port when it starts.
+    return SitePlan(config.site, _sidecars_after_apps(units), endpoints)
+
+
+def _sidecars_after_apps(units: list[Unit]) -> tuple[Unit, ...]:
+    """A service's sidecar is planned before it (so its env is known) but
+    starts after it: daprd probes its app's port when it starts. Ingest's
+    sidecar has no app port and goes first, so publishing works at once."""
     ordered = [u for u in units if u.kind is not UnitKind.SIDECAR or u.name == "daprd-ingest"]
     for unit in units:
         if unit.kind is UnitKind.SIDECAR and unit.name != "daprd-ingest":
             app = unit.name.removeprefix("daprd-")
             ordered.insert(next(i for i, u in enumerate(ordered) if u.name == app) + 1, unit)
-    return SitePlan(config.site, tuple(ordered), endpoints)
+    return tuple(ordered)

@@ -36,7 +36,7 @@ sources:
     url: mqtt://127.0.0.1:1883
     topics: [{{template: "city/{{device_id}}/telemetry"}}]
 pipelines:
-  jobs: [readings, rollups]
+  jobs: [readings, rollups, alerts]
 {extra}
 """
     )
@@ -56,9 +56,9 @@ def test_plan_runs_what_the_config_names_with_sidecars_after_their_apps(tmp_path
         tmp_path,
         f"""
 ingest: {{live_pubsub: citylake-pubsub}}
-services: {{query: {{port: 0}}, registry: {{port: 0}}}}
+services: {{query: {{port: 0}}, registry: {{port: 0}}, alerts: {{port: 0}}}}
 run:
-  services: [query, registry]
+  services: [query, registry, alerts]
   sidecars: {{enabled: true, daprd: {daprd}, resources_path: {tmp_path}, mqtt_url: "mqtt://127.0.0.1:1883"}}
 """,
     )
@@ -69,11 +69,14 @@ run:
         "ingest",
         "job-readings",
         "job-rollups",
+        "job-alerts",
         "maintenance",
         "query",
         "daprd-query",
         "registry",
         "daprd-registry",
+        "alerts",
+        "daprd-alerts",
     ]
     query, sidecar = plan.unit("query"), plan.unit("daprd-query")
     assert query.argv[:5] == ("py", "-m", "citylake", "serve", "query")
@@ -86,6 +89,9 @@ run:
     assert "--app-port" not in plan.unit("daprd-ingest").argv  # ingest only publishes
     assert plan.unit("ingest").env["DAPR_HTTP_PORT"] == plan.endpoints["dapr-ingest"].rsplit(":", 1)[1]
     assert plan.unit("job-rollups").argv[3:7] == ("pipeline", "run", "rollups", "--mode")
+    # The alerts job follows the rules of the site's own alerts service.
+    assert plan.unit("job-alerts").argv[-2:] == ("--rules-from", plan.endpoints["alerts"])
+    assert plan.unit("alerts").argv[-1] == plan.endpoints["alerts"].rsplit(":", 1)[1]
 
 
 def test_plan_without_daprd_says_where_it_looked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
