@@ -29,7 +29,7 @@ class Mode(StrEnum):
     batch = "batch"
 
 
-JobArg = Annotated[str, typer.Argument(help="job name: readings, rollups, alerts, devices")]
+JobArg = Annotated[str, typer.Argument(help="job name: readings, rollups, alerts, devices, events")]
 ModeOption = Annotated[Mode, typer.Option("--mode", "-m", help="streaming (continuous) or batch (backfill)")]
 RestOption = Annotated[
     str | None, typer.Option("--rest-url", help="Flink REST endpoint (default pipelines.flink.rest_url)")
