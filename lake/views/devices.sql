@@ -18,7 +18,7 @@ attribute_values AS (
   SELECT t.device_id, e.key, arg_max(e.value, row(t.said_at, e.value::VARCHAR)) AS value
   FROM timed AS t,
     json_each(
-      CASE WHEN json_valid(t.attributes) AND json_type(t.attributes::JSON) = 'OBJECT' THEN t.attributes ELSE '{}' END
+      CASE WHEN json_valid(t.attributes) AND json_type(t.attributes::JSON) = 'OBJECT' THEN t.attributes ELSE json_object()::VARCHAR END
     ) AS e
   WHERE e.type <> 'NULL'
   GROUP BY t.device_id, e.key

@@ -617,3 +617,54 @@ def test_a_hostile_rule_is_data_not_sql(tmp_path: Path) -> None:
     got = ordered([plain(r) for r in lake_rows(tmp_path, "alerts")])
     expected = [alert_row(rule, f"{prefix}1", 0, None, 60.0), alert_row(bare, "Kessel-2", 2, None, -1.0)]
     assert got == ordered(expected)
+
+
+# --- the merge rule (lake/README.md), case by case, through the real job ------
+
+
+@pytest.fixture(scope="module")
+def merged_devices(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Row]:
+    """The devices view after a batch run of the devices job over device_files()."""
+    data_dir = tmp_path_factory.mktemp("merge")
+    run_batch(data_dir, "devices")
+    return {r["device_id"]: r for r in view_rows(data_dir, "devices")}
+
+
+def test_merge_two_sources_disagreeing_at_different_times(merged_devices: dict[str, Row]) -> None:
+    # The meter's district: Luyang at 25 s, Shushan at 80 s. The camera's
+    # longitude: the catalog's at 2 s, positions at 35, 40 and 95 s (35 s
+    # landed after 40 s and loses to it).
+    assert merged_devices["meter-9"]["district"] == "Shushan"
+    assert (merged_devices[CAM_1]["longitude"], merged_devices[CAM_1]["latitude"]) == (117.24, 31.82)
+
+
+def test_merge_equal_times_take_the_larger_value(merged_devices: dict[str, Row]) -> None:
+    plc = merged_devices["plc-3"]
+    # "PLC three" > "PLC 3" and "S7-1500" > "S7-1200"; the status and the
+    # district come from the one row at 65 s that has them.
+    assert (plc["name"], plc["model"], plc["status"], plc["district"]) == (
+        "PLC three",
+        "S7-1500",
+        "online",
+        "Yaohai",
+    )
+
+
+def test_merge_a_null_never_overwrites_a_value(merged_devices: dict[str, Row]) -> None:
+    meter = merged_devices["meter-9"]
+    # Its later reports carry no type, and a JSON null for the floor.
+    assert meter["type"] == "meter"
+    assert orjson.loads(meter["attributes"]) == {"floor": "3", "room": "12", "zone": "c"}
+    # The position at 95 s had no latitude; the row without any time named
+    # the PLC's manufacturer, which no timed row did.
+    assert merged_devices[CAM_1]["latitude"] == 31.82
+    assert merged_devices["plc-3"]["manufacturer"] == "Siemens"
+
+
+def test_merge_status_comes_from_the_latest_status_bearing_event(merged_devices: dict[str, Row]) -> None:
+    # The meter's DDEATH at 85 s, then a report at 90 s saying nothing of its
+    # status; the NVR unregistered at 120 s; the camera's catalog status
+    # stands through its alarm and positions (not status-bearing).
+    assert merged_devices["meter-9"]["status"] == "offline"
+    assert merged_devices[NVR]["status"] == "offline"
+    assert merged_devices[CAM_1]["status"] == "online"
