@@ -668,3 +668,20 @@ def test_merge_status_comes_from_the_latest_status_bearing_event(merged_devices:
     assert merged_devices["meter-9"]["status"] == "offline"
     assert merged_devices[NVR]["status"] == "offline"
     assert merged_devices[CAM_1]["status"] == "online"
+
+
+def test_a_devices_backfill_selects_landing_devices_rows_by_their_time(tmp_path: Path) -> None:
+    """Landing `devices` has no date partitions: a range takes the rows whose
+    last_seen (or first_seen) is in [from, to), and the events in it."""
+    for landing in device_files():
+        land_together(tmp_path, landing)
+    start = datetime.fromtimestamp((T0 + 60_000) / 1000, tz=UTC)
+    end = datetime.fromtimestamp((T0 + 100_000) / 1000, tz=UTC)
+    runner.start(config_for(tmp_path), "devices", "batch", time_range=(start, end)).wait()
+    got = sorted((r["device_id"], epoch_ms(r["last_seen"]) - T0) for r in lake_rows(tmp_path, "devices"))
+    # Reported: the meter at 80 s and 90 s, the PLC twice at 65 s (not its
+    # untimed row); events: the meter's DDEATH at 85 s, a position at 95 s.
+    assert got == sorted(
+        [("meter-9", 80_000), ("meter-9", 90_000), ("plc-3", 65_000), ("plc-3", 65_000),
+         ("meter-9", 85_000), (CAM_1, 95_000)]
+    )  # fmt: skip
