@@ -6,9 +6,9 @@ compaction has replaced, or a partition retention has retired. Views are
 rebuilt only when a table changes (a new Flink commit renames a file into a
 partition directory, so the directories' modification times tell).
 
-Tables whose lake rows are partial (an alert's opening and closing rows, a
-device's per-window folds) finish at read time: ``lake/views/<table>.sql`` is a
-SELECT over ``{raw}``, the table's files cast to the contract's columns.
+Tables whose lake rows are partial (an alert's opening and closing rows, what
+each source said of a device) finish at read time: ``lake/views/<table>.sql``
+is a SELECT over ``{raw}``, the table's files cast to the contract's columns.
 """
 
 from __future__ import annotations

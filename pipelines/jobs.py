@@ -11,7 +11,7 @@ from types import ModuleType
 
 from citylake.schemas import TableSpec, table
 
-JOB_NAMES = ("readings", "rollups", "alerts", "devices")
+JOB_NAMES = ("readings", "rollups", "alerts", "devices", "events")
 
 
 @dataclass(frozen=True)

@@ -59,18 +59,27 @@ def landing_source_ddl(
     )
 
 
+# Tables without a time column whose rows still say when they were true:
+# a backfill's range selects them by that time (a row giving none is in no
+# range; a run over everything takes it).
+UNPARTITIONED_EVENT_TIME = {"devices": "COALESCE(`last_seen`, `first_seen`)"}
+
+
 def landing_view_ddl(spec: TableSpec, time_range: tuple[datetime, datetime] | None) -> str:
     """``landing_<table>``, what jobs read: all landed files, or for a backfill
     the ``[from, to)`` event-time range (date partitions outside it are pruned)."""
     where = ""
-    if time_range is not None and spec.time_column is not None:
+    if time_range is not None:
         start, end = (t.astimezone(UTC) for t in time_range)
-        column = f"`{spec.time_column}`"
-        where = (
-            f"\nWHERE `{PARTITION_COLUMN}` BETWEEN '{start:%Y-%m-%d}' AND '{end:%Y-%m-%d}'"
-            f"\n  AND {column} >= TO_TIMESTAMP_LTZ({int(start.timestamp() * 1000)}, 3)"
-            f"\n  AND {column} < TO_TIMESTAMP_LTZ({int(end.timestamp() * 1000)}, 3)"
+        bounds = (
+            f"{{column}} >= TO_TIMESTAMP_LTZ({int(start.timestamp() * 1000)}, 3)"
+            f"\n  AND {{column}} < TO_TIMESTAMP_LTZ({int(end.timestamp() * 1000)}, 3)"
         )
+        if spec.time_column is not None:
+            partitions = f"`{PARTITION_COLUMN}` BETWEEN '{start:%Y-%m-%d}' AND '{end:%Y-%m-%d}'"
+            where = f"\nWHERE {partitions}\n  AND " + bounds.format(column=f"`{spec.time_column}`")
+        elif spec.name in UNPARTITIONED_EVENT_TIME:
+            where = "\nWHERE " + bounds.format(column=UNPARTITIONED_EVENT_TIME[spec.name])
     return f"CREATE TEMPORARY VIEW landing_{spec.name} AS SELECT * FROM landing_{spec.name}_files{where}"
 
 

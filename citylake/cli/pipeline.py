@@ -30,7 +30,7 @@ class Mode(StrEnum):
     batch = "batch"
 
 
-JobArg = Annotated[str, typer.Argument(help="job name: readings, rollups, alerts, devices")]
+JobArg = Annotated[str, typer.Argument(help="job name: readings, rollups, alerts, devices, events")]
 ModeOption = Annotated[Mode, typer.Option("--mode", "-m", help="streaming (continuous) or batch (backfill)")]
 RulesFromOption = Annotated[
     str | None,

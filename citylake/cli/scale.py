@@ -29,7 +29,7 @@ from citylake.scalereport.summary import landed_total, per_interval, query_event
 
 app = typer.Typer(help="The 100k-device scale run and its report.", no_args_is_help=True)
 
-JOBS_HELP = "streaming Flink jobs, comma-separated: readings, rollups, alerts, devices, or 'all'"
+JOBS_HELP = "streaming Flink jobs, comma-separated: readings, rollups, alerts, devices, events, or 'all'"
 
 
 @app.command()

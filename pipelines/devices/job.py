@@ -1,6 +1,11 @@
-"""The ``devices`` job: landing device events folded, per device and
-event-time minute, into partial ``devices`` rows (``fold.sql``), which
-``lake/views/devices.sql`` folds into one row per device."""
+"""The ``devices`` job: what every source says about a device, as partial
+``devices`` rows, one per landing ``devices`` row (``reported.sql``) and one
+per device event (``events.sql``); ``lake/views/devices.sql`` merges them
+into one row per device by the merge rule (lake/README.md).
+
+No window and no state: each row is written as it is read, so the job runs
+the same in both modes, no event is ever too late for it, and a source that
+has not landed anything (a site without cameras) holds nothing back."""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from pyflink.table import Table, TableEnvironment
 from citylake.config import CityConfig
 from citylake.pipelines.sqltext import literal, render
 
-INPUTS = ("device_events",)
+INPUTS = ("devices", "device_events")
 OUTPUTS = ("devices",)
 HERE = Path(__file__).parent
 
@@ -26,6 +31,6 @@ def source_protocol(config: CityConfig) -> str:
 
 
 def transform(t_env: TableEnvironment, config: CityConfig) -> dict[str, Table]:
-    attributes = render((HERE / "attributes.sql").read_text("utf-8"), source_protocol=source_protocol(config))
-    t_env.create_temporary_view("device_attributes", t_env.sql_query(attributes))
-    return {"devices": t_env.sql_query((HERE / "fold.sql").read_text("utf-8"))}
+    events = render((HERE / "events.sql").read_text("utf-8"), source_protocol=source_protocol(config))
+    reported = t_env.sql_query((HERE / "reported.sql").read_text("utf-8"))
+    return {"devices": reported.union_all(t_env.sql_query(events))}

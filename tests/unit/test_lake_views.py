@@ -89,40 +89,38 @@ def test_alerts_view_takes_the_latest_close_if_closed_twice() -> None:
 # --- devices -----------------------------------------------------------------
 
 
-def window(device: str, first: float, last: float, **columns: object) -> Row:
-    return {"device_id": device, "first_seen": at(first), "last_seen": at(last), **columns}
+def said(device: str, first: float | None, last: float | None, **columns: object) -> Row:
+    """A partial row: what one source said of a device at ``last``."""
+    return {
+        "device_id": device,
+        "first_seen": None if first is None else at(first),
+        "last_seen": None if last is None else at(last),
+        **columns,
+    }
 
 
 def device(device: str, first: float, last: float, **columns: object) -> Row:
-    return dict.fromkeys(contract("devices").names) | window(device, first, last, **columns)
+    return dict.fromkeys(contract("devices").names) | said(device, first, last, **columns)
 
 
 def test_devices_view_has_the_contract_columns() -> None:
-    columns, _ = run_view("devices", [window("cam-1", 0, 0)])
+    columns, _ = run_view("devices", [said("cam-1", 0, 0)])
     assert columns == contract("devices").names
 
 
-def test_devices_view_folds_windows_into_one_row_per_device() -> None:
+def test_devices_view_merges_partial_rows_into_one_row_per_device() -> None:
     rows = [
         # Written out of order, as files from several commits are read.
-        window("cam-1", 2.1, 2.5, longitude=117.3, status="offline"),
-        window(
-            "cam-1",
-            0.0,
-            0.4,
-            name="Gate",
-            type="camera",
-            protocol="gb28181",
-            address="North gate",
-            longitude=117.0,
-            latitude=31.0,
-            status="online",
+        said("cam-1", 2.5, 2.5, longitude=117.3, status="offline"),
+        said(
+            "cam-1", 0.0, 0.4, name="Gate", type="camera", protocol="gb28181", address="North gate",
+            longitude=117.0, latitude=31.0, status="online",
         ),
-        window("cam-1", 1.2, 1.9, name="Gate camera", manufacturer="Hik", latitude=31.8),
-        window("cam-2", 0.1, 0.1, protocol="mqtt", status="online"),
-        window("cam-2", 3.0, 3.2, status="offline"),
-        window("cam-2", 4.0, 4.1, name="Meter"),  # no status-bearing event in this minute
-    ]
+        said("cam-1", 1.9, 1.9, name="Gate camera", manufacturer="Hik", latitude=31.8),
+        said("cam-2", 0.1, 0.1, protocol="mqtt", status="online"),
+        said("cam-2", 3.0, 3.2, status="offline"),
+        said("cam-2", 4.0, 4.1, name="Meter"),  # says nothing of the status
+    ]  # fmt: skip
     _, got = run_view("devices", rows)
     assert got == [
         device(
@@ -134,12 +132,30 @@ def test_devices_view_folds_windows_into_one_row_per_device() -> None:
 
 
 def test_devices_view_breaks_ties_by_the_larger_value() -> None:
-    """Equal last_seen only when a window was written twice with different
-    contents: the pick must not depend on file order."""
+    """Two sources at the same millisecond: the pick must not depend on file
+    order; numbers compare as numbers (10.5 > 9.5), not as text."""
     twice = [
-        window("cam-1", 0, 1, name="A", status="offline"),
-        window("cam-1", 0, 1, name="B", status="online"),
+        said("cam-1", 0, 1, name="A", status="offline", longitude=9.5),
+        said("cam-1", 0, 1, name="B", status="online", longitude=10.5),
     ]
     for rows in (twice, twice[::-1]):
         _, got = run_view("devices", rows)
-        assert (got[0]["name"], got[0]["status"]) == ("B", "online")
+        assert (got[0]["name"], got[0]["status"], got[0]["longitude"]) == ("B", "online", 10.5)
+
+
+def test_devices_view_merges_attributes_per_key() -> None:
+    rows = [
+        said("m-1", 0, 0, attributes='{"floor": "3", "zone": "b", "tags": ["x"]}'),
+        said("m-1", 1, 1, attributes='{"zone": "c", "floor": null}'),  # JSON null keeps the floor
+        said("m-1", 2, 2, attributes=None),
+        said("m-1", 3, 3, attributes="not json"),  # ignored by the merge
+        said("m-1", 0.5, 0.5, attributes='{"zone": "a", "room": 12}'),  # older than zone c
+    ]
+    _, got = run_view("devices", rows)
+    assert got[0]["attributes"] == '{"floor":"3","room":12,"tags":["x"],"zone":"c"}'
+
+
+def test_devices_view_ranks_an_untimed_row_below_every_timed_one() -> None:
+    rows = [said("p-1", None, None, name="untimed", model="X"), said("p-1", 5, 5, name="timed")]
+    _, got = run_view("devices", rows)
+    assert got == [device("p-1", 5, 5, name="timed", model="X")]
