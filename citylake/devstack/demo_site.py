@@ -22,7 +22,7 @@ from citylake.devstack.modbus_sim import start_modbus_simulator
 from citylake.devstack.process import ManagedProcess, free_port
 
 Progress = Callable[[str], None]
-DEMO_JOBS = ["readings", "rollups", "alerts", "devices"]
+DEMO_JOBS = ["readings", "rollups", "alerts", "devices", "events"]
 DEMO_SERVICES = ["query", "registry", "alerts"]
 LIVE_PUBSUB = "citylake-pubsub"
 MAINTENANCE = False  # TODO(lead): on once `citylake lake maintain` lands
