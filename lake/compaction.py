@@ -64,7 +64,7 @@ def _quote(path: str) -> str:
     return "'" + path.replace("'", "''") + "'"
 
 
-def write_sorted(spec: TableSpec, sources: list[str], target: str) -> None:
+def write_sorted(spec: TableSpec, sources: list[str], target: str, memory_mb: int | None = None) -> None:
     """``sources`` as one lake file at ``target``: sorted by ``sort_keys``, zstd,
     UTC instants, the schema-version metadata. What compaction commits; the
     benches write their lakes with it too."""
@@ -84,6 +84,9 @@ def write_sorted(spec: TableSpec, sources: list[str], target: str) -> None:
         conn.execute("SET TimeZone = 'UTC'")
         # One thread: compaction runs beside ingest and Flink on a 2-core edge node.
         conn.execute("SET threads = 1")
+        if memory_mb is not None:
+            # Below the pod's limit at the edge: DuckDB spills the sort instead.
+            conn.execute(f"SET memory_limit = '{int(memory_mb)}MB'")
         conn.execute(
             f"COPY (SELECT {columns} FROM read_parquet([{files}], union_by_name = true, "
             f"hive_partitioning = false) ORDER BY {order}) "
@@ -116,6 +119,7 @@ def compact_table(
     on_group: Callable[[str, int], None] | None = None,
     max_groups: int | None = None,
     should_stop: Callable[[], bool] | None = None,
+    memory_mb: int | None = None,
 ) -> CompactionResult:
     """Compact every partition of ``spec`` holding at least ``min_files`` small
     files. Safe beside running jobs and readers; one writer at a time.
@@ -147,7 +151,7 @@ def compact_table(
                 final = snap.root / relative
                 temporary = final.with_name(f".{name}.tmp")
                 expected = sum(pq.ParquetFile(snap.root / f).metadata.num_rows for f in group)
-                write_sorted(spec, [str(snap.root / f) for f in group], str(temporary))
+                write_sorted(spec, [str(snap.root / f) for f in group], str(temporary), memory_mb)
                 written = pq.ParquetFile(temporary).metadata.num_rows
                 if written != expected:
                     temporary.unlink()

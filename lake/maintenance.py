@@ -95,6 +95,7 @@ class CompactTask:
     target_bytes: int
     min_files: int
     max_groups: int
+    memory_mb: int | None = None
     name: str = "compact"
 
     def run(self, should_stop: ShouldStop) -> Iterable[Action]:
@@ -110,6 +111,7 @@ class CompactTask:
                     min_files=self.min_files,
                     max_groups=self.max_groups,
                     should_stop=should_stop,
+                    memory_mb=self.memory_mb,
                 )
                 return {
                     "files_in": r.files_in,
@@ -186,6 +188,7 @@ def build_tasks(
             target_bytes=lake.compact_target_mb * 1024 * 1024,
             min_files=lake.compact_min_files,
             max_groups=schedule.compact_max_groups,
+            memory_mb=lake.compact_memory_mb,
         ),
         VacuumTask(layout, specs, schedule.vacuum_every_s, timedelta(seconds=lake.vacuum_grace_s)),
     ]

@@ -98,6 +98,7 @@ def compact(
                 target_bytes=lake_config.compact_target_mb * 1024 * 1024,
                 min_files=min_files or lake_config.compact_min_files,
                 on_group=_reporter(progress, spec),
+                memory_mb=lake_config.compact_memory_mb,
             )
             vacuumed = vacuum_table(layout, spec, timedelta(seconds=lake_config.vacuum_grace_s))
             results.append((result, vacuumed))

@@ -209,6 +209,9 @@ class LakeConfig(BaseModel):
         default_factory=dict, description="per dated table, date partitions kept (today included)"
     )
     compact_target_mb: int = Field(default=128, ge=1, description="compaction merges files up to this size")
+    compact_memory_mb: int = Field(
+        default=256, ge=16, description="DuckDB memory for one compaction; the sort spills to disk beyond it"
+    )
     compact_min_files: int = Field(
         default=4, ge=2, description="a partition is compacted at this many small files"
     )
