@@ -21,7 +21,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from citylake.lake.manifest import TableLog, TableSnapshot
+from citylake.lake.manifest import FLINK_PART_PREFIX, TableLog, TableSnapshot
 from citylake.schemas import PARTITION_COLUMN, TABLES, DataLayout, TableSpec
 
 VIEWS_DIR = Path(__file__).parent / "views"
@@ -173,10 +173,75 @@ class Lake:
         self.conn.close()
 
 
+def _live_files_sql(table_log: TableLog) -> str:
+    """The table's live files, computed from ``current.json`` and the directory
+    each time a query runs: the snapshot rule of ``TableLog.snapshot`` in SQL."""
+    spec, root = table_log.spec, str(table_log.root)
+    part_glob = (
+        f"{root}/*/{FLINK_PART_PREFIX}*" if spec.time_column is not None else f"{root}/{FLINK_PART_PREFIX}*"
+    )
+    current = _quote(str(table_log.current_path))
+    log = (
+        f"SELECT coalesce(added, []) AS added, coalesce(removed, []) AS removed, retained_from "
+        f"FROM read_json({current}, format = 'auto', columns = {{added: 'VARCHAR[]', "
+        f"removed: 'STRUCT(path VARCHAR, \"at\" VARCHAR)[]', retained_from: 'DATE'}})"
+    )
+    candidates = (
+        f"SELECT substr(file, {len(root) + 2}) AS rel FROM glob({_quote(part_glob)}) "
+        "WHERE substr(file, " + str(len(root) + 2) + ") NOT IN (SELECT unnest(removed).path FROM log) "
+        "UNION ALL SELECT unnest(added) AS rel FROM log"
+    )
+    keep = "true"
+    if spec.time_column is not None:
+        day = f"TRY_CAST(regexp_extract(rel, '^{PARTITION_COLUMN}=([0-9-]+)/', 1) AS DATE)"
+        cutoff = "(SELECT retained_from FROM log)"
+        keep = f"{cutoff} IS NULL OR {day} IS NULL OR {day} >= {cutoff}"
+    return (
+        f"WITH log AS ({log}), candidates AS ({candidates}) "
+        f"SELECT {_quote(root + '/')} || rel AS file FROM candidates WHERE {keep}"
+    )
+
+
+def live_views_sql(table_log: TableLog) -> list[str]:
+    """CREATE VIEW statements whose file list comes from the table's log when
+    each query runs, for DuckDB clients citylake does not refresh (the stock
+    DuckDB CLI): new Flink commits show at the next query, and a file
+    compaction or retention took out is pruned by name before its rows are
+    read (``filename IN``, a dynamic filter on the scan). ``union_by_name``
+    still reads the footer of every file on disk when the query is planned."""
+    spec, name = table_log.spec, table_log.spec.name
+    files_view = f'"_files_{name}"'
+    source = (
+        f"read_parquet({_quote(str(table_log.root) + '/**/[!.]*')}, filename = true, "
+        "hive_partitioning = false, union_by_name = true)"
+    )
+    columns = [f'CAST("{f.name}" AS {duckdb_type(f.type)}) AS "{f.name}"' for f in spec.schema]
+    if spec.time_column is not None:
+        columns.append(
+            f"TRY_CAST(regexp_extract(filename, '/{PARTITION_COLUMN}=([0-9-]+)/[^/]*$', 1) AS DATE) "
+            f'AS "{PARTITION_COLUMN}"'
+        )
+    raw_sql = f"SELECT {', '.join(columns)} FROM {source} WHERE filename IN (SELECT file FROM {files_view})"
+    statements = [f"CREATE OR REPLACE VIEW {files_view} AS {_live_files_sql(table_log)}"]
+    fold = fold_sql(spec)
+    if fold is None:
+        statements.append(f'CREATE OR REPLACE VIEW "{name}" AS {raw_sql}')
+    else:
+        raw = f'"_raw_{name}"'
+        statements.append(f"CREATE OR REPLACE VIEW {raw} AS {raw_sql}")
+        statements.append(f'CREATE OR REPLACE VIEW "{name}" AS {fold.replace("{raw}", raw)}')
+    return statements
+
+
 def all_views_sql(layout: DataLayout) -> str:
-    """Every table's views over its current snapshot, for the DuckDB CLI or any
-    DuckDB client: ``duckdb -init views.sql``."""
-    lines = ["SET TimeZone = 'UTC';"]
+    """Every table's live views for the DuckDB CLI or any DuckDB client:
+    ``duckdb -init views.sql``. They follow the lake's log at query time, so a
+    session opened once sees new commits, compactions and vacuums. Publishes
+    each table's ``current.json`` and schema file first (a lake no commit has
+    touched yet has neither)."""
+    lines = ["SET TimeZone = 'UTC';", "SET parquet_metadata_cache = true;"]
     for spec in TABLES.values():
-        lines.extend(f"{s};" for s in views_sql(TableLog(layout, spec).snapshot()))
+        table_log = TableLog(layout, spec)
+        table_log.publish_for_readers()
+        lines.extend(f"{s};" for s in live_views_sql(table_log))
     return "\n".join(lines) + "\n"

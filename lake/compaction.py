@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
@@ -32,6 +33,11 @@ DEFAULT_MIN_FILES = 4
 # Row groups of ~30k rows hold a few hundred devices each: a one-device query
 # reads one of them (measured 3 ms vs 18 ms with DuckDB's default 122,880).
 ROW_GROUP_ROWS = 30_720
+# The DuckDB CLI's live views (catalog.live_views_sql) list a table's directory
+# when a query is planned and read the log when it runs. A merged file is on
+# disk this long before the commit that makes it live, so a query planned
+# before it appeared cannot run against a log that already replaced its inputs.
+READER_SETTLE_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -58,7 +64,7 @@ def _quote(path: str) -> str:
     return "'" + path.replace("'", "''") + "'"
 
 
-def write_sorted(spec: TableSpec, sources: list[str], target: str) -> None:
+def write_sorted(spec: TableSpec, sources: list[str], target: str, memory_mb: int | None = None) -> None:
     """``sources`` as one lake file at ``target``: sorted by ``sort_keys``, zstd,
     UTC instants, the schema-version metadata. What compaction commits; the
     benches write their lakes with it too."""
@@ -78,6 +84,9 @@ def write_sorted(spec: TableSpec, sources: list[str], target: str) -> None:
         conn.execute("SET TimeZone = 'UTC'")
         # One thread: compaction runs beside ingest and Flink on a 2-core edge node.
         conn.execute("SET threads = 1")
+        if memory_mb is not None:
+            # Below the pod's limit at the edge: DuckDB spills the sort instead.
+            conn.execute(f"SET memory_limit = '{int(memory_mb)}MB'")
         conn.execute(
             f"COPY (SELECT {columns} FROM read_parquet([{files}], union_by_name = true, "
             f"hive_partitioning = false) ORDER BY {order}) "
@@ -108,9 +117,14 @@ def compact_table(
     target_bytes: int = DEFAULT_TARGET_BYTES,
     min_files: int = DEFAULT_MIN_FILES,
     on_group: Callable[[str, int], None] | None = None,
+    max_groups: int | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    memory_mb: int | None = None,
 ) -> CompactionResult:
     """Compact every partition of ``spec`` holding at least ``min_files`` small
-    files. Safe beside running jobs and readers; one writer at a time."""
+    files. Safe beside running jobs and readers; one writer at a time.
+    ``max_groups`` bounds one call's work; ``should_stop`` is asked between
+    groups (each group is one commit, so stopping there leaves the log whole)."""
     table_log = TableLog(layout, spec)
     files_in = files_out = rows = bytes_in = bytes_out = 0
     partitions: set[str] = set()
@@ -128,12 +142,16 @@ def compact_table(
         manifest = snap.manifest
         for partition, sizes in sorted(by_partition.items()):
             for group in _plan(sizes, target_bytes, min_files):
+                if (max_groups is not None and files_out >= max_groups) or (
+                    should_stop is not None and should_stop()
+                ):
+                    break
                 name = f"{COMPACTED_PREFIX}{uuid.uuid4().hex}.parquet"
                 relative = f"{partition}/{name}" if partition else name
                 final = snap.root / relative
                 temporary = final.with_name(f".{name}.tmp")
                 expected = sum(pq.ParquetFile(snap.root / f).metadata.num_rows for f in group)
-                write_sorted(spec, [str(snap.root / f) for f in group], str(temporary))
+                write_sorted(spec, [str(snap.root / f) for f in group], str(temporary), memory_mb)
                 written = pq.ParquetFile(temporary).metadata.num_rows
                 if written != expected:
                     temporary.unlink()
@@ -144,6 +162,7 @@ def compact_table(
                 with open(temporary, "rb") as f:
                     os.fsync(f.fileno())
                 os.rename(temporary, final)
+                time.sleep(READER_SETTLE_S)
                 now = datetime.now(UTC)
                 merged = set(group)
                 manifest = table_log.commit(

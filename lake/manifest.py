@@ -27,6 +27,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+import pyarrow.parquet as pq
+
 from citylake.schemas import PARTITION_COLUMN, DataLayout, TableSpec
 
 LOG_DIR = "_log"
@@ -35,6 +37,14 @@ COMPACTED_PREFIX = "compacted-"
 # Files another site's lake shipped here (sync/): live only through ``added``,
 # and only that site's sync commits may add or remove them.
 SYNCED_PREFIX = "synced-"
+# The newest version under a fixed name, replaced by rename at each commit:
+# what readers outside Python (the DuckDB CLI's live views) read at query time
+# without listing the log or racing ``prune_versions``.
+CURRENT_NAME = "current.json"
+# A zero-row file of the table's contract schema in its directory, so a glob
+# over the table always matches something. Flink and Hadoop readers skip
+# names starting with ``_``.
+SCHEMA_FILE_NAME = "_schema.parquet"
 
 
 class ConcurrentCommit(RuntimeError):
@@ -199,12 +209,50 @@ class TableLog:
             ) from None
         finally:
             temporary.unlink()
+        self._fsync_dir()
+        self._publish(new)
+        return new
+
+    def _fsync_dir(self) -> None:
         fd = os.open(self.dir, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
-        return new
+
+    def _publish(self, manifest: Manifest) -> None:
+        temporary = self.dir / f".{uuid.uuid4().hex}.current.tmp"
+        with open(temporary, "w", encoding="utf-8") as out:
+            out.write(manifest.to_json())
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, self.dir / CURRENT_NAME)
+
+    @property
+    def current_path(self) -> Path:
+        return self.dir / CURRENT_NAME
+
+    @property
+    def schema_file(self) -> Path:
+        return self.root / SCHEMA_FILE_NAME
+
+    def publish_for_readers(self) -> None:
+        """Make sure ``current.json`` names the newest version and the schema
+        file exists: a table no commit has touched yet, or a lake written
+        before these files existed, gets them here."""
+        with self.writer():
+            manifest = self.current()
+            try:
+                published = Manifest.from_json(self.current_path.read_text("utf-8")).version
+            except (FileNotFoundError, ValueError, KeyError):
+                published = -1
+            if published != manifest.version:
+                self._publish(manifest)
+            if not self.schema_file.exists():
+                self.root.mkdir(parents=True, exist_ok=True)
+                temporary = self.root / f".{uuid.uuid4().hex}.schema.tmp"
+                pq.write_table(self.spec.schema.empty_table(), temporary)
+                os.replace(temporary, self.schema_file)
 
     def prune_versions(self, keep: int = 20) -> None:
         """Old versions are history only; readers read the newest."""

@@ -94,8 +94,12 @@ def vacuum_table(layout: DataLayout, spec: TableSpec, grace: timedelta = DEFAULT
         expired = [r for r in manifest.removed if now - r.at >= grace]
         for removed in expired:
             delete(str(table_log.root / removed.path))
-        if expired:
-            keep = tuple(r for r in manifest.removed if now - r.at < grace)
+        # A deleted file stays named in the log for one more grace: the DuckDB
+        # CLI's live views list the directory when a query is planned and read
+        # the log when it runs, and a file listed just before its delete must
+        # still read as removed then, not as a Flink file to open.
+        keep = tuple(r for r in manifest.removed if now - r.at < 2 * grace)
+        if len(keep) != len(manifest.removed):
             manifest = table_log.commit(manifest, "vacuum", removed=keep)
         before = now.timestamp() - grace.total_seconds()
         known = manifest.added | manifest.removed_paths

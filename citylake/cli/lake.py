@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Annotated
@@ -11,14 +14,19 @@ import typer
 from rich.progress import Progress
 from rich.table import Table
 
-from citylake.cli.common import DEFAULT_CONFIG, ConfigOption, console, fail, load
+from citylake.cli.common import DEFAULT_CONFIG, ConfigOption, console, fail, load, setup_logging
 from citylake.lake.catalog import all_views_sql
 from citylake.lake.compaction import compact_table
+from citylake.lake.maintenance import Action, ConfigProblem, MaintenanceScheduler, build_tasks
+from citylake.lake.manifest import TableLog
 from citylake.lake.retention import retain_table, vacuum_table
 from citylake.lake.stats import table_stats
 from citylake.schemas import TABLES, DataLayout, TableSpec
 
-app = typer.Typer(help="Lake maintenance: stats, compaction, retention.", no_args_is_help=True)
+app = typer.Typer(
+    help="Lake maintenance: stats, compaction, retention, the scheduled maintainer, DuckDB CLI views.",
+    no_args_is_help=True,
+)
 
 TableOption = Annotated[
     list[str] | None, typer.Option("--table", "-t", help="only this table (repeatable); default: all")
@@ -90,6 +98,7 @@ def compact(
                 target_bytes=lake_config.compact_target_mb * 1024 * 1024,
                 min_files=min_files or lake_config.compact_min_files,
                 on_group=_reporter(progress, spec),
+                memory_mb=lake_config.compact_memory_mb,
             )
             vacuumed = vacuum_table(layout, spec, timedelta(seconds=lake_config.vacuum_grace_s))
             results.append((result, vacuumed))
@@ -142,7 +151,78 @@ def retain(
 
 @app.command()
 def views(config: ConfigOption = DEFAULT_CONFIG) -> None:
-    """Print CREATE VIEW statements over the lake's current snapshot for the
-    DuckDB CLI or any DuckDB client: ``citylake lake views > v.sql; duckdb -init v.sql``."""
+    """Print CREATE VIEW statements for the DuckDB CLI or any DuckDB client:
+    ``citylake lake views > v.sql; duckdb -init v.sql``. The views read the
+    lake's log at each query, so one session sees new commits and keeps
+    working across compaction and vacuum; run again only after an upgrade."""
     loaded = load(config)
     sys.stdout.write(all_views_sql(DataLayout(loaded.config.data_dir)))
+
+
+def _print_action(action: Action) -> None:
+    # One JSON object per line on stdout, for log collectors; the rest of the
+    # command's talk goes to the console (stderr).
+    sys.stdout.write(json.dumps(action.as_record()) + "\n")
+    sys.stdout.flush()
+
+
+@app.command()
+def maintain(
+    config: ConfigOption = DEFAULT_CONFIG,
+    once: Annotated[bool, typer.Option("--once", help="run every task once, then exit")] = False,
+    metrics_port: Annotated[int, typer.Option(help="port for /healthz and Prometheus /metrics; 0 = off")] = 0,
+    metrics_host: Annotated[
+        str,
+        typer.Option(help="address of that server; 0.0.0.0 where Prometheus scrapes from outside (a pod)"),
+    ] = "127.0.0.1",
+) -> None:
+    """Keep the lake in shape until stopped: compaction, vacuum and retention
+    on the schedule of ``lake.maintenance`` (one JSON line per table and task
+    on stdout). SIGTERM or Ctrl-C stops after the commit under way."""
+    setup_logging()
+    loaded = load(config)
+    lake_config = loaded.config.lake
+    layout = DataLayout(loaded.config.data_dir)
+    try:
+        tasks = build_tasks(layout, lake_config)
+    except ConfigProblem as exc:
+        fail(f"{exc} (in {config})", code=2)
+    for spec in TABLES.values():
+        # The DuckDB CLI's live views read these; a new lake gets them now.
+        TableLog(layout, spec).publish_for_readers()
+    scheduler = MaintenanceScheduler(tasks, on_action=_print_action)
+    stop = threading.Event()
+    if once:
+        for task in tasks:
+            scheduler.run_once(task, stop.is_set)
+        failing = {n: s.last_error for n, s in scheduler.status.items() if s.last_error}
+        if failing:
+            fail(f"maintenance failed: {failing}; see the log above")
+        return
+
+    def request_stop(signum: int, _frame: object) -> None:
+        console.print(f"{signal.Signals(signum).name}: stopping after the commit under way (again: at once)")
+        stop.set()
+        signal.signal(signum, signal.SIG_DFL)
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    server = None
+    if metrics_port:
+        from citylake.lake.maintenance_ops import MaintenanceOpsServer
+
+        try:
+            server = MaintenanceOpsServer(scheduler, metrics_host, metrics_port)
+        except OSError as exc:
+            fail(
+                f"cannot serve health on {metrics_host}:{metrics_port}: {exc}; choose another --metrics-port"
+            )
+        console.print(f"health and metrics: http://{metrics_host}:{server.port}/healthz  /metrics")
+    every = ", ".join(f"{t.name} every {t.every_s:g} s" for t in tasks)
+    console.print(f"maintaining {layout.lake_root}: {every}; Ctrl-C stops")
+    try:
+        scheduler.run(stop)
+    finally:
+        if server is not None:
+            server.close()
+    console.print("maintenance stopped; the lake's log is whole")

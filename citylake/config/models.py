@@ -255,6 +255,23 @@ class ServicesConfig(BaseModel):
     alerts: ServiceConfig = ServiceConfig(port=8082)
 
 
+class MaintenanceConfig(BaseModel):
+    """``citylake lake maintain``: how often each maintenance task runs and how
+    much one run may do, so a run on a 2-core edge node stays short."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    compact_every_s: float = Field(default=300.0, ge=1, description="seconds between compaction runs")
+    retain_every_s: float = Field(default=3600.0, ge=1, description="seconds between retention runs")
+    vacuum_every_s: float = Field(default=300.0, ge=1, description="seconds between vacuum runs")
+    compact_max_groups: int = Field(
+        default=8, ge=1, description="merged file groups one compaction run commits per table at most"
+    )
+    tables: list[Name] = Field(
+        default_factory=list, description="tables compacted and vacuumed; empty: every table"
+    )
+
+
 class LakeConfig(BaseModel):
     """Lake maintenance: compaction, retention, and how long replaced files stay."""
 
@@ -264,11 +281,17 @@ class LakeConfig(BaseModel):
         default_factory=dict, description="per dated table, date partitions kept (today included)"
     )
     compact_target_mb: int = Field(default=128, ge=1, description="compaction merges files up to this size")
+    compact_memory_mb: int = Field(
+        default=256, ge=16, description="DuckDB memory for one compaction; the sort spills to disk beyond it"
+    )
     compact_min_files: int = Field(
         default=4, ge=2, description="a partition is compacted at this many small files"
     )
     vacuum_grace_s: float = Field(
         default=600.0, ge=0, description="replaced files stay this long for queries already planned"
+    )
+    maintenance: MaintenanceConfig = Field(
+        default_factory=MaintenanceConfig, description="the schedule of `citylake lake maintain`"
     )
 
     @field_validator("retention_days")

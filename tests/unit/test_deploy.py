@@ -283,6 +283,28 @@ def test_every_referenced_configmap_claim_and_secret_exists(tier: Tier) -> None:
                 assert tier.has("Secret", vol["secret"]["secretName"]), vol
 
 
+def test_lake_maintenance_runs_at_every_tier(tier: Tier) -> None:
+    deployment = tier.get("Deployment", "lake-maintain")
+    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"]["type"] == "Recreate"
+    c = container(deployment)
+    name, params = parse_cli(c["command"], c["args"])
+    assert name == "maintain" and str(params["config"]) == f"{CONFIG_DIR}/city.yaml" and not params["once"]
+    port = params["metrics_port"]
+    assert port and params["metrics_host"] == "0.0.0.0"
+    assert [p["containerPort"] for p in c["ports"]] == [port]
+    assert pod_annotations(deployment)["prometheus.io/port"] == str(port)
+    assert "dapr.io/enabled" not in pod_annotations(deployment)  # it calls nothing
+    spec = deployment["spec"]["template"]["spec"]
+    data = volumes(spec)[mounts(c)[str(tier.city.data_dir)]]
+    assert data["persistentVolumeClaim"]["claimName"] == "citylake-lake"
+    # The tier's city.yaml builds its tasks (tables and retention known).
+    from citylake.lake.maintenance import build_tasks
+    from citylake.schemas import DataLayout
+
+    names = [t.name for t in build_tasks(DataLayout(tier.city.data_dir), tier.city.lake)]
+    assert names[:2] == ["compact", "vacuum"], names
+
+
 # --------------------------------------------------------- images and commands
 
 
