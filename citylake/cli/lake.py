@@ -14,6 +14,7 @@ from rich.table import Table
 from citylake.cli.common import DEFAULT_CONFIG, ConfigOption, console, fail, load
 from citylake.lake.catalog import all_views_sql
 from citylake.lake.compaction import compact_table
+from citylake.lake.landing_gc import TableCollection, collect_landing
 from citylake.lake.retention import retain_table, vacuum_table
 from citylake.lake.stats import table_stats
 from citylake.schemas import TABLES, DataLayout, TableSpec
@@ -146,3 +147,34 @@ def views(config: ConfigOption = DEFAULT_CONFIG) -> None:
     DuckDB CLI or any DuckDB client: ``citylake lake views > v.sql; duckdb -init v.sql``."""
     loaded = load(config)
     sys.stdout.write(all_views_sql(DataLayout(loaded.config.data_dir)))
+
+
+@app.command("gc-landing")
+def gc_landing(config: ConfigOption = DEFAULT_CONFIG) -> None:
+    """Remove landing files every configured job has consumed (the lake's
+    committed files prove it) once older than landing.replay_window_h. One
+    run; a site supervisor calls it every minute."""
+    loaded = load(config)
+    settings = loaded.config.landing
+    console.log(
+        f"collecting landing under {loaded.config.data_dir} for jobs "
+        f"{', '.join(loaded.config.pipelines.jobs)} (replay window {settings.replay_window_h:g} h)"
+    )
+
+    def report(entry: TableCollection) -> None:
+        console.log(f"{entry.table}: {entry.removed} of {entry.files} files removed" + (
+            f" ({entry.note})" if entry.note else ""))  # fmt: skip
+
+    result = collect_landing(loaded.config, on_table=report)
+    table = Table("table", "read by", "files", "bytes", "in window", "examined", "removed", "waiting for")
+    for t in result.tables:
+        waiting = ", ".join(f"{job} ({n})" for job, n in t.waiting.items() if n) or t.note or ""
+        table.add_row(
+            t.table, ", ".join(t.readers) or "-", str(t.files), _size(t.bytes), str(t.in_replay_window),
+            str(t.examined), f"{t.removed} ({_size(t.bytes_removed)})", waiting,
+        )  # fmt: skip
+    console.print(table)
+    console.print(
+        f"landing holds {_size(result.landing_bytes)} after removing {result.removed} files "
+        f"({_size(result.bytes_removed)}) in {result.elapsed_s:.2f} s"
+    )
