@@ -220,7 +220,7 @@ class LandingConfig(BaseModel):
         description="a landing file stays this long after it landed, even once every job consumed it",
     )
     collect_max_files: int = Field(
-        default=5_000,
+        default=600,
         ge=1,
         description="landing files one collector run examines (oldest first): bounds its cost",
     )

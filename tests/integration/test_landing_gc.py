@@ -182,8 +182,8 @@ def test_collector_killed_and_job_killed_lose_and_double_nothing_and_landing_sta
             batcher.append(reading(n))
         site.writer.write(table("readings"), batcher.take()[0])
         site.landed = 5 * PER_FILE
-        wait_for(lambda: len(lake_rows(layout, "readings", ["ts"])) > 0, 240, "first readings commit")
-        wait_for(lambda: len(lake_rows(layout, "readings_1m", ["count"])) > 0, 240, "first rollups commit")
+        wait_for(lambda: len(lake_rows(layout, "readings", ["ts"])) > 0, 420, "first readings commit")
+        wait_for(lambda: len(lake_rows(layout, "readings_1m", ["count"])) > 0, 420, "first rollups commit")
         for thread in threads:
             thread.start()
         time.sleep(60)
@@ -210,7 +210,8 @@ def test_collector_killed_and_job_killed_lose_and_double_nothing_and_landing_sta
         site.stop_ingest.set()
         site.stop_collector.set()
         for thread in threads:
-            thread.join(150)
+            if thread.ident is not None:
+                thread.join(150)
         for job in jobs.values():
             job.stop()
     assert "resuming readings from checkpoint" in (tmp_path / "readings-2.log").read_text()
