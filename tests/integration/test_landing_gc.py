@@ -101,7 +101,7 @@ class Site:
         argv = [*CITYLAKE, "lake", "gc-landing", "--config", str(self.config)]
         while not self.stop_collector.is_set():
             log = (self.logs / f"gc-{self.runs}.log").open("w")
-            before = len(list(self.layout.landing_root.rglob("*.parquet")))
+            before = set(self.layout.landing_root.rglob("*.parquet"))
             proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
             if self.runs % 2:
                 try:
@@ -110,8 +110,9 @@ class Site:
                     proc.send_signal(signal.SIGKILL)
                     proc.wait(10)
                     self.kills += 1
-                    after = len(list(self.layout.landing_root.rglob("*.parquet")))
-                    self.kills_that_removed += after < before
+                    # Ingest only adds files: any gone were removed by the killed run.
+                    gone = before - set(self.layout.landing_root.rglob("*.parquet"))
+                    self.kills_that_removed += bool(gone)
             elif proc.wait(120) != 0:
                 self.failures.append(f"gc-landing exited {proc.returncode}: see gc-{self.runs}.log")
             log.close()
