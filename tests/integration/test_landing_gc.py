@@ -98,14 +98,18 @@ class Site:
 
     def collect(self) -> None:
         rng = random.Random(7)
+        duration = 2.0  # of the last run left alone
         argv = [*CITYLAKE, "lake", "gc-landing", "--config", str(self.config)]
         while not self.stop_collector.is_set():
             log = (self.logs / f"gc-{self.runs}.log").open("w")
             before = set(self.layout.landing_root.rglob("*.parquet"))
+            started = time.monotonic()
             proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
             if self.runs % 2:
+                # Killed late in a run, where a whole run's work (Python start,
+                # proofs, unlinks) ends, so some kills land among the unlinks.
                 try:
-                    proc.wait(rng.uniform(0.5, 4.0))
+                    proc.wait(rng.uniform(0.6, 1.0) * duration)
                 except subprocess.TimeoutExpired:
                     proc.send_signal(signal.SIGKILL)
                     proc.wait(10)
@@ -115,6 +119,8 @@ class Site:
                     self.kills_that_removed += bool(gone)
             elif proc.wait(120) != 0:
                 self.failures.append(f"gc-landing exited {proc.returncode}: see gc-{self.runs}.log")
+            else:
+                duration = time.monotonic() - started
             log.close()
             self.runs += 1
 
