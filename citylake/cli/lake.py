@@ -17,6 +17,7 @@ from rich.table import Table
 from citylake.cli.common import DEFAULT_CONFIG, ConfigOption, console, fail, load, setup_logging
 from citylake.lake.catalog import all_views_sql
 from citylake.lake.compaction import compact_table
+from citylake.lake.landing_gc import TableCollection, collect_landing
 from citylake.lake.maintenance import Action, ConfigProblem, MaintenanceScheduler, build_tasks
 from citylake.lake.manifest import TableLog
 from citylake.lake.retention import retain_table, vacuum_table
@@ -226,3 +227,34 @@ def maintain(
         if server is not None:
             server.close()
     console.print("maintenance stopped; the lake's log is whole")
+
+
+@app.command("gc-landing")
+def gc_landing(config: ConfigOption = DEFAULT_CONFIG) -> None:
+    """Remove landing files every configured job has consumed (the lake's
+    committed files prove it) once older than landing.replay_window_h. One
+    run; a site supervisor calls it every minute."""
+    loaded = load(config)
+    settings = loaded.config.landing
+    console.log(
+        f"collecting landing under {loaded.config.data_dir} for jobs "
+        f"{', '.join(loaded.config.pipelines.jobs)} (replay window {settings.replay_window_h:g} h)"
+    )
+
+    def report(entry: TableCollection) -> None:
+        console.log(f"{entry.table}: {entry.removed} of {entry.files} files removed" + (
+            f" ({entry.note})" if entry.note else ""))  # fmt: skip
+
+    result = collect_landing(loaded.config, on_table=report)
+    table = Table("table", "read by", "files", "bytes", "in window", "examined", "removed", "waiting for")
+    for t in result.tables:
+        waiting = ", ".join(f"{job} ({n})" for job, n in t.waiting.items() if n) or t.note or ""
+        table.add_row(
+            t.table, ", ".join(t.readers) or "-", str(t.files), _size(t.bytes), str(t.in_replay_window),
+            str(t.examined), f"{t.removed} ({_size(t.bytes_removed)})", waiting,
+        )  # fmt: skip
+    console.print(table)
+    console.print(
+        f"landing holds {_size(result.landing_bytes)} after removing {result.removed} files "
+        f"({_size(result.bytes_removed)}) in {result.elapsed_s:.2f} s"
+    )

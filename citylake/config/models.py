@@ -303,6 +303,24 @@ class LakeConfig(BaseModel):
         return value
 
 
+class LandingConfig(BaseModel):
+    """How long landing files stay once the lake holds their rows
+    (``citylake lake gc-landing``, lake/landing_gc.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    replay_window_h: float = Field(
+        default=3.0,
+        ge=0,
+        description="a landing file stays this long after it landed, even once every job consumed it",
+    )
+    collect_max_files: int = Field(
+        default=600,
+        ge=1,
+        description="landing files one collector run examines (oldest first): bounds its cost",
+    )
+
+
 class SyncConfig(BaseModel):
     """Edge → region sync (``citylake sync push`` at an edge, ``citylake sync
     serve`` at its region). One model for both ends: a site reads the keys of
@@ -438,6 +456,7 @@ class CityConfig(BaseModel):
     ingest: IngestConfig = IngestConfig()
     pipelines: PipelinesConfig = PipelinesConfig()
     lake: LakeConfig = LakeConfig()
+    landing: LandingConfig = LandingConfig()
     services: ServicesConfig = ServicesConfig()
     sync: SyncConfig = SyncConfig()
     run: SiteRunConfig = SiteRunConfig()
