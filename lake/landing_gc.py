@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,6 +39,7 @@ import duckdb
 import pyarrow.parquet as pq
 
 from citylake.config import CityConfig
+from citylake.lake.maintenance import Action
 from citylake.lake.manifest import TableLog, partition_date
 from citylake.schemas import PARTITION_COLUMN, DataLayout, TableSpec, table
 
@@ -55,10 +56,15 @@ MTIME_SLACK_NS = 2_000_000_000
 
 @dataclass(frozen=True)
 class KeyWitness:
-    """The job writes each landing row to ``table`` under the same key."""
+    """The job writes each landing row to ``table`` under the same key:
+    ``keys`` in landing, ``lake_keys`` (default the same names) in the lake.
+    Columns in ``instants`` (default the lake table's time column) are
+    compared as epoch milliseconds: Flink writes naive instants, ingest UTC."""
 
     table: str
     keys: tuple[str, ...]
+    lake_keys: tuple[str, ...] | None = None
+    instants: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -84,7 +90,14 @@ JOB_READS: dict[str, dict[str, tuple[Witness, ...]]] = {
             WatermarkWitness("readings_1h", ("window_start",), timedelta(hours=1)),
         )
     },
-    "devices": {"device_events": (WatermarkWitness("devices", ("last_seen",), timedelta(minutes=1)),)},
+    # Row for row: each event becomes a devices row at its time, each landing
+    # devices row one at its last_seen (pipelines/devices/).
+    "devices": {
+        "device_events": (
+            KeyWitness("devices", ("device_id", "ts"), ("device_id", "last_seen"), ("ts", "last_seen")),
+        ),
+        "devices": (KeyWitness("devices", ("device_id", "last_seen"), instants=("last_seen",)),),
+    },
     # MATCH_RECOGNIZE in event time handles a reading once the watermark is past it.
     "alerts": {"readings": (WatermarkWitness("alerts", ("started_at", "ended_at"), timedelta(0)),)},
     "events": {
@@ -282,12 +295,18 @@ def _key_consumed(
         connection.execute("SET TimeZone = 'UTC'")
         connection.execute("SET threads = 1")  # beside ingest and Flink on a 2-core edge node
 
-        def key_select(column: str) -> str:
-            if column == time_column:
-                return f'epoch_ms("{column}") AS "{column}"'
-            return f'CAST("{column}" AS VARCHAR) AS "{column}"'
+        instants = set(witness.instants) if witness.instants is not None else {time_column}
 
-        keys = ", ".join(key_select(c) for c in witness.keys)
+        def key_select(column: str, name: str) -> str:
+            if column in instants:
+                return f'epoch_ms("{column}") AS "{name}"'
+            return f'CAST("{column}" AS VARCHAR) AS "{name}"'
+
+        keys = ", ".join(key_select(c, c) for c in witness.keys)
+        lake_keys = ", ".join(
+            key_select(lake, c)
+            for lake, c in zip(witness.lake_keys or witness.keys, witness.keys, strict=True)
+        )
         landing_list = ", ".join(_quote(f.path) for f in candidates)
         lake_list = ", ".join(_quote(p) for p in lake_files)
         where = ""
@@ -305,7 +324,7 @@ def _key_consumed(
         sql = f"""
             WITH l AS (SELECT filename, {keys}
                        FROM read_parquet([{landing_list}], filename = true, hive_partitioning = false)),
-                 k AS (SELECT {keys}
+                 k AS (SELECT {lake_keys}
                        FROM read_parquet([{lake_list}], hive_partitioning = false, union_by_name = true)
                        {where})
             SELECT DISTINCT l.filename FROM l ANTI JOIN k ON {on}"""
@@ -407,3 +426,28 @@ def collect_landing(
             on_table(entry)
     result.elapsed_s = time.monotonic() - started
     return result
+
+
+@dataclass(frozen=True)
+class LandingTask:
+    """The collector as one of ``citylake lake maintain``'s tasks
+    (lake/maintenance.py): one action per landing table and run."""
+
+    config: CityConfig
+    every_s: float
+    name: str = "collect-landing"
+
+    def run(self, should_stop: Callable[[], bool]) -> Iterator[Action]:
+        if should_stop():
+            return
+        started = time.monotonic()
+        try:
+            result = collect_landing(self.config)
+        except Exception as exc:  # the next round tries again; compaction goes on meanwhile
+            log.exception("landing collection failed")
+            yield Action(self.name, "landing", duration_s=time.monotonic() - started, error=str(exc))
+            return
+        for t in result.tables:
+            counts = {"files": t.files, "examined": t.examined, "removed": t.removed, "bytes": t.bytes}
+            counts |= {f"waiting_{job}": n for job, n in t.waiting.items()}
+            yield Action(self.name, t.table, counts, result.elapsed_s)

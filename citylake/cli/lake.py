@@ -17,7 +17,7 @@ from rich.table import Table
 from citylake.cli.common import DEFAULT_CONFIG, ConfigOption, console, fail, load, setup_logging
 from citylake.lake.catalog import all_views_sql
 from citylake.lake.compaction import compact_table
-from citylake.lake.landing_gc import TableCollection, collect_landing
+from citylake.lake.landing_gc import LandingTask, TableCollection, collect_landing
 from citylake.lake.maintenance import Action, ConfigProblem, MaintenanceScheduler, build_tasks
 from citylake.lake.manifest import TableLog
 from citylake.lake.retention import retain_table, vacuum_table
@@ -185,7 +185,8 @@ def maintain(
     lake_config = loaded.config.lake
     layout = DataLayout(loaded.config.data_dir)
     try:
-        tasks = build_tasks(layout, lake_config)
+        landing = LandingTask(loaded.config, loaded.config.landing.collect_every_s)
+        tasks = build_tasks(layout, lake_config, extra=[landing])
     except ConfigProblem as exc:
         fail(f"{exc} (in {config})", code=2)
     for spec in TABLES.values():

@@ -319,6 +319,9 @@ class LandingConfig(BaseModel):
         ge=1,
         description="landing files one collector run examines (oldest first): bounds its cost",
     )
+    collect_every_s: float = Field(
+        default=60.0, ge=1, description="`citylake lake maintain` runs the collector this often"
+    )
 
 
 class SyncConfig(BaseModel):
