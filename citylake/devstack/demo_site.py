@@ -25,7 +25,6 @@ Progress = Callable[[str], None]
 DEMO_JOBS = ["readings", "rollups", "alerts", "devices", "events"]
 DEMO_SERVICES = ["query", "registry", "alerts"]
 LIVE_PUBSUB = "citylake-pubsub"
-MAINTENANCE = False  # TODO(lead): on once `citylake lake maintain` lands
 
 
 def demo_site_config(
@@ -55,7 +54,7 @@ def demo_site_config(
     document["services"] = services
     document["run"] = {
         "services": DEMO_SERVICES,
-        "maintenance": MAINTENANCE,
+        "maintenance": True,
         "ingest_metrics_port": free_port(),
         "health_port": free_port(),
         "sidecars": {
