@@ -51,10 +51,11 @@ def _wait_for_first_rows(site: DemoSite, sent: list[int], status: Status, timeou
             dead = site.dead()[0]
             fail(f"{dead.name} stopped; see {dead.log_path}:\n{dead.log_tail(2000)}")
         rows = _lake_rows(site, "readings")
-        if rows:
+        # The dashboard's map and device list read `devices`: wait for it too.
+        if rows and _lake_rows(site, "devices"):
             return rows
         status.update(
-            f"waiting for the first lake commit ({time.monotonic() - started:.0f}s; "
+            f"waiting for the first lake commits of readings and devices ({time.monotonic() - started:.0f}s; "
             f"{sum(sent)} readings sent so far)"
         )
         time.sleep(1)
@@ -69,8 +70,10 @@ def _show(site: DemoSite, rows: int) -> None:
     latest = httpx.get(via_dapr, timeout=10)
     query = site.service_url("query")
     assert site.config_path is not None and site.broker is not None
+    counts = {t: _lake_rows(site, t) for t in ("readings", "devices", "device_events")}
     lines = [
         f"[bold green]citylake is running[/]: {rows} readings in the lake",
+        "  lake            " + ", ".join(f"{t} {n}" for t, n in counts.items()),
         f"  dashboard       {query}/dashboard",
         f"  query service   {query}/docs",
         f"  registry        {site.service_url('registry')}/v1/devices",

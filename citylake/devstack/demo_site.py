@@ -27,6 +27,22 @@ DEMO_SERVICES = ["query", "registry", "alerts"]
 LIVE_PUBSUB = "citylake-pubsub"
 
 
+# Pump stations along the Chaohu shore of Hefei's Baohe district (GB/T 2260 340111).
+PUMP_STATIONS = [(117.3102, 31.7408), (117.2935, 31.7551), (117.2768, 31.7695), (117.3261, 31.7302)]
+
+
+def _placed(device: dict[str, Any], index: int) -> dict[str, Any]:
+    lon, lat = PUMP_STATIONS[index % len(PUMP_STATIONS)]
+    return {
+        **device,
+        "name": f"Baohe pump station {index + 1}",
+        "device_type": "pump-station",
+        "civil_code": "340111",
+        "longitude": round(lon + 0.01 * (index // len(PUMP_STATIONS)), 4),
+        "latitude": lat,
+    }
+
+
 def demo_site_config(
     operator: dict[str, Any], workdir: Path, broker: Mosquitto, modbus_source: dict[str, Any] | None
 ) -> dict[str, Any]:
@@ -95,6 +111,7 @@ class DemoSite:
             self.processes.append(sim)
             modbus = dict(YAML(typ="safe").load(sim_config.read_text())["sources"][0])
             modbus["name"] = "pump-stations"
+            modbus["devices"] = [_placed(d, i) for i, d in enumerate(modbus["devices"])]
         operator = YAML(typ="safe").load(self.operator_config.read_text())
         self.document = demo_site_config(operator, self.workdir, self.broker, modbus)
         self.config_path = self.workdir / "city.yaml"

@@ -4,6 +4,7 @@ result through Dapr, and stops everything it started."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +30,8 @@ def test_demo_runs_the_slice_and_stops_cleanly(tmp_path: Path) -> None:
             str(config),
             "--devices",
             "4",
+            "--modbus-devices",
+            "2",
             "--duration",
             "1",
         ],
@@ -43,6 +46,9 @@ def test_demo_runs_the_slice_and_stops_cleanly(tmp_path: Path) -> None:
     assert "readings in the lake" in output
     assert "latest of air-000000 through Dapr: 200" in output
     assert '"device_id":"air-000000"' in output
+    # The configured pump stations reached the lake's devices through the devices job.
+    devices = re.search(r"lake +readings \d+, devices (\d+), device_events (\d+)", output)
+    assert devices is not None and int(devices.group(1)) >= 2, output
     workdir = str(tmp_path / "var" / "demo")
     leftovers = []
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
