@@ -691,3 +691,32 @@ def test_edge_pods_run_on_the_sites_node() -> None:
         assert d["spec"]["template"]["spec"]["nodeSelector"] == wanted, d["metadata"]["name"]
     flink = edge.get("FlinkDeployment", "citylake-flink")
     assert flink["spec"]["podTemplate"]["spec"]["nodeSelector"] == wanted
+
+
+# --------------------------------------------------------------- site units
+
+# A `citylake run` unit and the workload that runs it in Kubernetes.
+UNIT_WORKLOADS = {"ingest": ("Deployment", "ingest"), "maintenance": ("Deployment", "lake-maintain")}
+
+
+def test_every_unit_of_the_site_command_is_a_workload(tier: Tier) -> None:
+    from citylake.site import plan_site
+    from citylake.site.units import UnitKind
+
+    plan = plan_site(tier.loaded, Path(f"{CONFIG_DIR}/city.yaml"), pick_port=lambda: 1)
+    assert not any(u.kind is UnitKind.SIDECAR for u in plan.units)  # the injector's job here
+    for unit in plan.units:
+        if unit.kind is UnitKind.JOB:
+            kind, name = "FlinkSessionJob", unit.name.removeprefix("job-")
+        elif unit.kind is UnitKind.SERVICE:
+            kind, name = "Deployment", unit.name
+        else:
+            kind, name = UNIT_WORKLOADS[unit.name]
+        assert tier.has(kind, name), f"{tier.name}: unit {unit.name} has no {kind} {name}"
+    # ...and every citylake workload is a unit of the plan.
+    planned = {u.name for u in plan.units}
+    for deployment in tier.names("Deployment") - {"mosquitto"}:
+        unit = {"lake-maintain": "maintenance"}.get(deployment, deployment)
+        assert unit in planned, f"{tier.name}: Deployment {deployment} is no unit of `citylake run`"
+    for job in tier.names("FlinkSessionJob"):
+        assert f"job-{job}" in planned
