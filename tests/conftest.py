@@ -152,3 +152,12 @@ def modbus_serial_device(tmp_path: Path) -> Iterator[Callable[..., tuple[Path, P
     yield start
     for process in started:
         process.stop()
+
+
+@pytest.fixture(scope="session")
+def real_city(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A lake the real producers wrote (tests/realcity.py), built once per
+    session: the readers' integration tests read it instead of hand-written rows."""
+    from tests.realcity import build_real_city
+
+    return _start(lambda: build_real_city(tmp_path_factory.mktemp("real-city")))

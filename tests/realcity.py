@@ -135,6 +135,12 @@ def build_real_city(workdir: Path) -> RealCity:
     try:
         modbus = dict(YAML(typ="safe").load(modbus_config.read_text())["sources"][0])
         modbus["name"] = "pump-stations"
+        # Configured where they stand, as an operator would: the map shows them.
+        modbus["devices"] = [
+            {**d, "name": f"pump station {i + 1}", "device_type": "pump-station", "civil_code": "340111",
+             "longitude": 117.31 - 0.02 * i, "latitude": 31.74 + 0.01 * i}
+            for i, d in enumerate(modbus["devices"])
+        ]  # fmt: skip
         sip_port = free_port()
         config = _config(workdir, broker, sip_port, modbus)
         layout = DataLayout(workdir / "data")

@@ -21,51 +21,31 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from citylake.devstack import Daprd, Mosquitto, free_port, start_service
-from tests.lakedata import alert, device, device_event, write_lake_table
+from tests.lakedata import alert, write_lake_table
+from tests.realcity import RealCity
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
-CAMERA = "34020000001320000001"
 KEY = {"X-API-Key": "k1"}
 
 
 def test_registry_through_dapr_service_invocation(
     mosquitto: Mosquitto,
     daprd_factory: Callable[[str, int, str], Daprd],
-    city_config: Callable[..., Path],
+    real_city: RealCity,
     tmp_path: Path,
 ) -> None:
-    now = datetime.now(UTC).replace(microsecond=0)
-    modbus = {
-        "name": "pumps",
-        "type": "modbus",
-        "url": "tcp://127.0.0.1:502",
-        "devices": [{"device_id": "pump-1", "profile": "pump-station"}],
-    }
-    config = city_config(sources=[modbus], services={"registry": {"api_keys": ["k1"]}})
-    data_dir = tmp_path / "data"
-    write_lake_table(
-        data_dir,
-        "devices",
-        [
-            device(
-                CAMERA,
-                name="Gate camera",
-                type="ipc",
-                protocol="gb28181",
-                civil_code="34020000",
-                longitude=117.28,
-                latitude=31.86,
-                status="online",
-                first_seen=now,
-                last_seen=now,
-            )
-        ],
-    )
-    write_lake_table(data_dir, "device_events", [device_event("pump-1", now, "online", source="pumps")])
+    """The registry on the lake the real producers wrote: a SIPp NVR's GB2312
+    catalog, MQTT sensors' topic levels, configured pump stations."""
+    document = yaml.safe_load(real_city.config.read_text())
+    document["services"] = {"registry": {"api_keys": ["k1"]}}
+    config = tmp_path / "city.yaml"
+    config.write_text(yaml.safe_dump(document, allow_unicode=True))
+    camera = real_city.nvr.channels[0]
 
     port = free_port()
     sidecar = daprd_factory("registry", port, mosquitto.url)
@@ -73,11 +53,13 @@ def test_registry_through_dapr_service_invocation(
         health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10).json()
         assert health == {"status": "ok", "checks": {"catalog": "ok", "sidecar": "ok"}}
 
-        direct = httpx.get(f"http://127.0.0.1:{port}/v1/devices/{CAMERA}", headers=KEY, timeout=10)
-        via_dapr = httpx.get(sidecar.invoke_url("registry", f"v1/devices/{CAMERA}"), headers=KEY, timeout=10)
+        direct = httpx.get(f"http://127.0.0.1:{port}/v1/devices/{camera}", headers=KEY, timeout=10)
+        via_dapr = httpx.get(sidecar.invoke_url("registry", f"v1/devices/{camera}"), headers=KEY, timeout=10)
         assert via_dapr.status_code == 200, via_dapr.text
         assert via_dapr.json() == direct.json()
-        assert via_dapr.json()["civil_code"] == "34020000"
+        got = via_dapr.json()
+        assert (got["name"], got["civil_code"], got["manufacturer"]) == ("东门摄像机", "340200", "Hikvision")
+        assert got["parent_id"] == real_city.nvr.device_id and got["protocol"] == "gb28181"
 
         search = httpx.get(
             sidecar.invoke_url("registry", "v1/devices"),
@@ -86,9 +68,22 @@ def test_registry_through_dapr_service_invocation(
             timeout=10,
         )
         assert search.status_code == 200, search.text
-        assert [d["device_id"] for d in search.json()["devices"]] == [CAMERA]
-        pump = httpx.get(sidecar.invoke_url("registry", "v1/devices/pump-1"), headers=KEY, timeout=10).json()
-        assert pump["protocol"] == "modbus" and pump["status"] == "online"
+        # The two catalogued channels with coordinates; the third has none.
+        assert [d["device_id"] for d in search.json()["devices"]] == sorted(real_city.nvr.channels[:2])
+        pump_id = real_city.modbus_devices[0]
+        pump = httpx.get(
+            sidecar.invoke_url("registry", f"v1/devices/{pump_id}"), headers=KEY, timeout=10
+        ).json()
+        assert (pump["protocol"], pump["name"], pump["civil_code"]) == ("modbus", "pump station 1", "340111")
+        sensor = real_city.mqtt_devices[0]
+        haidian = httpx.get(
+            sidecar.invoke_url("registry", "v1/devices"),
+            params={"district": "Haidian"},
+            headers=KEY,
+            timeout=10,
+        ).json()
+        assert sensor in {d["device_id"] for d in haidian["devices"]}
+        assert all(d["district"] == "haidian" for d in haidian["devices"])
 
         missing = httpx.get(sidecar.invoke_url("registry", "v1/devices/nobody"), headers=KEY, timeout=10)
         assert missing.status_code == 404

@@ -716,7 +716,7 @@ def test_every_unit_of_the_site_command_is_a_workload(tier: Tier) -> None:
     # ...and every citylake workload is a unit of the plan.
     planned = {u.name for u in plan.units}
     for deployment in tier.names("Deployment") - {"mosquitto"}:
-        unit = {"lake-maintain": "maintenance"}.get(deployment, deployment)
-        assert unit in planned, f"{tier.name}: Deployment {deployment} is no unit of `citylake run`"
+        unit_name = {"lake-maintain": "maintenance"}.get(deployment, deployment)
+        assert unit_name in planned, f"{tier.name}: Deployment {deployment} is no unit of `citylake run`"
     for job in tier.names("FlinkSessionJob"):
         assert f"job-{job}" in planned
