@@ -223,6 +223,24 @@ class ServiceConfig(BaseModel):
     memory_limit_mb: int = Field(
         default=1024, ge=64, description="memory DuckDB may use for the service's lake queries, in MiB"
     )
+    sql_memory_mb: int = Field(
+        default=1024,
+        ge=384,
+        description="query: hard address-space limit of each /v1/sql worker process, in MiB (RLIMIT_AS)",
+    )
+    sql_temp_max_mb: int = Field(
+        default=256,
+        ge=0,
+        description="query: disk each /v1/sql worker may spill to, under <data_dir>/tmp/query-sql, in MiB",
+    )
+    duckdb_threads: int = Field(
+        default=1, ge=1, le=64, description="query: DuckDB threads of the service and of each SQL worker"
+    )
+    max_concurrent_requests: int = Field(
+        default=16,
+        ge=1,
+        description="query: /v1 requests served at once (SQL included); more are answered 429",
+    )
     page_max_rows: int = Field(default=10_000, ge=1, description="largest `limit` of a paged route")
     readings_max_range_days: float = Field(
         default=31, gt=0, description="longest from/to range of /v1/devices/{id}/readings"

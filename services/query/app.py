@@ -26,10 +26,12 @@ from citylake.services.auth import api_key_guard
 from citylake.services.observability import RequestMetrics, add_health_and_metrics
 from citylake.services.query import aggregate, dashboard, history, latest, sql
 from citylake.services.query.body_limit import BodySizeLimit
+from citylake.services.query.concurrency import ConcurrencyLimit
 from citylake.services.query.errors import install_error_handlers
 from citylake.services.query.hot_tier import HotTier
 from citylake.services.query.live import keep_hot, subscription_router
-from citylake.services.query.sandbox import LakeUnavailable, SandboxedLake
+from citylake.services.query.sandbox import LakeUnavailable, Limits, SandboxedLake
+from citylake.services.query.sql_pool import SqlWorkers
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,19 @@ def create_app(settings: QuerySettings) -> FastAPI:
     # agree whatever the working directory is when a query runs.
     layout = DataLayout(settings.data_dir.absolute())
 
-    lake = SandboxedLake(layout, config.memory_limit_mb)
+    lake = SandboxedLake(
+        layout,
+        Limits(
+            memory_limit_mb=config.memory_limit_mb,
+            threads=config.duckdb_threads,
+            temp_dir=layout.data_dir / "tmp" / "query" / str(os.getpid()),
+            temp_max_mb=config.sql_temp_max_mb,
+        ),
+    )
+    registry = CollectorRegistry()
+    # Analyst SQL runs in worker processes under a hard memory limit; the
+    # typed routes run here, on the service's own statements.
+    workers = SqlWorkers(layout.data_dir, config, registry)
 
     hot = HotTier(timedelta(seconds=config.hot_window_s)) if config.live_pubsub else None
     app_token = os.environ.get("APP_API_TOKEN") or None
@@ -66,6 +80,7 @@ def create_app(settings: QuerySettings) -> FastAPI:
             try:
                 yield
             finally:
+                workers.close()
                 lake.close()
 
     app = FastAPI(
@@ -77,24 +92,25 @@ def create_app(settings: QuerySettings) -> FastAPI:
     app.state.config = config
     app.state.lake = lake
     app.state.hot = hot
+    app.state.sql_workers = workers
     guard = api_key_guard(config.api_keys)
     for router in (
         latest.router(config),
         history.router(config),
         aggregate.router(config),
-        sql.router(config),
+        sql.router(config, workers),
         dashboard.router(config, layout),
     ):
         app.include_router(router, dependencies=[Depends(guard)])
     # Unguarded: the page holds neither data nor a key (services/query/dashboard/page.py).
     app.include_router(dashboard.page_router())
     install_error_handlers(app)
-    registry = CollectorRegistry()
     if hot is not None and config.live_pubsub is not None:
         app.include_router(
             subscription_router(hot, config.live_pubsub, config.live_topic, app_token, registry)
         )
     app.add_middleware(BodySizeLimit, max_bytes=config.max_request_bytes)
+    app.add_middleware(ConcurrencyLimit, max_requests=config.max_concurrent_requests, registry=registry)
     # Added last, so outermost: refusals by the body limit are timed too.
     app.add_middleware(RequestMetrics, registry=registry)
 

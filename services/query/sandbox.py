@@ -13,7 +13,8 @@ rest:
 2. The database itself, once the lake's views exist: external access off
    (no file, URL, ATTACH, INSTALL or LOAD outside ``allowed_directories``),
    the lake's directory the only one allowed, extensions never auto-installed
-   or auto-loaded, a memory limit, and the configuration locked so no later
+   or auto-loaded, no Python variables as tables, a memory limit, a thread
+   count, spill to a bounded directory of its own, and the configuration locked so no later
    statement can undo any of it.
 
 The lock is global to the service's lake database, so the typed routes run
@@ -23,7 +24,10 @@ does after it is built must therefore need no SET, LOAD or INSTALL.
 
 from __future__ import annotations
 
+import re
 import threading
+from dataclasses import dataclass
+from pathlib import Path
 
 import duckdb
 import orjson
@@ -68,13 +72,37 @@ def lake_directories(layout: DataLayout) -> list[str]:
     return sorted(f"{root}/" for root in roots)
 
 
-def lock_down(lake: Lake, layout: DataLayout, memory_limit_mb: int) -> None:
+@dataclass(frozen=True)
+class Limits:
+    """What one locked-down database may use. ``temp_dir`` is its own
+    (DuckDB deletes a temp directory's files when it closes); ``temp_max_mb``
+    0 turns spilling off."""
+
+    memory_limit_mb: int
+    threads: int = 1
+    temp_dir: Path | None = None
+    temp_max_mb: int = 0
+
+
+def lock_down(lake: Lake, layout: DataLayout, limits: Limits) -> None:
     """Locks the lake's database to reading ``layout``'s lake; irreversible."""
     directories = ", ".join(_sql_string(d) for d in lake_directories(layout))
+    if limits.temp_dir is not None and limits.temp_max_mb > 0:
+        limits.temp_dir.mkdir(parents=True, exist_ok=True)
+        spill = [
+            f"SET GLOBAL temp_directory = {_sql_string(str(limits.temp_dir))}",
+            f"SET GLOBAL max_temp_directory_size = '{int(limits.temp_max_mb)}MiB'",
+        ]
+    else:
+        # Otherwise DuckDB spills to <cwd>/.tmp, up to 90 % of that disk.
+        spill = ["SET GLOBAL temp_directory = ''"]
     cursor = lake.cursor()
     try:
         for statement in (
-            f"SET GLOBAL memory_limit = '{int(memory_limit_mb)}MiB'",
+            f"SET GLOBAL memory_limit = '{int(limits.memory_limit_mb)}MiB'",
+            f"SET GLOBAL threads = {int(limits.threads)}",
+            *spill,
+            "SET GLOBAL python_enable_replacements = false",
             "SET GLOBAL autoinstall_known_extensions = false",
             "SET GLOBAL autoload_known_extensions = false",
             # Before external access goes off: afterwards the list is frozen.
@@ -96,9 +124,9 @@ class SandboxedLake:
     and the next request tries again.
     """
 
-    def __init__(self, layout: DataLayout, memory_limit_mb: int) -> None:
+    def __init__(self, layout: DataLayout, limits: Limits) -> None:
         self.layout = layout
-        self.memory_limit_mb = memory_limit_mb
+        self.limits = limits
         self._lock = threading.Lock()
         self._lake: Lake | None = None
 
@@ -112,7 +140,7 @@ class SandboxedLake:
                         f"the lake cannot be opened now: {type(exc).__name__}: {exc}"
                     ) from exc
                 try:
-                    lock_down(lake, self.layout, self.memory_limit_mb)
+                    lock_down(lake, self.layout, self.limits)
                 except BaseException:
                     lake.close()  # never serve an unlocked lake
                     raise
@@ -131,21 +159,51 @@ class LakeUnavailable(RuntimeError):
     """The lake could not be opened; the message says why."""
 
 
-def _table_functions(tree: object) -> list[str]:
-    """Names of every table function in a serialized statement. Iterative: a
+_PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _references(tree: object) -> tuple[list[str], list[list[str]]]:
+    """Names of every table function, and every table reference as its
+    catalog, schema and table parts, in a serialized statement. Iterative: a
     deeply nested query must not exhaust Python's stack."""
-    found = []
+    functions = []
+    tables = []
     pending = [tree]
     while pending:
         node = pending.pop()
         if isinstance(node, dict):
             if node.get("type") == "TABLE_FUNCTION":
                 function = node.get("function") or {}
-                found.append(str(function.get("function_name", "")).lower())
+                functions.append(str(function.get("function_name", "")).lower())
+            elif node.get("type") == "BASE_TABLE":
+                parts = [str(node.get(key) or "") for key in ("catalog_name", "schema_name", "table_name")]
+                tables.append([part for part in parts if part])
             pending.extend(node.values())
         elif isinstance(node, list):
             pending.extend(node)
-    return found
+    return functions, tables
+
+
+def _check_tables(cursor: duckdb.DuckDBPyConnection, tables: list[list[str]]) -> None:
+    """Refuses any table reference DuckDB could turn into a file read."""
+    known: set[str] | None = None
+    for parts in tables:
+        name = ".".join(parts)
+        if not parts or not all(_PLAIN_NAME.fullmatch(part) for part in parts):
+            raise bad_request(
+                f"{name!r} is not a table name: files are not read by naming them as tables; "
+                "query a lake table (readings, devices, ...) or read lake Parquet with read_parquet('...')"
+            )
+        if len(parts) > 1:
+            if known is None:
+                rows = cursor.execute("SELECT schema_name, database_name FROM duckdb_schemas()").fetchall()
+                known = {str(n).lower() for row in rows for n in row}
+            unknown = [part for part in parts[:-1] if part.lower() not in known]
+            if unknown:
+                raise bad_request(
+                    f"{name!r}: there is no schema or database {unknown[0]!r} "
+                    "(x.csv-style names are refused: they would read a file)"
+                )
 
 
 def check_statement(cursor: duckdb.DuckDBPyConnection, sql: str) -> duckdb.Statement:
@@ -168,10 +226,11 @@ def check_statement(cursor: duckdb.DuckDBPyConnection, sql: str) -> duckdb.State
         raise bad_request(f"the statement cannot be checked: {exc}") from None
     if tree.get("error"):
         raise bad_request(f"the statement cannot be checked: {tree.get('error_message', 'unknown form')}")
+    functions, tables = _references(tree)
     refused = sorted(
         {
             name
-            for name in _table_functions(tree)
+            for name in functions
             if name not in ALLOWED_TABLE_FUNCTIONS and not name.startswith(ALLOWED_TABLE_FUNCTION_PREFIX)
         }
     )
@@ -180,4 +239,5 @@ def check_statement(cursor: duckdb.DuckDBPyConnection, sql: str) -> duckdb.State
             f"table function {', '.join(refused)} is not allowed here; allowed: "
             f"{', '.join(sorted(ALLOWED_TABLE_FUNCTIONS))}, duckdb_*()"
         )
+    _check_tables(cursor, tables)
     return statement
