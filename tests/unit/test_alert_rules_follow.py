@@ -50,6 +50,21 @@ class Running:
         return Done()
 
 
+@pytest.fixture(autouse=True)
+def live_gateway() -> None:
+    """These tests talk to PyFlink's gateway JVM, which pyflink caches per
+    process: an earlier test in the same session may have left it dead (a
+    killed mini-cluster) or pointing elsewhere. Start a fresh one then."""
+    from pyflink import java_gateway
+
+    if java_gateway._gateway is None:
+        return
+    try:
+        java_gateway._gateway.jvm.org.apache.flink.api.common.JobStatus.valueOf("FAILED")
+    except Exception:  # a dead or foreign gateway: any py4j error means the same
+        java_gateway._gateway = None
+
+
 def test_the_job_is_re_planned_only_when_the_rules_differ(caplog: pytest.LogCaptureFixture) -> None:
     from pyflink.common import JobStatus
 
