@@ -99,6 +99,53 @@ def modbus(
 
 
 @app.command()
+def opcua(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port on 127.0.0.1")] = 4840,
+    user: Annotated[str | None, typer.Option(help="admit only this user (with --password)")] = None,
+    password: Annotated[str, typer.Option(help="the user's password")] = "",
+    tick_s: Annotated[float, typer.Option(min=0.01, help="how often Counter and Flow change")] = 0.5,
+) -> None:
+    """An OPC UA server (asyncua's own) with one pump under Objects: writable
+    Pressure, Running and State, and a Counter and Flow that change every tick."""
+    import asyncio
+
+    from citylake.devstack.opcua_server import serve
+
+    console.print(f"OPC UA server on opc.tcp://127.0.0.1:{port}/citylake (Ctrl-C stops)", highlight=False)
+    try:
+        asyncio.run(serve(port, user, password, tick_s))
+    except KeyboardInterrupt:
+        console.print("stopped", highlight=False)
+    except OSError as exc:
+        fail(f"cannot serve on port {port}: {exc}")
+
+
+@app.command("http-push")
+def http_push(
+    url: Annotated[str, typer.Option(help="the source's push prefix")] = "http://127.0.0.1:8088/v1/push",
+    token: Annotated[str, typer.Option(help="a bearer token the source accepts")] = "",
+    devices: Annotated[int, typer.Option(min=1, help="number of simulated devices")] = 10,
+    rate: Annotated[float, typer.Option(min=0.0, help="requests per device per second")] = 1.0,
+    duration: Annotated[float, typer.Option(min=0.0, help="seconds to run")] = 10.0,
+) -> None:
+    """Devices posting JSON readings to an http_push source, one request per
+    device per tick; counts what was answered 200 (durable in landing)."""
+    from citylake.devstack.simulators.http_push import run_push_simulator
+
+    if len(token) < 16:
+        fail("--token must be one of the source's tokens (at least 16 characters)", code=2)
+    result = run_push_simulator(url, token, devices, rate, duration)
+    refused = ", ".join(f"{status}: {n}" for status, n in sorted(result.refused.items())) or "none"
+    console.print(
+        f"{result.requests} requests, {result.accepted} readings accepted, refused {refused}, "
+        f"{result.errors} transport errors",
+        highlight=False,
+    )
+    if result.errors or result.refused:
+        raise typer.Exit(1)
+
+
+@app.command()
 def gb28181(
     url: Annotated[str, typer.Option(help="the platform: udp://host:port or tcp://host:port")] = (
         "udp://127.0.0.1:5060"

@@ -222,3 +222,24 @@ async def test_answer_waits_for_durability_and_times_out_with_503(city_config: C
         await again.stop()
     await asyncio.sleep(0)
     assert [r["value"] for r in landed(layout, "readings")] == [4.0]
+
+
+async def test_simulated_gateways_push_and_every_accepted_reading_is_landed(
+    pushing: tuple[IngestRunner, DataLayout, httpx.AsyncClient],
+) -> None:
+    """``citylake simulate http-push``'s client against the real source: what
+    the source answered 200 for is exactly what landing holds."""
+    from citylake.devstack.simulators.http_push import run_push_simulator
+
+    _runner, layout, client = pushing
+    prefix = str(client.base_url.join("/v1/push"))
+    result = await asyncio.to_thread(run_push_simulator, prefix, TOKEN, 6, 4.0, 0.5)
+    assert result.errors == 0 and result.refused == {}, result
+    assert result.requests >= 6
+    simulated = [
+        r for r in landed(layout, "readings") if r["device_id"].split("-")[0] in ("air", "noise", "water")
+    ]
+    assert len(simulated) == result.accepted > 0
+    assert {r["device_id"] for r in simulated} == {
+        f"{t}-{i:06d}" for i, t in enumerate(["air", "noise", "water"] * 2)
+    }

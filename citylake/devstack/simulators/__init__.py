@@ -1,0 +1,1 @@
+"""Simulated devices, one module per protocol, behind ``citylake simulate <protocol>``."""
