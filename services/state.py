@@ -21,10 +21,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
-
-if TYPE_CHECKING:
-    from citylake.services.sidecar import DaprSidecar
+from typing import Any, Protocol
 
 
 class EtagMismatch(Exception):
@@ -61,10 +58,32 @@ class StateStore(Protocol):
     async def aclose(self) -> None: ...
 
 
+class StateSidecar(Protocol):
+    """What a state store needs of the Dapr sidecar client (services/sidecar.py's
+    ``DaprSidecar``), named here so that sidecar.py imports this module and not
+    the other way round."""
+
+    async def get_state(self, store: str, key: str) -> StateEntry | None: ...
+
+    async def get_bulk_state(self, store: str, keys: Sequence[str]) -> dict[str, StateEntry]: ...
+
+    async def save_state(
+        self,
+        store: str,
+        key: str,
+        value: Any,
+        etag: str | None = None,
+        create_only: bool = False,
+        ttl_s: int | None = None,
+    ) -> None: ...
+
+    def check(self) -> str: ...
+
+
 class DaprStateStore:
     """One state store component, reached through the sidecar."""
 
-    def __init__(self, sidecar: DaprSidecar, name: str) -> None:
+    def __init__(self, sidecar: StateSidecar, name: str) -> None:
         self.sidecar = sidecar
         self.name = name
 

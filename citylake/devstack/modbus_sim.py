@@ -38,7 +38,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from citylake.devstack.process import ComponentUnavailable, ManagedProcess
 from citylake.ingest.modbus.codec import BIT_TYPES, decode_field, scaled, width_of
-from citylake.ingest.modbus.config import RegisterField
+from citylake.ingest.modbus.fields import RegisterField
 from citylake.ingest.modbus.profiles import load_profile
 
 MAX_SLAVES_PER_ENDPOINT = 247  # unit ids 1..247 (Modbus serial line addressing)

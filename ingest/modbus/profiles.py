@@ -16,7 +16,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from citylake.config import ConfigDocument, ConfigError
-from citylake.ingest.modbus.config import ModbusProfile
+from citylake.ingest.modbus.fields import ModbusProfile
 
 PROFILES_DIR = Path(__file__).resolve().parents[1] / "profiles"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")

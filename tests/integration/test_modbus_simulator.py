@@ -16,7 +16,7 @@ from citylake.config import load_config
 from citylake.devstack.modbus_sim import device_image, expected_values, start_modbus_simulator
 from citylake.devstack.process import ManagedProcess
 from citylake.ingest.modbus.codec import decode_field, plan_requests
-from citylake.ingest.modbus.config import RegisterField
+from citylake.ingest.modbus.fields import RegisterField
 from citylake.ingest.modbus.profiles import load_profile
 from citylake.ingest.registry import build_sources
 from citylake.ingest.runner import IngestRunner

@@ -16,9 +16,9 @@ from citylake.ingest.modbus.config import (
     ModbusDevice,
     ModbusEndpoint,
     ModbusSourceConfig,
-    RegisterField,
     parse_endpoint,
 )
+from citylake.ingest.modbus.fields import RegisterField
 from citylake.ingest.modbus.profiles import ProfileError, available_profiles, load_profile
 from citylake.ingest.registry import build_sources
 
