@@ -25,6 +25,7 @@ PREFIX_KINDS = frozenset(
         "unsupported MANSCDP",
         "unregistered device",
         "foreign address",
+        "foreign device id",
         "REGISTER refused",
         "bad REGISTER",
         "internal error",

@@ -384,7 +384,8 @@ async def test_hostile_input_gets_400_or_a_counted_reject(city_config: Callable[
     assert await asyncio.to_thread(udp_status, _manscdp(device, 11, _keepalive(device))) == 200
 
     # TCP: an oversized body is skipped and the connection goes on; a head
-    # without Content-Length gets 400 and the stream resynchronises.
+    # without Content-Length gets 400 and the stream resynchronises; the
+    # keepalive of a device registered over UDP is refused on it (403).
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     big = _manscdp(device, 12, b"<Notify>" + b"y" * 5000 + b"</Notify>")
     no_length = (
@@ -398,9 +399,9 @@ async def test_hostile_input_gets_400_or_a_counted_reject(city_config: Callable[
         line = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
         statuses.append(_status(line))
     writer.close()
-    assert statuses == [400, 400, 200]
+    assert statuses == [400, 400, 403]
 
-    await wait_for(lambda: len(landed(layout, "rejected")) == len(cases) + 3)
+    await wait_for(lambda: len(landed(layout, "rejected")) == len(cases) + 4)
     await runner.stop()
     reasons = [r["reason"] for r in landed(layout, "rejected")]
     for (_, _, prefix), reason in zip(cases, reasons, strict=False):
@@ -408,10 +409,11 @@ async def test_hostile_input_gets_400_or_a_counted_reject(city_config: Callable[
     assert reasons[len(cases)].startswith("malformed SIP: no blank line")
     assert reasons[len(cases) + 1].startswith("oversized body: body of 5")
     assert reasons[len(cases) + 2].startswith("malformed SIP: no Content-Length on a stream transport")
+    assert reasons[len(cases) + 3].startswith("foreign address: MESSAGE from 34020000001327000009 at tcp://")
     keepalives = [e for e in landed(layout, "device_events") if e["kind"] == "keepalive"]
-    assert len(keepalives) == 2
+    assert len(keepalives) == 1
     assert runner.metrics.rejected.labels("video", "bad MANSCDP body")._value.get() == 5
-    assert source.stats["rejected"] == len(cases) + 3
+    assert source.stats["rejected"] == len(cases) + 4
 
 
 async def test_udp_retransmissions_are_answered_not_processed_twice(city_config: Callable[..., Path]) -> None:
