@@ -24,7 +24,7 @@ from citylake.devstack.sipp import Sipp, SippResult, sim_devices
 from citylake.ingest.gb28181.adapter import GB28181Source
 from citylake.ingest.gb28181.digest import expected_response, parse_digest
 from citylake.ingest.registry import build_sources
-from citylake.ingest.runner import IngestRunner
+from citylake.ingest.runner import FlushPolicy, IngestRunner
 from citylake.schemas import DataLayout, table
 
 pytestmark = pytest.mark.integration
@@ -63,7 +63,10 @@ async def wait_for(predicate: Callable[[], bool], timeout_s: float = 20) -> None
 async def start_runner(config: Path) -> tuple[IngestRunner, DataLayout, GB28181Source]:
     loaded = load_config(config)
     layout = DataLayout(loaded.config.data_dir)
-    runner = IngestRunner(build_sources(loaded), layout, loaded.config.site)
+    # The platform answers once a request's rows landed, so a flush age of
+    # 0.1 s keeps the answers inside SIPp's tight keepalive timing.
+    policy = FlushPolicy(max_age_s=0.1)
+    runner = IngestRunner(build_sources(loaded), layout, loaded.config.site, policy)
     await runner.start()
     source = runner.sources[0]
     assert isinstance(source, GB28181Source)
