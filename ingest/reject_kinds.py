@@ -48,6 +48,7 @@ PHRASE_KINDS: tuple[tuple[str, str], ...] = (
     ("Sparkplug B", "sparkplug"),
     ("not a column of this table", "unknown column"),
     ("timestamp", "bad timestamp"),
+    ("token not allowed for device", "token not allowed"),
     ("(node ", "opcua value"),
     ("(path ", "http payload"),
     ("(topic ", "mqtt payload"),
