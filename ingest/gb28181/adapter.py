@@ -155,6 +155,8 @@ class GB28181Source(StreamingSource):
         self._in_flight: dict[str, str] = {}
         self._answered: dict[tuple[str, str, str, str], tuple[bytes, float]] = {}
         self._answered_bytes = 0
+        # Devices asked for their catalog that have not answered all of it.
+        self._catalog_pending: set[str] = set()
         # Source address -> (wrong-password REGISTERs, window start), oldest first.
         self._auth_failures: OrderedDict[str, tuple[int, float]] = OrderedDict()
         # Rows of the request being handled, landed together with its answer.
@@ -468,6 +470,7 @@ class GB28181Source(StreamingSource):
 
     def _forget_device_requests(self, device_id: str) -> None:
         """A device that unregistered gets no more of our requests."""
+        self._catalog_pending.discard(device_id)
         self._outbox.pop(device_id, None)
         self._in_flight.pop(device_id, None)
         self.transactions.drop_device(device_id)
@@ -656,6 +659,7 @@ class GB28181Source(StreamingSource):
         self._emit_devices([self.registry.records[device_id]], raw)
         self._reply_when_landed(raw, message, 200, transport, addr, headers)
         if first and self.config.catalog_query_on_register:
+            self._catalog_pending.add(device_id)
             self._queue(device_id, manscdp.catalog_query(next(self._sn), device_id))
             self._queue(device_id, manscdp.device_info_query(next(self._sn), device_id))
 
@@ -709,7 +713,15 @@ class GB28181Source(StreamingSource):
     def _in_scope(self, device_id: str, target: str) -> bool:
         """Whether a body naming ``target`` may be filed by ``device_id``: the
         device itself or a channel its own catalog named."""
-        return target == device_id or self.registry.children_of(device_id, target)
+        if target == device_id or self.registry.children_of(device_id, target):
+            return True
+        # Between its REGISTER and its catalog answer a device may already
+        # report for its channels: an id no record holds yet is taken as its
+        # channel then (and claimed); a known record of another never is.
+        if device_id in self._catalog_pending and target not in self.registry.records:
+            self.registry.record(target, _now_ms()).owner = device_id
+            return True
+        return False
 
     def _on_message(self, raw: bytes, message: sip.SipMessage, transport: str, addr: Addr) -> None:
         device_id = self._device_of(message)
@@ -811,7 +823,9 @@ class GB28181Source(StreamingSource):
     def _on_catalog(self, raw: bytes, device_id: str, document: manscdp.CatalogResponse, now: int) -> None:
         key = (device_id, document.header.sn)
         received = self._catalog_progress.pop(key, 0) + len(document.items)
-        if received < document.sum_num:
+        if received >= document.sum_num:
+            self._catalog_pending.discard(device_id)
+        else:
             self._catalog_progress[key] = received
             while len(self._catalog_progress) > MAX_CATALOG_PROGRESS:
                 del self._catalog_progress[next(iter(self._catalog_progress))]
