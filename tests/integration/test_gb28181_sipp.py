@@ -64,8 +64,8 @@ async def start_runner(config: Path) -> tuple[IngestRunner, DataLayout, GB28181S
     loaded = load_config(config)
     layout = DataLayout(loaded.config.data_dir)
     # The platform answers once a request's rows landed, so a flush age of
-    # 0.1 s keeps the answers inside SIPp's tight keepalive timing.
-    policy = FlushPolicy(max_age_s=0.1)
+    # 0.05 s keeps the answers inside SIPp's tight keepalive timing.
+    policy = FlushPolicy(max_age_s=0.05)
     runner = IngestRunner(build_sources(loaded), layout, loaded.config.site, policy)
     await runner.start()
     source = runner.sources[0]
