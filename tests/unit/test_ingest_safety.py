@@ -11,7 +11,9 @@ import errno
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -44,11 +46,12 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def landed_rows(layout: DataLayout, name: str = "readings") -> list[dict[str, object]]:
+def landed_rows(layout: DataLayout, name: str = "readings") -> list[dict[str, Any]]:
     root = layout.landing(table(name))
     if not root.exists() or not list(root.rglob("*.parquet")):
         return []
-    return pq.read_table(root).to_pylist()
+    rows: list[dict[str, Any]] = pq.read_table(root).to_pylist()
+    return rows
 
 
 def test_a_flush_that_hits_a_full_disk_keeps_its_rows_and_acks_for_the_next(
@@ -68,7 +71,7 @@ def test_a_flush_that_hits_a_full_disk_keeps_its_rows_and_acks_for_the_next(
     def full_disk(fd: int) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(landing.os, "fsync", full_disk)
+    monkeypatch.setattr(os, "fsync", full_disk)
     with pytest.raises(OSError, match="No space left"):
         asyncio.run(buffer.flush())
     assert acked == []
@@ -80,7 +83,7 @@ def test_a_flush_that_hits_a_full_disk_keeps_its_rows_and_acks_for_the_next(
         asyncio.run(buffer.flush())
     assert acked == [] and buffer.buffered_rows() == 3
 
-    monkeypatch.setattr(landing.os, "fsync", real_fsync)
+    monkeypatch.setattr(os, "fsync", real_fsync)
     asyncio.run(buffer.flush())
     assert sorted(r["device_id"] for r in landed_rows(layout)) == ["late", "mqtt", "polled"]
     assert acked == ["mqtt", "late"]
@@ -119,8 +122,12 @@ def test_junk_rejects_are_rate_limited_counted_and_still_acknowledged(tmp_path: 
     policy = FlushPolicy(reject_rate_per_s=0.001, reject_burst=5)
     buffer = LandingBuffer(LandingWriter(layout), metrics, policy)
     acked: list[int] = []
+
+    def ack_of(i: int) -> Callable[[], None]:
+        return lambda: acked.append(i)
+
     for i in range(200):
-        buffer.add_reject("junk", os.urandom(4096), "malformed SIP: junk", lambda i=i: acked.append(i))
+        buffer.add_reject("junk", os.urandom(4096), "malformed SIP: junk", ack_of(i))
     buffer.add_reject("other", b"x", "invalid JSON: no", None)  # a bucket per source
     asyncio.run(buffer.flush())
     rejected = landed_rows(layout, "rejected")
