@@ -25,6 +25,36 @@ _FIXED_WIDTH_BYTES = 8
 
 
 @dataclass(frozen=True)
+class TimeWindow:
+    """The event times ingest accepts, relative to the clock when a batch is
+    built: a device whose clock says 2099 would otherwise pin every "latest"
+    query to its reading forever, and one stuck in 2001 fills a partition
+    retention drops at once. ``None`` on a side leaves that side open."""
+
+    past_ms: int | None = 3650 * 86_400_000
+    future_ms: int | None = 86_400_000
+
+    def bounds(self, now_ms: int) -> tuple[int, int]:
+        low = MIN_TS_MS if self.past_ms is None else max(MIN_TS_MS, now_ms - self.past_ms)
+        high = MAX_TS_MS if self.future_ms is None else min(MAX_TS_MS, now_ms + self.future_ms + 1)
+        return low, high
+
+    def error(self, table: str, column: str, value: object, now_ms: int) -> str | None:
+        """The reject reason for ``value`` outside the window, else None."""
+        if not isinstance(value, int) or isinstance(value, bool):
+            return None  # other problems are validate_row's to name
+        low, high = self.bounds(now_ms)
+        if MIN_TS_MS <= value < MAX_TS_MS and not low <= value < high:
+            side = "ahead of" if value >= high else "behind"
+            return (
+                f"{table}.{column}: timestamp outside the accepted window: {value} ms is "
+                f"{abs(value - now_ms) / 1000:.0f} s {side} the ingest clock "
+                f"(ingest.accept_past_days / ingest.accept_future_s)"
+            )
+        return None
+
+
+@dataclass(frozen=True)
 class RejectedRow:
     source: str
     raw: bytes
@@ -34,8 +64,9 @@ class RejectedRow:
 class ColumnBatcher:
     """One table's buffered rows as Python lists, one per column."""
 
-    def __init__(self, spec: TableSpec) -> None:
+    def __init__(self, spec: TableSpec, window: TimeWindow | None = None) -> None:
         self.spec = spec
+        self.window = window
         self._names = spec.schema.names
         self._reset()
 
@@ -147,17 +178,31 @@ class ColumnBatcher:
                 mark(pc.invert(pc.is_finite(column)))
             elif pa.types.is_string(dtype) and not pa.types.is_dictionary(field.type):
                 mark(pc.greater(pc.utf8_length(column), MAX_TEXT_CHARS))
+        if self.window is not None and self.spec.time_column is not None:
+            low, high = self.window.bounds(int(time.time() * 1000))
+            ms = pc.cast(batch.column(self.spec.time_column), pa.int64())
+            mark(pc.or_(pc.less(ms, low), pc.greater_equal(ms, high)))
         if bad is None or not pc.any(bad).as_py():
             return None
         return bad
 
+    def _error(self, row: Mapping[str, object], now_ms: int) -> str | None:
+        error = validate_row(self.spec, row)
+        if error is not None:
+            return str(error)
+        column = self.spec.time_column
+        if self.window is not None and column is not None:
+            return self.window.error(self.spec.name, column, row.get(column), now_ms)
+        return None
+
     def _reasons(self, columns: Mapping[str, list[object]], bad: list[bool]) -> list[tuple[int, str]]:
         reasons = []
+        now_ms = int(time.time() * 1000)
         for index, is_bad in enumerate(bad):
             if is_bad:
                 row = {name: columns[name][index] for name in self._names}
-                error = validate_row(self.spec, row)
-                reasons.append((index, str(error) if error else f"{self.spec.name}: invalid row"))
+                error = self._error(row, now_ms)
+                reasons.append((index, error or f"{self.spec.name}: invalid row"))
         return reasons
 
     def _take_row_by_row(
@@ -169,15 +214,16 @@ class ColumnBatcher:
     ) -> tuple[pa.RecordBatch, list[RejectedRow]]:
         good: dict[str, list[object]] = {n: [] for n in self._names}
         rejected_rows = []
+        now_ms = int(time.time() * 1000)
         for index, raw in enumerate(raws):
             if forced and index in forced:
                 rejected_rows.append(RejectedRow(sources[index], raw, forced[index]))
                 continue
             row = {name: columns[name][index] for name in self._names}
-            error = validate_row(self.spec, row)
+            error = self._error(row, now_ms)
             if error is None:
                 for name in self._names:
                     good[name].append(row[name])
             else:
-                rejected_rows.append(RejectedRow(sources[index], raw, str(error)))
+                rejected_rows.append(RejectedRow(sources[index], raw, error))
         return self._build(good), rejected_rows

@@ -24,6 +24,12 @@ class IngestMetrics:
         self.rejected = Counter(
             "citylake_ingest_rejected", "inputs or rows rejected", ["source", "reason"], registry=r
         )
+        self.rejects_dropped = Counter(
+            "citylake_ingest_rejects_dropped",
+            "rejects counted but not written: over the source's reject rate (reject_rate_per_s)",
+            ["source"],
+            registry=r,
+        )
         self.batches = Counter("citylake_ingest_batches", "batches written to landing", ["table"], registry=r)
         self.landed_rows = Counter("citylake_ingest_landed_rows", "rows made durable", ["table"], registry=r)
         self.flush_seconds = Histogram(

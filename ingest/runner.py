@@ -15,17 +15,18 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 from prometheus_client import Counter
 
 from citylake.ingest.base import Ack, PollingSource, PollTarget, Row, Source, StreamingSource
-from citylake.ingest.batcher import ColumnBatcher
+from citylake.ingest.batcher import ColumnBatcher, TimeWindow
 from citylake.ingest.landing import LandedFile, LandingWriter
 from citylake.ingest.live import LivePublisher
 from citylake.ingest.metric_types import MetricTypeGuard
 from citylake.ingest.metrics import IngestMetrics
+from citylake.ingest.reject_kinds import reason_kind
 from citylake.schemas import TABLES, DataLayout, TableSpec, table, truncate_raw
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,34 @@ class FlushPolicy:
     max_landing_bytes: int | None = None
     # Bound of the (source, metric) -> type table fixed at first sight.
     max_metric_types: int = 100_000
+    # Event times accepted around the ingest clock (ingest.accept_past_days,
+    # ingest.accept_future_s); rows outside are rejected with the reason.
+    window: TimeWindow = field(default_factory=TimeWindow)
+    # Rejects a source may write, per second and as a burst (a token bucket):
+    # junk datagrams or bad MQTT messages beyond it are counted
+    # (citylake_ingest_rejects_dropped_total) but not written, so a flood of
+    # junk cannot fill the landing zone and stop every source.
+    reject_rate_per_s: float = 50.0
+    reject_burst: int = 500
+
+
+class _TokenBucket:
+    """``rate`` tokens a second up to ``burst``; ``take()`` spends one."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self.tokens = float(burst)
+        self.at = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
 
 
 class LandingFull(Exception):
@@ -128,7 +157,14 @@ class LandingBuffer:
         self.policy = policy
         self.guard = guard if guard is not None else MetricTypeGuard({}, policy.max_metric_types)
         self._lock = threading.Lock()
-        self._batchers = {name: ColumnBatcher(spec) for name, spec in TABLES.items()}
+        self._batchers = {name: self._new_batcher(spec) for name, spec in TABLES.items()}
+        self._reject_buckets: dict[str, _TokenBucket] = {}
+        # A flush whose commit failed (disk full, I/O error): its batches,
+        # acknowledgements and input ids wait here and go first in the next
+        # flush, so nothing is acknowledged or dropped until it is on disk.
+        self._retry: tuple[list[tuple[TableSpec, pa.RecordBatch]], list[Ack], dict[str, list[str]]] | None
+        self._retry = None
+        self._retry_rows = 0
         self._acks: list[Ack] = []
         self._inputs: dict[str, list[str]] = {}
         # Insertion-ordered, so the oldest ids are dropped first.
@@ -153,6 +189,10 @@ class LandingBuffer:
             )
             self._source_metrics[key] = found
         return found
+
+    def _new_batcher(self, spec: TableSpec) -> ColumnBatcher:
+        # The window applies to event times; ``rejected.received_at`` is ours.
+        return ColumnBatcher(spec, None if spec.name == REJECTED.name else self.policy.window)
 
     def context(self, source: str, site: str) -> _Context:
         return _Context(self, source, site)
@@ -180,7 +220,8 @@ class LandingBuffer:
         return False
 
     def buffered_rows(self) -> int:
-        return self._buffered
+        """Rows not yet on disk: buffered, and any of a flush waiting for retry."""
+        return self._buffered + self._retry_rows
 
     def _received(self, source: str, raw: bytes, ack: Ack | None, input_id: str | None) -> None:
         # Called with the lock held.
@@ -287,13 +328,23 @@ class LandingBuffer:
         self.metrics.received.labels(source).inc()
         self.metrics.received_bytes.labels(source).inc(len(raw))
         with self._lock:
-            self._append_reject(source, raw, reason, int(time.time() * 1000))
-            self._buffered += 1
+            bucket = self._reject_buckets.get(source)
+            if bucket is None:
+                bucket = _TokenBucket(self.policy.reject_rate_per_s, self.policy.reject_burst)
+                self._reject_buckets[source] = bucket
+            if bucket.take():
+                self._append_reject(source, raw, reason, int(time.time() * 1000))
+                self._buffered += 1
+            else:
+                # Counted, not written; still acknowledged with the next flush
+                # (a peer must not redeliver junk forever).
+                self._count_reject(source, reason)
+                self.metrics.rejects_dropped.labels(source).inc()
             self._received(source, raw, ack, input_id)
 
     def _count_reject(self, source: str, reason: str) -> None:
-        # The reason's first words are its label: bounded cardinality in Prometheus.
-        self.metrics.rejected.labels(source, reason.split(":", 1)[0][:60]).inc()
+        # A closed set of reason kinds: the text may carry topics or SIP ids.
+        self.metrics.rejected.labels(source, reason_kind(reason)).inc()
 
     def _append_reject(self, source: str, raw: bytes, reason: str, now_ms: int) -> None:
         self._count_reject(source, reason)
@@ -304,6 +355,8 @@ class LandingBuffer:
     def due(self) -> bool:
         now = time.monotonic()
         p = self.policy
+        if self._retry is not None:
+            return True
         return any(
             len(b) >= p.max_rows or b.approx_bytes >= p.max_bytes or (len(b) and b.age_s(now) >= p.max_age_s)
             for b in self._batchers.values()
@@ -314,12 +367,12 @@ class LandingBuffer:
         ``rejected`` batch that includes the rows refused while building them."""
         with self._lock:
             batchers = {name: b for name, b in self._batchers.items() if len(b)}
-            self._batchers.update({name: ColumnBatcher(b.spec) for name, b in batchers.items()})
+            self._batchers.update({name: self._new_batcher(b.spec) for name, b in batchers.items()})
             acks, self._acks = self._acks, []
             inputs, self._inputs = self._inputs, {}
             self._buffered = 0
         batches = []
-        rejected = batchers.pop(REJECTED.name, None) or ColumnBatcher(REJECTED)
+        rejected = batchers.pop(REJECTED.name, None) or self._new_batcher(REJECTED)
         now_ms = int(time.time() * 1000)
         for batcher in batchers.values():
             batch, refused = batcher.take()
@@ -359,10 +412,27 @@ class LandingBuffer:
             if limit is not None and self.writer.landing_bytes >= limit:
                 raise LandingFull(f"landing zone holds {self.writer.landing_bytes} bytes, bound {limit}")
             batches, acks, inputs = await asyncio.to_thread(self._take)
+            if self._retry is not None:
+                # The failed flush goes first, in the same commit: its inputs
+                # arrived earlier and their acknowledgements run first.
+                old_batches, old_acks, old_inputs = self._retry
+                batches, acks = old_batches + batches, old_acks + acks
+                for source, ids in inputs.items():
+                    old_inputs.setdefault(source, []).extend(ids)
+                inputs = old_inputs
+                self._retry, self._retry_rows = None, 0
             self.metrics.buffered_rows.set(self.buffered_rows())
             self.metrics.pending_acks.set(len(acks))
             started = time.perf_counter()
-            landed = await asyncio.to_thread(self.writer.commit, batches, inputs)
+            try:
+                landed = await asyncio.to_thread(self.writer.commit, batches, inputs)
+            except BaseException:
+                # Nothing of it is acknowledged; it stays for the next flush
+                # and counts against max_buffered_rows (sources are held back).
+                self._retry = (batches, acks, inputs)
+                self._retry_rows = sum(batch.num_rows for _, batch in batches)
+                self.metrics.buffered_rows.set(self.buffered_rows())
+                raise
             self.remember_landed(inputs)
             if batches:
                 self.metrics.flush_seconds.observe(time.perf_counter() - started)
@@ -428,10 +498,12 @@ class IngestRunner:
         self._sleeping: set[asyncio.Future[None]] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self.last_flush_error: str | None = None
+        self.lost_files = 0  # files committed records named but recovery did not find
 
     async def start(self) -> None:
         await asyncio.to_thread(_warm_up)
         recovery = await asyncio.to_thread(self.writer.recover)
+        self.lost_files = len(recovery.missing)
         self.buffer.remember_landed(recovery.recent_inputs)
         if self.live is not None:
             self.live.start()
@@ -556,7 +628,9 @@ class IngestRunner:
                     # Disk full or unwritable: nothing was acknowledged; the rows
                     # stay unacknowledged and the peer redelivers.
                     self.metrics.flush_errors.inc()
-                    log.exception("landing write failed; inputs stay unacknowledged")
+                    log.exception("landing write failed; rows kept for retry, inputs stay unacknowledged")
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopping.wait(), 1.0)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), 0.05)
 
@@ -587,6 +661,11 @@ class IngestRunner:
         buffered = self.buffer.buffered_rows()
         checks["buffer"] = "ok" if buffered < policy.max_buffered_rows else f"full ({buffered} rows)"
         checks["landing"] = "ok" if self.last_flush_error is None else self.last_flush_error
+        if self.lost_files:
+            checks["landing_recovery"] = (
+                f"{self.lost_files} committed landing file(s) were missing at start; their records are in "
+                "landing/_commits/broken (see the log)"
+            )
         return {
             "status": "ok" if all(v == "ok" for v in checks.values()) else "degraded",
             "checks": checks,

@@ -17,6 +17,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import duckdb
 import pyarrow as pa
@@ -49,6 +50,14 @@ class CompactionResult:
     rows: int
     bytes_in: int
     bytes_out: int
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def sort_keys(spec: TableSpec) -> list[str]:
@@ -162,6 +171,10 @@ def compact_table(
                 with open(temporary, "rb") as f:
                     os.fsync(f.fileno())
                 os.rename(temporary, final)
+                # The rename is durable before the log names the file: else a
+                # power cut after the commit leaves a log naming a file that
+                # never reached the disk, and the inputs already removed.
+                _fsync_dir(final.parent)
                 time.sleep(READER_SETTLE_S)
                 now = datetime.now(UTC)
                 merged = set(group)

@@ -39,6 +39,7 @@ import duckdb
 import pyarrow.parquet as pq
 
 from citylake.config import CityConfig
+from citylake.ingest.landing import forget_collected
 from citylake.lake.maintenance import Action
 from citylake.lake.manifest import TableLog, partition_date
 from citylake.schemas import PARTITION_COLUMN, DataLayout, TableSpec, table
@@ -383,6 +384,7 @@ def collect_landing(
     names = sorted(
         e.name for e in os.scandir(landing_root) if e.is_dir() and not e.name.startswith("_")
     ) if landing_root.exists() else []  # fmt: skip
+    collected: set[Path] = set()
     for name in names:
         try:
             spec = table(name)
@@ -422,8 +424,12 @@ def collect_landing(
                 continue
             entry.removed += 1
             entry.bytes_removed += f.bytes
+            collected.add(f.path)
         if on_table is not None:
             on_table(entry)
+    # Recovery treats a file a commit record names but the disk lacks as lost;
+    # these were consumed, so the records stop naming them.
+    forget_collected(layout, collected)
     result.elapsed_s = time.monotonic() - started
     return result
 

@@ -1,5 +1,14 @@
 """Retention and vacuum: partitions leave a table by a log commit first, and
-leave the disk a grace period later, so no running query loses a file."""
+leave the disk a grace period later, so no running query loses a file.
+
+Retention takes its "today" from the clock, and ``retained_from`` only moves
+forward while vacuum deletes late files dated before it: one run under a clock
+set to 2100 would empty the table for good. So the clock is checked against
+the table's own newest partition (ingest rejects event times ahead of its
+clock, so the data is a lower bound of the real date): a clock more than
+``max_clock_lead_days`` ahead of it is refused with ``ClockAhead`` and nothing
+moves; a table with no dated files is left alone.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +31,13 @@ from citylake.schemas import PARTITION_COLUMN, DataLayout, TableSpec
 log = logging.getLogger(__name__)
 
 DEFAULT_GRACE = timedelta(minutes=10)
+# A table whose newest partition is older than this (in days) before the
+# clock's today is taken as a wrong clock, not as a source that went quiet.
+DEFAULT_MAX_CLOCK_LEAD_DAYS = 30
+
+
+class ClockAhead(ValueError):
+    """Retention refused: the clock is far ahead of the table's newest data."""
 
 
 @dataclass(frozen=True)
@@ -39,20 +55,40 @@ class VacuumResult:
 
 
 def retain_table(
-    layout: DataLayout, spec: TableSpec, keep_days: int, today: date | None = None
+    layout: DataLayout,
+    spec: TableSpec,
+    keep_days: int,
+    today: date | None = None,
+    max_clock_lead_days: int | None = DEFAULT_MAX_CLOCK_LEAD_DAYS,
 ) -> RetentionResult:
-    """Keep the last ``keep_days`` date partitions (today included)."""
+    """Keep the last ``keep_days`` date partitions (today included); raises
+    ``ClockAhead`` when ``today`` leads the newest partition by more than
+    ``max_clock_lead_days`` (None: no check)."""
     if spec.time_column is None:
         raise ValueError(
             f"table {spec.name!r} has no date partitions; retention applies to dated tables only"
         )
     if keep_days < 1:
         raise ValueError(f"keep_days must be at least 1, got {keep_days}")
-    cutoff = (today or datetime.now(UTC).date()) - timedelta(days=keep_days - 1)
+    today = today or datetime.now(UTC).date()
+    cutoff = today - timedelta(days=keep_days - 1)
     table_log = TableLog(layout, spec)
     with table_log.writer():
         snap = table_log.snapshot()
         manifest = snap.manifest
+        dates = [d for f in snap.files if (d := partition_date(f)) is not None]
+        if not dates:
+            # Nothing to retire; a retained_from set now (from a clock that may
+            # be wrong) would only hide and delete data that arrives later.
+            return RetentionResult(spec.name, manifest.retained_from or cutoff, 0)
+        newest = max(dates)
+        if max_clock_lead_days is not None and (today - newest).days > max_clock_lead_days:
+            raise ClockAhead(
+                f"{spec.name}: retention refused: the clock's date {today} is {(today - newest).days} days "
+                f"after the newest partition {newest} (more than {max_clock_lead_days}); a wrong clock "
+                "would retire every partition for good. Check the system clock; if the data really "
+                "stopped, run `citylake lake retain` with --today set on purpose"
+            )
         if manifest.retained_from is not None and manifest.retained_from >= cutoff:
             return RetentionResult(spec.name, manifest.retained_from, 0)
         dropped = [f for f in snap.files if (d := partition_date(f)) is not None and d < cutoff]

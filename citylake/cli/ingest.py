@@ -16,6 +16,7 @@ import uvicorn
 from citylake.cli.common import DEFAULT_CONFIG, ConfigOption, console, fail, load, setup_logging
 from citylake.config import ConfigError
 from citylake.ingest.base import SourceUnavailable
+from citylake.ingest.batcher import TimeWindow
 from citylake.ingest.live import LivePublisher
 from citylake.ingest.registry import build_sources
 from citylake.ingest.runner import FlushPolicy, IngestRunner
@@ -51,6 +52,12 @@ def ingest(
         max_buffered_rows=settings.max_buffered_rows,
         max_landing_bytes=settings.landing_max_bytes,
         max_metric_types=settings.metric_types_max,
+        window=TimeWindow(
+            None if settings.accept_past_days is None else int(settings.accept_past_days * 86_400_000),
+            None if settings.accept_future_s is None else int(settings.accept_future_s * 1000),
+        ),
+        reject_rate_per_s=settings.reject_rate_per_s,
+        reject_burst=settings.reject_burst,
     )
     live = _live_publisher(settings.live_pubsub, settings.live_topic)
     runner = IngestRunner(sources, DataLayout(loaded.config.data_dir), loaded.config.site, policy, live=live)

@@ -7,7 +7,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Annotated
 
 import typer
@@ -120,6 +120,13 @@ def retain(
     days: Annotated[
         int | None, typer.Option(min=1, help="keep this many days; default: lake.retention_days")
     ] = None,
+    today: Annotated[
+        str | None,
+        typer.Option(
+            help="count the days from this date (YYYY-MM-DD) instead of the clock, and skip the check "
+            "that refuses a clock far ahead of the newest data"
+        ),
+    ] = None,
 ) -> None:
     """Retire date partitions older than each table's retention (lake.retention_days)."""
     loaded = load(config)
@@ -140,9 +147,16 @@ def retain(
                 fail(f"no retention for {spec.name}: pass --days or set lake.retention_days.{spec.name}")
             chosen.append((spec, keep))
     table = Table("table", "kept from", "files retired")
+    try:
+        given = date.fromisoformat(today) if today is not None else None
+    except ValueError:
+        fail(f"--today {today!r} is not a date (YYYY-MM-DD)")
     for spec, keep in chosen:
         try:
-            result = retain_table(layout, spec, keep)
+            if given is None:
+                result = retain_table(layout, spec, keep)
+            else:
+                result = retain_table(layout, spec, keep, today=given, max_clock_lead_days=None)
         except ValueError as exc:
             fail(str(exc))
         vacuum_table(layout, spec, timedelta(seconds=lake_config.vacuum_grace_s))

@@ -70,6 +70,21 @@ class IngestConfig(BaseModel):
         description="(source, metric) types fixed at first sight that are remembered; beyond, the least "
         "recently seen is forgotten (and fixed again when it next arrives)",
     )
+    accept_past_days: float | None = Field(
+        default=3650,
+        gt=0,
+        description="rows whose event time is older than this many days are rejected (null: only 2000..2100)",
+    )
+    accept_future_s: float | None = Field(
+        default=86_400,
+        ge=0,
+        description="rows whose event time is this far ahead of the ingest clock are rejected: a device "
+        "clock in 2099 would pin every 'latest' query (null: only 2000..2100)",
+    )
+    reject_rate_per_s: float = Field(
+        default=50.0, gt=0, description="rejects one source may write per second; beyond, counted and dropped"
+    )
+    reject_burst: int = Field(default=500, ge=1, description="rejects one source may write at once")
 
 
 class DeviceMetadata(BaseModel):

@@ -19,10 +19,11 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import re
 import secrets
 import socket
 import time
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -30,14 +31,14 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from citylake.ingest.base import SourceContext, SourceUnavailable, StreamingSource
+from citylake.ingest.base import Ack, SourceContext, SourceUnavailable, StreamingSource
 from citylake.ingest.gb28181 import manscdp, sip
 from citylake.ingest.gb28181.config import GB28181SourceConfig
 from citylake.ingest.gb28181.device_id import is_device_id
 from citylake.ingest.gb28181.digest import DigestAuthenticator, Verdict
 from citylake.ingest.gb28181.registry import DeviceRecord, Event, Registration, Registry
 from citylake.ingest.gb28181.transactions import ClientTransaction, ClientTransactions, PendingFull
-from citylake.schemas import table
+from citylake.schemas import TableSpec, table
 
 log = logging.getLogger(__name__)
 READINGS = table("readings")
@@ -57,7 +58,42 @@ MAX_QUEUED_PER_DEVICE = 32
 # device retransmitting under load would land every keepalive, catalog and
 # alarm twice. 32 s is RFC 3261's Timer J for non-INVITE over UDP.
 TRANSACTION_TTL_S = 32.0
-MAX_TRANSACTIONS = 200_000
+# Methods counted by name in stats; any other is counted as received_other
+# (the method is the sender's choice: as a key it would grow without bound).
+KNOWN_METHODS = frozenset(
+    {"REGISTER", "MESSAGE", "OPTIONS", "ACK", "INVITE", "BYE", "CANCEL", "INFO", "NOTIFY", "SUBSCRIBE"}
+)
+# Catalog answers split over several MESSAGEs, tracked per (device, SN).
+MAX_CATALOG_PROGRESS = 4096
+# Marks a request whose answer waits for its rows to land: a retransmission
+# meanwhile is dropped rather than processed a second time.
+_PENDING = b""
+_AUTHORIZATION = re.compile(rb"(?im)^((?:proxy-)?authorization[ \t]*:)[^\r\n]*")
+
+
+def redact(raw: bytes) -> bytes:
+    """``raw`` without the values of its Authorization headers: rejects are
+    readable through /v1/sql, and a digest response there invites offline
+    cracking of the password."""
+    if b"uthorization" not in raw and b"UTHORIZATION" not in raw:
+        return raw
+    return _AUTHORIZATION.sub(rb"\1 <redacted>", raw)
+
+
+_EXPORTED_STATS = frozenset(
+    {
+        "foreign_address",
+        "foreign_device_id",
+        "auth_failed",
+        "auth_rate_limited",
+        "registrations_refused",
+        "tcp_refused",
+        "tcp_idle_closed",
+        "tcp_slow_reader_closed",
+        "answered_evicted",
+        "retransmissions_pending",
+    }
+)
 
 
 def _now_ms() -> int:
@@ -94,8 +130,8 @@ class GB28181Source(StreamingSource):
     def __init__(self, config: GB28181SourceConfig) -> None:
         super().__init__(config)
         self.config: GB28181SourceConfig = config
-        self.auth = DigestAuthenticator(config.digest_realm, config.nonce_ttl_s)
-        self.registry = Registry(config.keepalive_interval_s, config.missed_keepalives)
+        self.auth = DigestAuthenticator(config.digest_realm, config.nonce_ttl_s, max_nonces=config.max_nonces)
+        self.registry = Registry(config.keepalive_interval_s, config.missed_keepalives, config.max_devices)
         self.zone = ZoneInfo(config.timezone)
         self.stats: Counter[str] = Counter()
         self.port = config.listen_port
@@ -118,8 +154,23 @@ class GB28181Source(StreamingSource):
         self._outbox: dict[str, deque[bytes]] = {}
         self._in_flight: dict[str, str] = {}
         self._answered: dict[tuple[str, str, str, str], tuple[bytes, float]] = {}
+        self._answered_bytes = 0
+        # Devices asked for their catalog that have not answered all of it.
+        self._catalog_pending: set[str] = set()
+        # Source address -> (wrong-password REGISTERs, window start), oldest first.
+        self._auth_failures: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        # Rows of the request being handled, landed together with its answer.
+        self._out: list[tuple[TableSpec, list[dict[str, object]]]] | None = None
 
     # --- lifecycle ---------------------------------------------------------
+
+    def counters(self) -> dict[str, int]:
+        return {
+            "devices_evicted": self.registry.evicted,
+            "nonces_evicted": self.auth.evicted,
+            "nonce_replays": self.auth.replays,
+            **{k: v for k, v in self.stats.items() if k in _EXPORTED_STATS},
+        }
 
     def is_up(self) -> bool:
         wanted = self.config.listen_transports
@@ -205,11 +256,26 @@ class GB28181Source(StreamingSource):
     async def _on_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         addr: Addr = (str(peer[0]), int(peer[1]))
+        if len(self._streams) >= self.config.max_tcp_connections:
+            self.stats["tcp_refused"] += 1
+            log.warning(
+                "GB28181 %s: %d TCP connections open (max_tcp_connections); closed %s:%d",
+                self.name,
+                len(self._streams),
+                *addr,
+            )
+            writer.close()
+            return
         self._streams[addr] = writer
         framer = sip.StreamFramer(self.config.max_body_bytes)
         try:
             while not framer.broken:
-                chunk = await reader.read(65536)
+                try:
+                    chunk = await asyncio.wait_for(reader.read(65536), self.config.tcp_idle_timeout_s)
+                except TimeoutError:
+                    self.stats["tcp_idle_closed"] += 1
+                    log.info("GB28181 %s: TCP %s:%d idle; closed", self.name, *addr)
+                    break
                 if not chunk:
                     break
                 for item in framer.feed(chunk):
@@ -227,11 +293,28 @@ class GB28181Source(StreamingSource):
 
     def _forget_transactions(self, before: float) -> None:
         answered = self._answered
-        # Insertion order is age order: stop at the first one still young.
-        for key, (_, at) in list(answered.items()):
-            if at >= before and len(answered) <= MAX_TRANSACTIONS:
+        limit, limit_bytes = self.config.answered_cache_max, self.config.answered_cache_bytes
+        # Insertion order is age order: stop at the first one young enough and
+        # within the bounds (count and bytes: each response echoes its Via).
+        while answered:
+            key, (data, at) = next(iter(answered.items()))
+            if at >= before and len(answered) <= limit and self._answered_bytes <= limit_bytes:
                 break
             del answered[key]
+            self._answered_bytes -= len(data)
+            if at >= before:
+                self.stats["answered_evicted"] += 1
+
+    def _remember_answer(self, key: tuple[str, str, str, str], data: bytes) -> None:
+        old = self._answered.pop(key, None)
+        if old is not None:
+            self._answered_bytes -= len(old[0])
+        self._answered[key] = (data, time.monotonic())
+        self._answered_bytes += len(data)
+        if len(self._answered) > self.config.answered_cache_max or (
+            self._answered_bytes > self.config.answered_cache_bytes
+        ):
+            self._forget_transactions(time.monotonic() - TRANSACTION_TTL_S)
 
     @staticmethod
     def _transaction(message: sip.SipMessage) -> tuple[str, str, str, str]:
@@ -252,6 +335,13 @@ class GB28181Source(StreamingSource):
             if writer is None or writer.is_closing():
                 log.info("GB28181 %s: TCP connection to %s:%d is gone; dropped", self.name, *addr)
                 return
+            # The write is queued; a peer that sends but never reads would grow
+            # the queue without bound: past tcp_write_buffer_max it is closed.
+            if writer.transport.get_write_buffer_size() + len(data) > self.config.tcp_write_buffer_max:
+                self.stats["tcp_slow_reader_closed"] += 1
+                log.warning("GB28181 %s: TCP %s:%d does not read its answers; closed", self.name, *addr)
+                writer.transport.abort()
+                return
             writer.write(data)
 
     # --- requests ----------------------------------------------------------
@@ -261,7 +351,8 @@ class GB28181Source(StreamingSource):
             if not message.is_request:
                 self._on_response(message)
                 return
-            self.stats[f"received_{message.method}"] += 1
+            method = message.method if message.method in KNOWN_METHODS else "other"
+            self.stats[f"received_{method}"] += 1
             missing = [h for h in ("Via", "From", "To", "Call-ID", "CSeq") if message.get(h) is None]
             if missing:
                 self._bad(raw, f"malformed SIP: missing {', '.join(missing)}", message, transport, addr)
@@ -273,6 +364,9 @@ class GB28181Source(StreamingSource):
                 return
             answered = self._answered.get(self._transaction(message))
             if answered is not None and message.method != "ACK":
+                if answered[0] == _PENDING:
+                    self.stats["retransmissions_pending"] += 1  # its answer waits for landing
+                    return
                 self.stats["retransmissions"] += 1
                 self._send_bytes(answered[0], transport, addr)
                 return
@@ -376,6 +470,7 @@ class GB28181Source(StreamingSource):
 
     def _forget_device_requests(self, device_id: str) -> None:
         """A device that unregistered gets no more of our requests."""
+        self._catalog_pending.discard(device_id)
         self._outbox.pop(device_id, None)
         self._in_flight.pop(device_id, None)
         self.transactions.drop_device(device_id)
@@ -403,7 +498,36 @@ class GB28181Source(StreamingSource):
         self.stats[f"sent_{status}"] += 1
         key = self._transaction(request)
         if transport == "udp" and all(key[:3]):
-            self._answered[key] = (data, time.monotonic())
+            self._remember_answer(key, data)
+
+    def _reply_when_landed(
+        self,
+        raw: bytes,
+        request: sip.SipMessage,
+        status: int,
+        transport: str,
+        addr: Addr,
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        """Land the rows collected for ``request`` and answer once they are
+        durable (the device retransmits, or resends, what was not answered)."""
+        out, self._out = self._out or [], None
+        ctx = self._ctx
+        if ctx is None:
+            self._reply(request, status, transport, addr, headers)
+            return
+        key = self._transaction(request)
+        if transport == "udp" and all(key[:3]):
+            self._remember_answer(key, _PENDING)
+
+        def answer() -> None:
+            self._reply(request, status, transport, addr, headers)
+
+        ack: Ack = answer
+        if not out:
+            out = [(DEVICE_EVENTS, [])]
+        for index, (spec, rows) in enumerate(out):
+            ctx.emit(spec, rows, raw, ack if index == len(out) - 1 else None)
 
     def _bad(
         self,
@@ -416,9 +540,10 @@ class GB28181Source(StreamingSource):
     ) -> None:
         """Reject and, when the request line could be read, answer ``status``."""
         self.stats["rejected"] += 1
-        log.info("GB28181 %s: %s:%d %s", self.name, addr[0], addr[1], reason)
+        self._out = None
+        log.info("GB28181 %s: %s:%d %s", self.name, addr[0], addr[1], reason[:300])
         if self._ctx is not None:
-            self._ctx.reject(raw, reason)
+            self._ctx.reject(redact(raw), reason)
         if partial is not None and partial.is_request and partial.get("Via") is not None:
             # The reason travels in a Warning header (RFC 3261 20.43, code 399:
             # miscellaneous) so a device's log says what was wrong.
@@ -436,23 +561,60 @@ class GB28181Source(StreamingSource):
         now = datetime.now(self.zone)
         return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}"
 
+    def _auth_limited(self, host: str) -> bool:
+        """Whether ``host`` used up its wrong-password REGISTERs for now."""
+        entry = self._auth_failures.get(host)
+        if entry is None:
+            return False
+        failures, since = entry
+        if time.monotonic() - since > self.config.auth_failure_window_s:
+            del self._auth_failures[host]
+            return False
+        return failures >= self.config.auth_failures_max
+
+    def _auth_failed(self, host: str) -> None:
+        now = time.monotonic()
+        failures, since = self._auth_failures.pop(host, (0, now))
+        if now - since > self.config.auth_failure_window_s:
+            failures, since = 0, now
+        self._auth_failures[host] = (failures + 1, since)
+        # One entry per source address, bounded like the nonces: the oldest go.
+        while len(self._auth_failures) > self.config.max_nonces:
+            self._auth_failures.popitem(last=False)
+
     def _on_register(self, raw: bytes, message: sip.SipMessage, transport: str, addr: Addr) -> None:
+        raw = redact(raw)
         device_id = self._device_of(message)
         if device_id is None:
             self._bad(
                 raw,
-                f"bad REGISTER: From {message.get('From')!r} is not a 20-digit id",
+                f"bad REGISTER: From {str(message.get('From'))[:80]!r} is not a 20-digit id",
                 message,
                 transport,
                 addr,
             )
             return
+        if self._auth_limited(addr[0]):
+            self.stats["auth_rate_limited"] += 1
+            reason = (
+                f"REGISTER refused: {device_id}: {self.config.auth_failures_max} wrong passwords from "
+                f"{addr[0]} within {self.config.auth_failure_window_s:.0f} s; try again later"
+            )
+            self._bad(raw, reason, message, transport, addr, 403)
+            return
+        password = self.config.password_of(device_id)
         authorization = message.get("Authorization")
-        if authorization is None:
+        if authorization is None or password is None:
+            if password is None:
+                # No password for this id: challenge like any other, so a
+                # scan cannot tell configured ids from unknown ones.
+                self.stats["auth_unknown_device"] += 1
             self._reply(message, 401, transport, addr, [("WWW-Authenticate", self.auth.challenge())])
             return
-        verdict, why = self.auth.verify(authorization, "REGISTER", self.config.password)
+        verdict, why = self.auth.verify(authorization, "REGISTER", password, username=device_id)
         if verdict is Verdict.WRONG:
+            self.stats["auth_failed"] += 1
+            self._auth_failed(addr[0])
             self._bad(raw, f"REGISTER refused: {device_id}: {why}", message, transport, addr, 403)
             return
         if verdict is not Verdict.OK:
@@ -467,23 +629,37 @@ class GB28181Source(StreamingSource):
             return
         now = _now_ms()
         date = ("Date", self._date())
+        self._out = []
         if expires == 0:
-            self._reply(message, 200, transport, addr, [date, ("Expires", "0")])
             self._forget_device_requests(device_id)
             events = self.registry.unregister(device_id, now)
             self._emit_events(events, raw)
             self._emit_devices([self.registry.records[device_id]], raw)
+            self._reply_when_landed(raw, message, 200, transport, addr, [date, ("Expires", "0")])
+            return
+        registrations = self.registry.registrations
+        if device_id not in registrations and len(registrations) >= self.config.max_registrations:
+            self.stats["registrations_refused"] += 1
+            self._bad(
+                raw,
+                f"REGISTER refused: {device_id}: {len(registrations)} devices registered (max_registrations)",
+                message,
+                transport,
+                addr,
+                503,
+            )
             return
         expires = min(expires, self.config.register_expires_max)
         contact = message.get("Contact") or f"<sip:{device_id}@{addr[0]}:{addr[1]}>"
         headers = [date, ("Contact", sip.name_addr_uri(contact).join("<>")), ("Expires", str(expires))]
-        self._reply(message, 200, transport, addr, headers)
         events, first = self.registry.register(
             device_id, transport, addr, contact, message.call_id or "", expires, now
         )
         self._emit_events(events, raw)
         self._emit_devices([self.registry.records[device_id]], raw)
+        self._reply_when_landed(raw, message, 200, transport, addr, headers)
         if first and self.config.catalog_query_on_register:
+            self._catalog_pending.add(device_id)
             self._queue(device_id, manscdp.catalog_query(next(self._sn), device_id))
             self._queue(device_id, manscdp.device_info_query(next(self._sn), device_id))
 
@@ -534,11 +710,35 @@ class GB28181Source(StreamingSource):
         self._send_bytes(data, registration.transport, registration.addr)
         return transaction
 
+    def _in_scope(self, device_id: str, target: str) -> bool:
+        """Whether a body naming ``target`` may be filed by ``device_id``: the
+        device itself or a channel its own catalog named."""
+        if target == device_id or self.registry.children_of(device_id, target):
+            return True
+        # Between its REGISTER and its catalog answer a device may already
+        # report for its channels: an id no record holds yet is taken as its
+        # channel then (and claimed); a known record of another never is.
+        if device_id in self._catalog_pending and target not in self.registry.records:
+            self.registry.record(target, _now_ms()).owner = device_id
+            return True
+        return False
+
     def _on_message(self, raw: bytes, message: sip.SipMessage, transport: str, addr: Addr) -> None:
         device_id = self._device_of(message)
-        if device_id is None or not self.registry.is_registered(device_id):
-            who = device_id or message.get("From")
+        registration = self.registry.registrations.get(device_id) if device_id is not None else None
+        if device_id is None or registration is None:
+            who = device_id or str(message.get("From"))[:80]
             self._bad(raw, f"unregistered device: MESSAGE from {who}", message, transport, addr, 403)
+            return
+        if (transport, addr) != (registration.transport, registration.addr):
+            # Naming a registered device in From is not enough: the device is
+            # bound to the transport and address it registered (with its
+            # password) from.
+            self.stats["foreign_address"] += 1
+            where = f"{transport}://{addr[0]}:{addr[1]}"
+            bound = f"{registration.transport}://{registration.addr[0]}:{registration.addr[1]}"
+            reason = f"foreign address: MESSAGE from {device_id} at {where}; it registered from {bound}"
+            self._bad(raw, reason, message, transport, addr, 403)
             return
         if len(message.body) > self.config.max_body_bytes:
             limit = self.config.max_body_bytes
@@ -548,7 +748,7 @@ class GB28181Source(StreamingSource):
         content_type = (message.get("Content-Type") or "").split(";", 1)[0].strip().lower()
         if content_type != MANSCDP_TYPE:
             self._bad(
-                raw, f"unsupported Content-Type: {content_type or 'none'}", message, transport, addr, 415
+                raw, f"unsupported Content-Type: {content_type[:60] or 'none'}", message, transport, addr, 415
             )
             return
         try:
@@ -556,8 +756,23 @@ class GB28181Source(StreamingSource):
         except manscdp.ManscdpError as exc:
             self._bad(raw, f"bad MANSCDP body: {exc}", message, transport, addr)
             return
-        self._reply(message, 200, transport, addr)
+        target = document.header.device_id
+        scoped = (manscdp.DeviceStatus, manscdp.Alarm, manscdp.MobilePosition)
+        if isinstance(document, scoped) and not self._in_scope(device_id, target):
+            self.stats["foreign_device_id"] += 1
+            reason = (
+                f"foreign device id: {device_id} sent a {document.header.cmd_type} for {target[:40]}, "
+                "neither itself nor a channel of its catalog"
+            )
+            self._bad(raw, reason, message, transport, addr, 403)
+            return
+        self._out = []
+        self._on_document(raw, device_id, document)
+        self._reply_when_landed(raw, message, 200, transport, addr)
+
+    def _on_document(self, raw: bytes, device_id: str, document: manscdp.Document) -> None:
         now = _now_ms()
+        target = document.header.device_id
         if isinstance(document, manscdp.Keepalive):
             self._emit_events(self.registry.keepalive(device_id, now, document.status), raw)
         elif isinstance(document, manscdp.CatalogResponse):
@@ -577,20 +792,21 @@ class GB28181Source(StreamingSource):
                 "record": document.record,
                 "device_time": document.device_time,
             }
-            self._emit_events([Event(document.header.device_id, now, "status", attributes)], raw)
+            self._emit_events([Event(target, now, "status", attributes)], raw)
         elif isinstance(document, manscdp.Alarm):
             self._on_alarm(raw, device_id, document, now)
-            self._queue(device_id, manscdp.alarm_response(document.header.sn, document.header.device_id))
+            self._queue(device_id, manscdp.alarm_response(document.header.sn, target))
         elif isinstance(document, manscdp.MobilePosition):
             self._on_position(raw, device_id, document, now)
         else:
             header = document.header
+            self._out = None
             self._ctx_reject(raw, f"unsupported MANSCDP: {header.root} {header.cmd_type} from {device_id}")
 
     def _ctx_reject(self, raw: bytes, reason: str) -> None:
         self.stats["rejected"] += 1
         if self._ctx is not None:
-            self._ctx.reject(raw, reason)
+            self._ctx.reject(redact(raw), reason)
 
     def _device_time(self, value: str | None, default: int) -> int:
         """Device times are local wall-clock times without a zone."""
@@ -606,14 +822,27 @@ class GB28181Source(StreamingSource):
 
     def _on_catalog(self, raw: bytes, device_id: str, document: manscdp.CatalogResponse, now: int) -> None:
         key = (device_id, document.header.sn)
-        received = self._catalog_progress.get(key, 0) + len(document.items)
+        received = self._catalog_progress.pop(key, 0) + len(document.items)
         if received >= document.sum_num:
-            self._catalog_progress.pop(key, None)
+            self._catalog_pending.discard(device_id)
         else:
             self._catalog_progress[key] = received
+            while len(self._catalog_progress) > MAX_CATALOG_PROGRESS:
+                del self._catalog_progress[next(iter(self._catalog_progress))]
         records: list[DeviceRecord] = []
+        refused: list[str] = []
         for item in document.items:
+            # A catalog may name new channels and rewrite its own; another
+            # device's record (registered, or a channel of another) is not its.
+            known = self.registry.records.get(item.device_id)
+            if item.device_id != device_id and known is not None and known.owner != device_id:
+                # Another device's channel, or a device on its own (registered
+                # now or before): not this catalog's to rewrite.
+                refused.append(item.device_id)
+                continue
             record = self.registry.record(item.device_id, now)
+            if item.device_id != device_id:
+                record.owner = device_id
             record.name = item.name
             record.manufacturer = item.manufacturer
             record.model = item.model
@@ -633,6 +862,13 @@ class GB28181Source(StreamingSource):
         }
         self._emit_events([Event(device_id, now, "catalog", attributes)], raw)
         self._emit_devices(records, raw)
+        if refused:
+            self.stats["foreign_device_id"] += len(refused)
+            self._ctx_reject(
+                raw,
+                f"foreign device id: the catalog of {device_id} names {len(refused)} record(s) of other "
+                f"devices, not taken: {', '.join(r[:20] for r in refused[:5])}",
+            )
 
     def _on_alarm(self, raw: bytes, device_id: str, document: manscdp.Alarm, now: int) -> None:
         attributes = {
@@ -679,7 +915,7 @@ class GB28181Source(StreamingSource):
             if value is not None
         ]
         if rows:
-            ctx.emit(READINGS, rows, raw)
+            self._land(READINGS, rows, raw)
 
     # --- rows --------------------------------------------------------------
 
@@ -700,10 +936,18 @@ class GB28181Source(StreamingSource):
             }
             for e in events
         ]
-        ctx.emit(DEVICE_EVENTS, rows, raw)
+        self._land(DEVICE_EVENTS, rows, raw)
 
     def _emit_devices(self, records: Sequence[DeviceRecord], raw: bytes) -> None:
         ctx = self._ctx
         if ctx is None or not records:
             return
-        ctx.emit(DEVICES, [r.row() for r in records], raw)
+        self._land(DEVICES, [r.row() for r in records], raw)
+
+    def _land(self, spec: TableSpec, rows: list[dict[str, object]], raw: bytes) -> None:
+        """Rows of the request being handled wait for its answer (see
+        ``_reply_when_landed``); the sweeper's go at once."""
+        if self._out is not None:
+            self._out.append((spec, rows))
+        elif self._ctx is not None:
+            self._ctx.emit(spec, rows, raw)

@@ -23,7 +23,13 @@ class GB28181SourceConfig(SourceConfig):
     )
     platform_id: str = Field(pattern=r"^[0-9]{20}$", description="the platform's 20-digit SIP id")
     domain: str = Field(pattern=r"^[0-9]{10}$", description="SIP domain: 10 digits (civil code + industry)")
-    password: str = Field(min_length=1, description="shared REGISTER password (digest auth)")
+    password: str | None = Field(
+        default=None, min_length=1, description="REGISTER password (digest) of devices not in passwords"
+    )
+    passwords: dict[str, str] = Field(
+        default_factory=dict,
+        description="per-device REGISTER passwords: 20-digit device id -> password (overrides password)",
+    )
     realm: str | None = Field(default=None, description="digest realm; default the domain")
     keepalive_interval_s: float = Field(default=60.0, gt=0, description="devices' keepalive interval")
     missed_keepalives: int = Field(default=3, ge=1, description="offline after this many missed keepalives")
@@ -43,6 +49,36 @@ class GB28181SourceConfig(SourceConfig):
     check_interval_s: float | None = Field(
         default=None, gt=0, description="how often online state is checked; default interval/4, at most 1 s"
     )
+    # Bounds of everything the network feeds (issue 13): each table evicts or refuses at its bound.
+    max_devices: int = Field(
+        default=100_000,
+        ge=1,
+        description="device and channel records kept; the least recently seen "
+        "unregistered one is forgotten beyond",
+    )
+    max_registrations: int = Field(
+        default=20_000, ge=1, description="registered devices at once; a REGISTER beyond gets 503"
+    )
+    answered_cache_max: int = Field(
+        default=20_000, ge=1, description="UDP responses kept to answer retransmissions (Timer J)"
+    )
+    answered_cache_bytes: int = Field(
+        default=16 * 1024 * 1024, ge=65536, description="bytes of those responses; the oldest go first"
+    )
+    max_tcp_connections: int = Field(
+        default=2048, ge=1, description="TCP connections at once; more are closed"
+    )
+    tcp_idle_timeout_s: float = Field(
+        default=300.0, gt=0, description="a TCP connection silent this long is closed"
+    )
+    tcp_write_buffer_max: int = Field(
+        default=1024 * 1024, ge=4096, description="bytes queued to a TCP peer that does not read; then closed"
+    )
+    auth_failures_max: int = Field(
+        default=5, ge=1, description="wrong-password REGISTERs from one address within the window; then 403"
+    )
+    auth_failure_window_s: float = Field(default=60.0, gt=0, description="window of auth_failures_max")
+    max_nonces: int = Field(default=20_000, ge=16, description="digest nonces tracked (issued, not expired)")
 
     @field_validator("url")
     @classmethod
@@ -71,7 +107,18 @@ class GB28181SourceConfig(SourceConfig):
     def _platform_in_domain(self) -> GB28181SourceConfig:
         if self.register_expires_default > self.register_expires_max:
             raise ValueError("register_expires_default must not exceed register_expires_max")
+        if self.password is None and not self.passwords:
+            raise ValueError("give password (shared) or passwords (per device id), or both")
+        bad = sorted(k for k in self.passwords if not (len(k) == 20 and k.isdigit()))
+        if bad:
+            raise ValueError(f"passwords: keys must be 20-digit device ids, got {bad[0]!r}")
+        if any(not v for v in self.passwords.values()):
+            raise ValueError("passwords: a password must not be empty")
         return self
+
+    def password_of(self, device_id: str) -> str | None:
+        """The REGISTER password of ``device_id``; None: it may not register."""
+        return self.passwords.get(device_id, self.password)
 
     @property
     def listen_host(self) -> str:

@@ -56,6 +56,9 @@ class DeviceRecord:
     first_seen: int | None = None
     last_seen: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # The registered device whose catalog named this channel: only it may
+    # file data under the channel's id or rewrite its record (not landed).
+    owner: str | None = None
 
     def row(self) -> dict[str, object]:
         return {
@@ -77,15 +80,24 @@ class DeviceRecord:
 
 
 class Registry:
-    def __init__(self, keepalive_interval_s: float, missed_keepalives: int) -> None:
+    def __init__(
+        self, keepalive_interval_s: float, missed_keepalives: int, max_records: int = 100_000
+    ) -> None:
         self.keepalive_timeout_ms = int(keepalive_interval_s * missed_keepalives * 1000)
         self.registrations: dict[str, Registration] = {}
+        # Insertion order is recency order (record() moves a record to the end),
+        # so the bound forgets the least recently seen unregistered one.
         self.records: dict[str, DeviceRecord] = {}
+        self.max_records = max_records
+        self.evicted = 0
 
     def record(self, device_id: str, now: int) -> DeviceRecord:
         """The record of ``device_id``, created (decoded from its id) when new."""
-        found = self.records.get(device_id)
-        if found is None:
+        found = self.records.pop(device_id, None)
+        if found is not None:
+            self.records[device_id] = found
+        else:
+            self._make_room()
             try:
                 decoded = parse_device_id(device_id)
                 type_name: str | None = decoded.type_name
@@ -96,6 +108,24 @@ class Registry:
             self.records[device_id] = found
         found.last_seen = now
         return found
+
+    def _make_room(self) -> None:
+        # Registered devices are kept (their number has its own bound): moved
+        # to the back, they cost one step each at most once per pass.
+        for _ in range(len(self.records)):
+            if len(self.records) < self.max_records:
+                return
+            oldest = next(iter(self.records))
+            record = self.records.pop(oldest)
+            if oldest in self.registrations:
+                self.records[oldest] = record
+            else:
+                self.evicted += 1
+
+    def children_of(self, device_id: str, child_id: str) -> bool:
+        """Whether ``child_id`` is a channel the catalog of ``device_id`` named."""
+        found = self.records.get(child_id)
+        return found is not None and found.owner == device_id
 
     def is_registered(self, device_id: str) -> bool:
         return device_id in self.registrations

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fnmatch
+import hashlib
 import logging
 import socket
 import ssl
@@ -39,7 +41,7 @@ import orjson
 import uvicorn
 
 from citylake.ingest.base import SourceContext, SourceUnavailable, StreamingSource
-from citylake.ingest.http_push.codec import PathTemplate, bearer_token, token_accepted
+from citylake.ingest.http_push.codec import PathTemplate, bearer_token, token_index
 from citylake.ingest.http_push.config import HttpPushSourceConfig
 from citylake.ingest.mqtt.codec import JsonReadingsCodec, PayloadError
 from citylake.schemas import table, validate_row
@@ -77,7 +79,12 @@ class HttpPushSource(StreamingSource):
         self.port = parts.port or 8080
         self.template = PathTemplate(config.path)
         self.codec = JsonReadingsCodec(config.timestamp_field, config.timestamp_unit, config.units)
-        self._tokens = [t.encode() for t in config.tokens]
+        self._tokens = [(t if isinstance(t, str) else t.token).encode() for t in config.tokens]
+        # Per token: the device-id patterns it is bound to (None: any), and the
+        # scope of its Idempotency-Keys: a key names an input of one token only,
+        # so another client cannot make a token's retries look like duplicates.
+        self._grants = [None if isinstance(t, str) else tuple(t.devices) for t in config.tokens]
+        self._scopes = [hashlib.sha256(t).hexdigest()[:12] for t in self._tokens]
         self._ctx: SourceContext | None = None
         self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
@@ -185,7 +192,8 @@ class HttpPushSource(StreamingSource):
         if scope["method"] != "POST":
             return 405, {"error": "use POST"}, [(b"allow", b"POST")]
         headers = dict(scope["headers"])  # ASGI header names are lower-case bytes
-        if not token_accepted(bearer_token(headers.get(b"authorization")), self._tokens):
+        grant = token_index(bearer_token(headers.get(b"authorization")), self._tokens)
+        if grant is None:
             return 401, {"error": "missing or wrong bearer token"}, [(b"www-authenticate", b"Bearer")]
         if ctx is None or not ctx.ready():
             # Backpressure: the device keeps its readings and retries.
@@ -203,11 +211,18 @@ class HttpPushSource(StreamingSource):
         except ConnectionResetError:
             return 400, {"error": "incomplete body"}, []  # sent to nobody; uvicorn drops it
         key_header = headers.get(b"idempotency-key")
-        key = key_header.decode("latin-1")[:128] if key_header else None
-        return await self._accept(ctx, ids, path, head + body, body, key)
+        key = f"{self._scopes[grant]}:{key_header.decode('latin-1')[:128]}" if key_header else None
+        return await self._accept(ctx, ids, path, head + body, body, key, self._grants[grant])
 
     async def _accept(
-        self, ctx: SourceContext, ids: dict[str, str], path: str, raw: bytes, body: bytes, key: str | None
+        self,
+        ctx: SourceContext,
+        ids: dict[str, str],
+        path: str,
+        raw: bytes,
+        body: bytes,
+        key: str | None,
+        devices: tuple[str, ...] | None = None,
     ) -> Response:
         """Decode, validate, hand over and wait until durable."""
         if key is not None and ctx.already_landed(key):
@@ -218,6 +233,11 @@ class HttpPushSource(StreamingSource):
             return await self._reject(ctx, raw, f"{exc} (path {path})", 400, key)
         columns = decoded.as_columns(self.name, ctx.site, int(time.time() * 1000))
         count = len(decoded)
+        if devices is not None:
+            for device in dict.fromkeys(columns.get("device_id") or ()):
+                if not any(fnmatch.fnmatchcase(str(device), pattern) for pattern in devices):
+                    reason = f"token not allowed for device {str(device)[:80]!r} (path {path})"
+                    return await self._reject(ctx, raw, reason, 403, key)
         for index in range(count):
             problem = validate_row(READINGS, {name: values[index] for name, values in columns.items()})
             if problem is not None:

@@ -52,9 +52,15 @@ def bearer_token(authorization: bytes | None) -> bytes | None:
 def token_accepted(token: bytes | None, tokens: Sequence[bytes]) -> bool:
     """Constant-time comparison against every configured token: neither the
     match nor its position leaks through the response time."""
+    return token_index(token, tokens) is not None
+
+
+def token_index(token: bytes | None, tokens: Sequence[bytes]) -> int | None:
+    """Which configured token ``token`` is (compared with all, in constant time)."""
     if token is None:
-        return False
-    accepted = False
-    for candidate in tokens:
-        accepted |= hmac.compare_digest(token, candidate)
-    return accepted
+        return None
+    found: int | None = None
+    for index, candidate in enumerate(tokens):
+        if hmac.compare_digest(token, candidate):
+            found = index
+    return found

@@ -6,11 +6,23 @@ import re
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from citylake.config import SourceConfig
 
 _PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
+
+
+class TokenGrant(BaseModel):
+    """A bearer token that may push only for some device ids."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    token: str = Field(description="the bearer token (a random secret of 16+ characters)")
+    devices: list[str] = Field(
+        min_length=1,
+        description="device ids it may push for: exact ids or shell patterns (gauge-*, plant-?/flow)",
+    )
 
 
 class HttpPushSourceConfig(SourceConfig):
@@ -22,9 +34,10 @@ class HttpPushSourceConfig(SourceConfig):
         default="/v1/push/{device_id}",
         description="request path; {name} segments become ids, {device_id} unless payloads carry one",
     )
-    tokens: list[str] = Field(
+    tokens: list[str | TokenGrant] = Field(
         min_length=1,
-        description="accepted bearer tokens (Authorization: Bearer <token>), e.g. one per gateway",
+        description="accepted bearer tokens (Authorization: Bearer <token>), e.g. one per gateway; "
+        "{token, devices: [patterns]} binds one to the device ids it may push for (403 for others)",
     )
     timestamp_field: str = Field(default="ts", description="payload key holding the event time")
     timestamp_unit: Literal["ms", "s", "iso8601"] = "ms"
@@ -66,8 +79,9 @@ class HttpPushSourceConfig(SourceConfig):
 
     @field_validator("tokens")
     @classmethod
-    def _strong_tokens(cls, value: list[str]) -> list[str]:
-        for index, token in enumerate(value):
+    def _strong_tokens(cls, value: list[str | TokenGrant]) -> list[str | TokenGrant]:
+        for index, grant in enumerate(value):
+            token = grant if isinstance(grant, str) else grant.token
             if len(token) < 16:
                 raise ValueError(f"token {index} is shorter than 16 characters; use a random secret")
         return value

@@ -48,7 +48,9 @@ class MqttSource(StreamingSource):
             for m in config.topics
         ]
         self._client: mqtt.Client | None = None
-        self._sparkplug = sparkplug.SparkplugDecoder(lambda: int(time.time() * 1000))
+        self._sparkplug = sparkplug.SparkplugDecoder(
+            lambda: int(time.time() * 1000), config.sparkplug_max_aliases
+        )
         self._ctx: SourceContext | None = None
         # Touched only from paho's network thread (on_message).
         self.known = KnownDevices(config.known_devices_max)
@@ -60,7 +62,10 @@ class MqttSource(StreamingSource):
         return self.connected and self.subscribed
 
     def counters(self) -> Mapping[str, int]:
-        return {"known_devices_evicted": self.known.evictions}
+        counts = {"known_devices_evicted": self.known.evictions}
+        if self.config.sparkplug_groups:
+            counts.update(self._sparkplug.counters())
+        return counts
 
     def _device_rows(
         self, device_ids: Sequence[str], ids: dict[str, str], topic: str, now_ms: int

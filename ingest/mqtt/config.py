@@ -56,6 +56,12 @@ class MqttSourceConfig(SourceConfig):
     reconnect_min_s: float = Field(default=0.5, gt=0)
     reconnect_max_s: float = Field(default=30.0, gt=0)
     max_payload_bytes: int = Field(default=256 * 1024, ge=64)
+    sparkplug_max_aliases: int = Field(
+        default=1_000_000,
+        ge=1,
+        description="Sparkplug B metric aliases remembered from BIRTHs, all edge nodes together; beyond, the "
+        "least recently heard node's are forgotten (sparkplug_aliases_evicted) until its next BIRTH",
+    )
     known_devices_max: int = Field(
         default=100_000,
         ge=1,

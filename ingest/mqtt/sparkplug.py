@@ -14,6 +14,7 @@ BIRTH is an ``online`` device event, a DEATH an ``offline`` one.
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -149,23 +150,66 @@ class SparkplugDecoded:
     problems: list[str] = field(default_factory=list)
 
 
-@dataclass
 class _Births:
-    """What the last BIRTH of each edge node declared: alias -> (name, type)."""
+    """What the last BIRTH of each edge node declared: alias -> (name, type),
+    one table per edge node, so a new NBIRTH drops its node's table in O(1)
+    instead of scanning every alias of every node. At most ``max_aliases`` in
+    all: beyond, the table of the least recently heard node goes whole
+    (counted; its DATA is rejected until its next BIRTH), and a single node
+    declaring more than the bound keeps only the first ``max_aliases``."""
 
-    aliases: dict[tuple[str, str, int], tuple[str, int]] = field(default_factory=dict)
+    def __init__(self, max_aliases: int) -> None:
+        self.max_aliases = max_aliases
+        self.nodes: OrderedDict[tuple[str, str], dict[int, tuple[str, int]]] = OrderedDict()
+        self.count = 0
+        self.evicted = 0  # aliases forgotten at the bound
+        self.refused = 0  # aliases not taken: their node alone fills the bound
 
     def forget_node(self, group: str, node: str) -> None:
-        for key in [k for k in self.aliases if k[:2] == (group, node)]:
-            del self.aliases[key]
+        table = self.nodes.pop((group, node), None)
+        if table is not None:
+            self.count -= len(table)
+
+    def declare(self, group: str, node: str, alias: int, name: str, datatype: int) -> None:
+        key = (group, node)
+        table = self.nodes.get(key)
+        if table is None:
+            table = self.nodes[key] = {}
+        self.nodes.move_to_end(key)
+        if alias not in table:
+            while self.count >= self.max_aliases and next(iter(self.nodes)) != key:
+                _, oldest = self.nodes.popitem(last=False)
+                self.count -= len(oldest)
+                self.evicted += len(oldest)
+            if self.count >= self.max_aliases:
+                self.refused += 1
+                return
+            self.count += 1
+        table[alias] = (name, datatype)
+
+    def lookup(self, group: str, node: str, alias: int) -> tuple[str, int] | None:
+        key = (group, node)
+        table = self.nodes.get(key)
+        if table is None:
+            return None
+        self.nodes.move_to_end(key)
+        return table.get(alias)
 
 
 class SparkplugDecoder:
     """Stateful (alias tables), one per MQTT source; used from paho's thread only."""
 
-    def __init__(self, now_ms: Callable[[], int]) -> None:
-        self._births = _Births()
+    def __init__(self, now_ms: Callable[[], int], max_aliases: int = 1_000_000) -> None:
+        self._births = _Births(max_aliases)
         self._now_ms = now_ms
+
+    def counters(self) -> dict[str, int]:
+        births = self._births
+        return {"sparkplug_aliases_evicted": births.evicted, "sparkplug_aliases_refused": births.refused}
+
+    @property
+    def aliases(self) -> int:
+        return self._births.count
 
     def decode(self, topic: str, payload: bytes) -> SparkplugDecoded:
         where = parse_topic(topic)
@@ -204,12 +248,12 @@ class SparkplugDecoder:
         device_id: str,
         out: SparkplugDecoded,
     ) -> None:
-        key = (where.group_id, where.edge_node_id, int(metric.alias))
+        group, node, alias = where.group_id, where.edge_node_id, int(metric.alias)
         name, datatype = metric.name, metric.datatype
         if kind.endswith("BIRTH") and metric.HasField("alias") and name:
-            self._births.aliases[key] = (name, datatype)
+            self._births.declare(group, node, alias, name, datatype)
         if not name:
-            known = self._births.aliases.get(key) if metric.HasField("alias") else None
+            known = self._births.lookup(group, node, alias) if metric.HasField("alias") else None
             if known is None:
                 out.problems.append(
                     f"alias {metric.alias} of edge node {where.edge_node_id} unknown: no BIRTH declared it"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from collections.abc import Sequence
@@ -102,6 +103,7 @@ class OpcUaSource(StreamingSource):
         self.config: OpcUaSourceConfig = config
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+        self._first_server_certificate: bytes | None = None  # trust_on_first_use
         self._lost = asyncio.Event()
         self.connected = False
         self.connects = 0  # successful (re)connects with subscriptions in place
@@ -141,18 +143,30 @@ class OpcUaSource(StreamingSource):
             assert cfg.security_policy and cfg.certificate and cfg.private_key  # the model checked
             policy = getattr(security_policies, f"SecurityPolicy{cfg.security_policy}")
             # Without a pinned server certificate asyncua reads it from the
-            # server's endpoint list over an unsecured channel (a network call).
+            # server's endpoint list over an unsecured channel (a network call):
+            # allowed only with trust_on_first_use (the model checked), and the
+            # certificate taken then is pinned for every later connection.
+            pinned: str | bytes | None = cfg.server_certificate or self._first_server_certificate
             await asyncio.wait_for(
                 client.set_security(
                     policy,
                     cfg.certificate,
                     cfg.private_key,
                     cfg.private_key_password,
-                    cfg.server_certificate,
+                    pinned,
                     getattr(ua.MessageSecurityMode, cfg.security_mode),
                 ),
                 cfg.timeout_s * 2,
             )
+            if pinned is None:
+                taken = client.security_policy.peer_certificate
+                self._first_server_certificate = taken
+                log.warning(
+                    "OPC UA %s: trusting the server certificate presented at first use (sha256 %s); "
+                    "pin it with server_certificate",
+                    self.name,
+                    hashlib.sha256(taken or b"").hexdigest()[:16],
+                )
         return client
 
     async def _connect(self) -> Client:

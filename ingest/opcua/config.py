@@ -100,7 +100,15 @@ class OpcUaSourceConfig(SourceConfig):
     private_key: str | None = Field(default=None, description="its private key (PEM or DER)")
     private_key_password: str | None = None
     server_certificate: str | None = Field(
-        default=None, description="pin the server's certificate; default: take it from the endpoint list"
+        default=None,
+        description="the server's certificate (PEM or DER), pinned: required for Sign modes unless "
+        "trust_on_first_use",
+    )
+    trust_on_first_use: bool = Field(
+        default=False,
+        description="Sign modes without server_certificate: take the certificate the server's endpoint "
+        "list presents on the first connection (unsecured: whoever answers first is trusted) and pin it "
+        "for the life of the process",
     )
     application_uri: str | None = Field(
         default=None, description="must equal the URI in the client certificate's subjectAltName"
@@ -132,6 +140,11 @@ class OpcUaSourceConfig(SourceConfig):
             ]
             if missing:
                 raise ValueError(f"security_mode {self.security_mode} needs {', '.join(missing)}")
+            if self.server_certificate is None and not self.trust_on_first_use:
+                raise ValueError(
+                    f"security_mode {self.security_mode} needs server_certificate (the server's certificate, "
+                    "pinned), or trust_on_first_use: true to trust the one it presents first"
+                )
         elif self.security_policy is not None:
             raise ValueError("security_policy is set but security_mode is None; set Sign or SignAndEncrypt")
         if (self.username is None) != (self.password is None):

@@ -16,7 +16,7 @@ import pytest
 from asyncua import ua
 from asyncua.client.client import Client
 
-from citylake.config import load_config
+from citylake.config import ConfigError, load_config
 from citylake.devstack import ComponentUnavailable, free_port
 from citylake.devstack.opcua_server import start_opcua_server
 from citylake.devstack.process import ManagedProcess
@@ -306,6 +306,7 @@ async def test_basic256sha256_sign_and_encrypt(
         certificate=str(client_cert),
         private_key=str(client_key),
         application_uri=client_uri,
+        server_certificate=str(server_cert),
     )
     runner, layout = make_runner(city_config(sources=[secure]))
     await runner.sources[0].check()
@@ -323,3 +324,12 @@ async def test_basic256sha256_sign_and_encrypt(
     with pytest.raises(SourceUnavailable) as info:
         await build_sources(load_config(city_config(sources=[unoffered])))[0].check()
     assert url in str(info.value)
+    # Unpinned, the certificate the server presents is taken only when the
+    # config says trust on first use; it is then pinned for later connections.
+    unpinned = {k: v for k, v in secure.items() if k != "server_certificate"}
+    with pytest.raises(ConfigError, match="needs server_certificate"):
+        build_sources(load_config(city_config(sources=[unpinned])))
+    tofu = build_sources(load_config(city_config(sources=[{**unpinned, "trust_on_first_use": True}])))[0]
+    assert isinstance(tofu, OpcUaSource)
+    await tofu.check()
+    assert tofu._first_server_certificate == server_cert.read_bytes()  # the .der file

@@ -129,12 +129,12 @@ def test_security_needs_policy_certificate_and_key() -> None:
     assert "Input should be 'Basic256Sha256'" in error(
         security_mode="Sign", security_policy="Basic128Rsa15", certificate="c", private_key="k"
     )
-    ok = OpcUaSourceConfig.model_validate(
-        source(
-            security_mode="Sign", security_policy="Basic256Sha256", certificate="c.der", private_key="k.pem"
-        )
-    )
+    signed = {"security_mode": "Sign", "security_policy": "Basic256Sha256", "certificate": "c.der"}
+    assert "needs server_certificate" in error(**signed, private_key="k.pem")
+    ok = OpcUaSourceConfig.model_validate(source(**signed, private_key="k.pem", server_certificate="s.der"))
     assert ok.security_policy == "Basic256Sha256"
+    tofu = OpcUaSourceConfig.model_validate(source(**signed, private_key="k.pem", trust_on_first_use=True))
+    assert tofu.server_certificate is None
 
 
 def test_credentials_come_in_pairs_and_other_checks() -> None:

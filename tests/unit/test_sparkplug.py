@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -87,3 +88,41 @@ def test_non_scalar_metrics_and_garbage() -> None:
     with pytest.raises(SparkplugError, match="invalid Sparkplug B payload"):
         decoder.decode("spBv1.0/g/NDATA/n", b"\xff\xff\xff\xff garbage")
     assert decoder.decode("spBv1.0/g/NCMD/n", b"anything").readings == []
+
+
+def _birth(aliases: range) -> bytes:
+    return payload(
+        *({"name": f"m{a}", "alias": a, "datatype": spb.DOUBLE, "double_value": 1.0} for a in aliases)
+    )
+
+
+def test_the_alias_table_is_bounded_and_forgets_the_least_recently_heard_node() -> None:
+    decoder = SparkplugDecoder(lambda: T, max_aliases=1000)
+    for n in range(8):  # 8 edge nodes x 250 aliases into a bound of 1000
+        decoder.decode(f"spBv1.0/g/NBIRTH/node-{n}", _birth(range(250)))
+        # node-0 keeps talking, so it is the most recently heard, not the oldest.
+        decoder.decode("spBv1.0/g/NDATA/node-0", payload({"alias": 1, "double_value": 2.0}))
+    assert decoder.aliases <= 1000
+    assert decoder.counters()["sparkplug_aliases_evicted"] == 1000
+    assert decoder.decode("spBv1.0/g/NDATA/node-0", payload({"alias": 7, "double_value": 2.0})).readings
+    assert decoder.decode("spBv1.0/g/NDATA/node-7", payload({"alias": 7, "double_value": 2.0})).readings
+    forgotten = decoder.decode("spBv1.0/g/NDATA/node-1", payload({"alias": 7, "double_value": 2.0}))
+    assert forgotten.readings == [] and "no BIRTH declared it" in forgotten.problems[0]
+    # One node alone declaring more than the bound keeps the first 1000.
+    decoder.decode("spBv1.0/g/NBIRTH/huge", _birth(range(1500)))
+    assert decoder.aliases == 1000 and decoder.counters()["sparkplug_aliases_refused"] == 500
+
+
+def test_a_birth_does_not_scan_the_other_nodes_aliases() -> None:
+    # 80 edge nodes x 5,000 aliases; the old table scanned all 400k per NBIRTH.
+    decoder = SparkplugDecoder(lambda: T)
+    for n in range(80):
+        decoder._births.nodes[("g", f"node-{n}")] = {a: (f"m{a}", spb.DOUBLE) for a in range(5000)}
+        decoder._births.count += 5000
+    small = _birth(range(3))
+    started = time.perf_counter()
+    for _ in range(50):
+        decoder.decode("spBv1.0/g/NBIRTH/node-3", small)
+    per_birth = (time.perf_counter() - started) / 50
+    assert per_birth < 0.005, f"{per_birth * 1000:.1f} ms per NBIRTH"
+    assert decoder.aliases == 79 * 5000 + 3
