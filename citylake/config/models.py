@@ -206,7 +206,20 @@ class ServiceConfig(BaseModel):
     host: str = "127.0.0.1"
     port: Port = 8080
     api_keys: list[str] = Field(
-        default_factory=list, description="if set, every route but /healthz needs X-API-Key"
+        default_factory=list,
+        description="keys with the read and write scopes; with any key set, every route but /healthz "
+        "(and /docs, /openapi.json) needs X-API-Key",
+    )
+    read_keys: list[str] = Field(
+        default_factory=list, description="keys with the read scope only (alerts: cannot change rules)"
+    )
+    keys_file: Path | None = Field(
+        default=None,
+        description="more keys, `read <key>` or `write <key>` per line (a Kubernetes Secret as a file)",
+    )
+    allow_open: bool = Field(
+        default=False,
+        description="serve without keys on a non-loopback host; off, such a service refuses to start",
     )
     sql_max_rows: int = Field(default=10_000, ge=1)
     sql_timeout_s: float = Field(default=10.0, gt=0)
