@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,12 +84,44 @@ class ConfigDocument:
             raise ConfigError(self.path, self.problems_from(exc, prefix)) from None
 
 
+# A value that is exactly ``${NAME}`` is the environment variable NAME: how a
+# password or key reaches city.yaml from a Kubernetes Secret (the pod's env,
+# secretKeyRef) while the file itself stays a ConfigMap without secrets.
+_ENV_REFERENCE = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)\}")
+
+
 def _plain(node: Any) -> Any:
     if isinstance(node, dict):
         return {str(k): _plain(v) for k, v in node.items()}
     if isinstance(node, list):
         return [_plain(v) for v in node]
+    if isinstance(node, str) and (reference := _ENV_REFERENCE.fullmatch(node)):
+        return os.environ.get(reference.group(1), node)
     return node
+
+
+def _unset_references(node: Any, where: str = "") -> Iterable[ConfigProblem]:
+    """Every ``${NAME}`` value whose variable is unset, with its key and line."""
+    items: Iterable[tuple[Any, Any]]
+    if isinstance(node, CommentedMap):
+        items = node.items()
+    elif isinstance(node, CommentedSeq):
+        items = enumerate(node)
+    else:
+        return
+    for key, value in items:
+        path = f"{where}.{key}" if where else str(key)
+        if isinstance(value, str) and (reference := _ENV_REFERENCE.fullmatch(value)):
+            if reference.group(1) not in os.environ:
+                line = (node.lc.key(key) if isinstance(node, CommentedMap) else node.lc.item(key))[0] + 1
+                yield ConfigProblem(
+                    path,
+                    line,
+                    f"the environment variable {reference.group(1)} is not set (in Kubernetes: the pod's "
+                    "env from a Secret, secretKeyRef)",
+                )
+        else:
+            yield from _unset_references(value, path)
 
 
 @dataclass(frozen=True)
@@ -121,6 +155,9 @@ def load_config(path: Path | str) -> LoadedConfig:
         raise ConfigError(path, [ConfigProblem("(yaml)", line, str(problem))]) from None
     if not isinstance(root, CommentedMap):
         raise ConfigError(path, [ConfigProblem("(root)", 1, "expected a mapping of keys")])
+    unset = list(_unset_references(root))
+    if unset:
+        raise ConfigError(path, unset)
     document = ConfigDocument(path, root)
     config = document.validate(CityConfig, _plain(root))
     if not config.data_dir.is_absolute():

@@ -54,3 +54,14 @@ def test_off_loopback_without_keys_is_refused_unless_told_open(host: str) -> Non
 def test_the_method_label_is_a_closed_set() -> None:
     assert method_label("GET") == "GET" and method_label("DELETE") == "DELETE"
     assert method_label("ATTACK") == "other" and method_label("get") == "other"
+
+
+def test_a_config_value_may_come_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from citylake.config import ConfigError, load_config
+
+    path = tmp_path / "city.yaml"
+    path.write_text("site: s\nsync:\n  api_key: ${CITYLAKE_SYNC_KEY}\n")
+    with pytest.raises(ConfigError, match=r"line 3: sync.api_key: the environment variable CITYLAKE_SYNC_KEY"):
+        load_config(path)
+    monkeypatch.setenv("CITYLAKE_SYNC_KEY", "from-a-secret-0123456789")
+    assert load_config(path).config.sync.api_key == "from-a-secret-0123456789"
