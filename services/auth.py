@@ -20,6 +20,8 @@ from fastapi import FastAPI, Header, HTTPException, Request, status
 from starlette.types import ASGIApp, Receive, Send
 from starlette.types import Scope as AsgiScope
 
+from citylake.config.loader import unexpanded
+
 
 class Scope(StrEnum):
     READ = "read"
@@ -39,6 +41,12 @@ class KeyRing:
 
     @classmethod
     def of(cls, write: Iterable[str] = (), read: Iterable[str] = ()) -> KeyRing:
+        write, read = list(write), list(read)
+        for key in write + read:
+            if unexpanded(key) or not key:
+                raise KeyFileError(
+                    f"an API key is {key!r}: set its environment variable (from the Secret) or remove it"
+                )
         return cls(tuple(k.encode() for k in read), tuple(k.encode() for k in write))
 
     def merged(self, other: KeyRing) -> KeyRing:

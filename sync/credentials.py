@@ -11,6 +11,7 @@ import hmac
 from dataclasses import dataclass
 from pathlib import Path
 
+from citylake.config.loader import unexpanded
 from citylake.config.models import SyncConfig
 from citylake.sync.names import InvalidName, check_site
 
@@ -63,6 +64,9 @@ def _read_keys_file(path: Path) -> list[tuple[str, str]]:
 
 def region_keys(config: SyncConfig) -> SiteKeys:
     pairs = [(site, key) for site, keys in config.site_keys.items() for key in keys]
+    for site, key in pairs:
+        if unexpanded(key) or not key:
+            raise CredentialsError(f"sync.site_keys.{site} has the key {key!r}: set its environment variable")
     if config.keys_file is not None:
         pairs += _read_keys_file(config.keys_file)
     return SiteKeys(tuple((site, key.encode()) for site, key in pairs))
@@ -70,6 +74,8 @@ def region_keys(config: SyncConfig) -> SiteKeys:
 
 def edge_key(config: SyncConfig) -> str | None:
     if config.api_key_file is None:
+        if config.api_key is not None and unexpanded(config.api_key):
+            raise CredentialsError(f"sync.api_key is {config.api_key!r}: set its environment variable")
         return config.api_key
     try:
         key = config.api_key_file.read_text(encoding="utf-8").strip()

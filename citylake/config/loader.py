@@ -86,7 +86,9 @@ class ConfigDocument:
 
 # A value that is exactly ``${NAME}`` is the environment variable NAME: how a
 # password or key reaches city.yaml from a Kubernetes Secret (the pod's env,
-# secretKeyRef) while the file itself stays a ConfigMap without secrets.
+# secretKeyRef) while the file itself stays a ConfigMap without secrets. Every
+# pod loads the whole file, so an unset NAME is not an error here: the value
+# stays as written, and what uses it as a secret refuses it (`unexpanded`).
 _ENV_REFERENCE = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)\}")
 
 
@@ -100,28 +102,9 @@ def _plain(node: Any) -> Any:
     return node
 
 
-def _unset_references(node: Any, where: str = "") -> Iterable[ConfigProblem]:
-    """Every ``${NAME}`` value whose variable is unset, with its key and line."""
-    items: Iterable[tuple[Any, Any]]
-    if isinstance(node, CommentedMap):
-        items = node.items()
-    elif isinstance(node, CommentedSeq):
-        items = enumerate(node)
-    else:
-        return
-    for key, value in items:
-        path = f"{where}.{key}" if where else str(key)
-        if isinstance(value, str) and (reference := _ENV_REFERENCE.fullmatch(value)):
-            if reference.group(1) not in os.environ:
-                line = (node.lc.key(key) if isinstance(node, CommentedMap) else node.lc.item(key))[0] + 1
-                yield ConfigProblem(
-                    path,
-                    line,
-                    f"the environment variable {reference.group(1)} is not set (in Kubernetes: the pod's "
-                    "env from a Secret, secretKeyRef)",
-                )
-        else:
-            yield from _unset_references(value, path)
+def unexpanded(value: str) -> bool:
+    """A ``${NAME}`` left as written because NAME was unset where the file was loaded."""
+    return _ENV_REFERENCE.fullmatch(value) is not None
 
 
 @dataclass(frozen=True)
@@ -155,9 +138,6 @@ def load_config(path: Path | str) -> LoadedConfig:
         raise ConfigError(path, [ConfigProblem("(yaml)", line, str(problem))]) from None
     if not isinstance(root, CommentedMap):
         raise ConfigError(path, [ConfigProblem("(root)", 1, "expected a mapping of keys")])
-    unset = list(_unset_references(root))
-    if unset:
-        raise ConfigError(path, unset)
     document = ConfigDocument(path, root)
     config = document.validate(CityConfig, _plain(root))
     if not config.data_dir.is_absolute():

@@ -56,12 +56,27 @@ def test_the_method_label_is_a_closed_set() -> None:
     assert method_label("ATTACK") == "other" and method_label("get") == "other"
 
 
-def test_a_config_value_may_come_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from citylake.config import ConfigError, load_config
+def test_a_config_value_may_come_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from citylake.config import load_config
+    from citylake.sync.credentials import CredentialsError, edge_key
 
     path = tmp_path / "city.yaml"
-    path.write_text("site: s\nsync:\n  api_key: ${CITYLAKE_SYNC_KEY}\n")
-    with pytest.raises(ConfigError, match=r"line 3: sync.api_key: the environment variable CITYLAKE_SYNC_KEY"):
-        load_config(path)
+    path.write_text(
+        "site: s\nsync:\n  api_key: ${CITYLAKE_SYNC_KEY}\n"
+        "services:\n  query:\n    api_keys:\n      - ${Q_KEY}\n"
+    )
+    monkeypatch.delenv("CITYLAKE_SYNC_KEY", raising=False)
+    monkeypatch.delenv("Q_KEY", raising=False)
+    unset = load_config(path).config
+    # A pod without the variable loads the file; what uses the value as a secret refuses it.
+    with pytest.raises(CredentialsError, match=r"sync.api_key is '\$\{CITYLAKE_SYNC_KEY\}'"):
+        edge_key(unset.sync)
+    with pytest.raises(KeyFileError, match="set its environment variable"):
+        KeyRing.of(unset.services.query.api_keys)
     monkeypatch.setenv("CITYLAKE_SYNC_KEY", "from-a-secret-0123456789")
-    assert load_config(path).config.sync.api_key == "from-a-secret-0123456789"
+    monkeypatch.setenv("Q_KEY", "query-key-0123456789")
+    loaded = load_config(path).config
+    assert edge_key(loaded.sync) == "from-a-secret-0123456789"
+    assert loaded.services.query.api_keys == ["query-key-0123456789"]
