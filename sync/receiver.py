@@ -1,6 +1,8 @@
 """The region's sync receiver: a FastAPI app over ``RegionStore``.
 
-Every route but ``/healthz`` needs ``X-API-Key`` when keys are configured.
+Every route but ``/healthz`` needs ``X-API-Key`` when keys are configured,
+and a site's routes need a key of that site (``sync/credentials.py``): one
+edge cannot read, fill or empty another's partitions.
 JSON bodies may come zstd-encoded (``Content-Encoding: zstd``); JSON answers
 are zstd-encoded for clients that accept it. Refusals are 4xx with
 ``{"error": "...", ...details}`` and change nothing.
@@ -9,7 +11,6 @@ are zstd-encoded for clients that accept it. Refusals are 4xx with
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from citylake.config.models import SyncConfig
 from citylake.schemas import DataLayout
 from citylake.sync import wire
+from citylake.sync.credentials import SiteKeys, region_keys
 from citylake.sync.merkle import Leaf
 from citylake.sync.region import BadRequest, Limits, RegionStore, SyncRejected, TooLarge
 
@@ -134,7 +136,7 @@ class Receiver:
     config: SyncConfig
     store: RegionStore
     metrics: Metrics
-    keys: tuple[bytes, ...]
+    keys: SiteKeys
 
 
 def receiver(request: Request) -> Receiver:
@@ -142,14 +144,30 @@ def receiver(request: Request) -> Receiver:
     return found
 
 
-def guard(request: Request, x_api_key: Annotated[str | None, Header()] = None) -> None:
+def _key_sites(request: Request, given: str | None) -> frozenset[str] | None:
+    """The sites the request's key opens; None when the region has no keys."""
     keys = receiver(request).keys
-    # compare_digest against every key: timing does not reveal which matched.
-    if keys and not any(hmac.compare_digest((x_api_key or "").encode(), k) for k in keys):
-        raise Unauthorized("missing or wrong X-API-Key header; set sync.api_key on the edge")
+    if keys.open:
+        return None
+    sites = keys.sites_of(given)
+    if not sites:
+        raise Unauthorized(
+            "missing or wrong X-API-Key header; set sync.api_key (or api_key_file) on the edge to the "
+            "key the region lists for its site in sync.site_keys"
+        )
+    return sites
 
 
-def site_allowed(request: Request, site: Annotated[str, PathParam()]) -> str:
+def guard(request: Request, x_api_key: Annotated[str | None, Header()] = None) -> None:
+    _key_sites(request, x_api_key)
+
+
+def site_allowed(
+    request: Request, site: Annotated[str, PathParam()], x_api_key: Annotated[str | None, Header()] = None
+) -> str:
+    opened = _key_sites(request, x_api_key)
+    if opened is not None and site not in opened:
+        raise Forbidden(f"this key is not a key of site {site!r}: a site's key opens only its own site")
     sites = receiver(request).config.sites
     if sites and site not in sites:
         raise Forbidden(f"site {site!r} is not one of this region's sync.sites")
@@ -180,8 +198,11 @@ def create_app(settings: ReceiverSettings) -> FastAPI:
     )
     store.drop_stale_uploads()
     metrics = Metrics()
-    app = FastAPI(title="citylake sync receiver", version="1")
-    app.state.receiver = Receiver(config, store, metrics, tuple(k.encode() for k in config.api_keys))
+    # No /docs or /openapi.json: a machine API, and a map of it helps only an attacker.
+    app = FastAPI(
+        title="citylake sync receiver", version="1", docs_url=None, redoc_url=None, openapi_url=None
+    )
+    app.state.receiver = Receiver(config, store, metrics, region_keys(config))
 
     @app.exception_handler(SyncRejected)
     async def rejected(request: Request, exc: SyncRejected) -> JSONResponse:

@@ -43,6 +43,7 @@ from citylake.sync.names import (
     check_table,
     split_relative,
 )
+from citylake.sync.upload_check import InvalidUpload, check_lake_file
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,12 @@ class ChecksumMismatch(SyncRejected):
 
 class StagingFull(SyncRejected):
     status = 507
+
+
+class RefusedFile(SyncRejected):
+    """An uploaded file that is not a lake file of the table and site."""
+
+    status = 422
 
 
 @dataclass(frozen=True)
@@ -239,11 +246,16 @@ class RegionStore:
         return found
 
     def _incoming_bytes(self) -> int:
+        """The declared sizes of the uploads staged, not the bytes on disk: a
+        begun upload holds its whole size, so many slow uploads begun at once
+        cannot together outgrow ``incoming_max_bytes``."""
         total = 0
-        for dirpath, _, names in os.walk(self.incoming):
+        for _, _, names in os.walk(self.incoming):
             for name in names:
-                with contextlib.suppress(FileNotFoundError):
-                    total += os.stat(os.path.join(dirpath, name)).st_size
+                stem, _, suffix = name.partition(".")
+                size = stem.partition("-")[2]
+                if suffix in ("part", "done") and size.isdigit():
+                    total += int(size)
         return total
 
     def append(self, site: str, sha: str, size: int, offset: int, data: bytes) -> UploadState:
@@ -335,6 +347,26 @@ class RegionStore:
             raise BadRequest(f"{spec.name}: {exc}; nothing was committed") from None
         return desired
 
+    def _check_files(
+        self, site: str, spec: TableSpec, to_add: Mapping[str, tuple[Path, Leaf]], root: Path
+    ) -> None:
+        """Each new file must be a lake file of the table, all of ``site``'s rows
+        (sync/upload_check.py); a refused one is dropped, with its reason."""
+        for relative, (staged, leaf) in to_add.items():
+            if self._in_place(root / relative, leaf):
+                continue  # committed before under this content-addressed name: checked then
+            try:
+                check_lake_file(staged, spec, site)
+            except InvalidUpload as exc:
+                with contextlib.suppress(FileNotFoundError):
+                    staged.unlink()
+                raise RefusedFile(
+                    f"{spec.name}: {relative.rsplit('/', 1)[0]}/{leaf.name} refused: {exc}; the upload was "
+                    "dropped and nothing was committed",
+                    file=leaf.name,
+                    reason=str(exc),
+                ) from None
+
     @staticmethod
     def _in_place(target: Path, leaf: Leaf) -> bool:
         try:
@@ -384,6 +416,7 @@ class RegionStore:
                 )
             if not to_add and not to_remove:
                 return CommitResult(table, None, 0, 0, 0)
+            self._check_files(site, spec, to_add, snap.root)
             directories: set[Path] = set()
             for relative, (staged, leaf) in to_add.items():
                 target = snap.root / relative

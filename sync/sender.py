@@ -28,6 +28,7 @@ from citylake.config.models import SyncConfig
 from citylake.schemas import TABLES, DataLayout, TableSpec
 from citylake.sync import wire
 from citylake.sync.bucket import TokenBucket
+from citylake.sync.credentials import edge_key
 from citylake.sync.edge import EdgeLake, HashCache, edge_lake
 from citylake.sync.merkle import Leaf, SiteTree, combine, differing, missing
 
@@ -153,6 +154,7 @@ class RegionClient:
         self.prefix = f"/v1/sync/sites/{site}"
         self.counters = Counters()
         self._sleep = sleep
+        self.api_key = edge_key(config)
 
     def backoff(self) -> Backoff:
         return Backoff(self.config.retry_max_s, self.config.retry_window_s, sleep=self._sleep)
@@ -179,8 +181,8 @@ class RegionClient:
         ok: Sequence[int] = (200,),
     ) -> httpx.Response:
         headers = {}
-        if self.config.api_key:
-            headers["X-API-Key"] = self.config.api_key
+        if self.api_key:
+            headers["X-API-Key"] = self.api_key
         if encoding:
             headers["Content-Encoding"] = encoding
         content: Iterator[bytes] | None = None

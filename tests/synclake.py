@@ -19,7 +19,7 @@ T0 = int(datetime(2026, 11, 20, tzinfo=UTC).timestamp() * 1000)
 DAY_MS = 86_400_000
 
 
-def part_file(layout: DataLayout, day: int, name: str, first: int, n: int, site: str = "edge") -> Path:
+def part_file(layout: DataLayout, day: int, name: str, first: int, n: int, site: str = "edge-a") -> Path:
     """Readings ``first`` .. ``first + n - 1`` (value = number) in the partition
     of 2026-11-20 + ``day``. Values after the number are noise, so the file
     is as incompressible as real measurements."""

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 import uvicorn
 
-from citylake.cli.common import DEFAULT_CONFIG, ConfigOption, load, setup_logging
+from citylake.cli.common import DEFAULT_CONFIG, ConfigOption, fail, load, setup_logging
 from citylake.config import LoadedConfig, ServiceConfig
 
 if TYPE_CHECKING:
@@ -39,10 +39,19 @@ def serve(
             "/healthz reports it; unset, alerts keeps its state in <data_dir>/state/ and events in memory",
         ),
     ] = None,
+    allow_open: Annotated[
+        bool,
+        typer.Option(
+            "--allow-open",
+            help="serve without keys off loopback (the network in front is trusted); "
+            "the same as services.<name>.allow_open",
+        ),
+    ] = False,
 ) -> None:
     """Serve a microservice over HTTP; pair it with `daprd --app-port <port>` for Dapr."""
     setup_logging()
     loaded = load(config)
+    _refuse_if_open(loaded, service, host, allow_open)
     sidecar = _sidecar(dapr_http_port)
     if service is ServiceName.registry:
         app, settings = _registry(loaded, sidecar)
@@ -54,6 +63,24 @@ def serve(
         settings = loaded.config.services.query
         app = create_app(QuerySettings(data_dir=loaded.config.data_dir, config=settings))
     uvicorn.run(app, host=host or settings.host, port=port or settings.port, log_level="warning")
+
+
+def _refuse_if_open(loaded: LoadedConfig, service: ServiceName, host: str | None, allow_open: bool) -> None:
+    from citylake.config.exposure import OpenBindRefused, check_exposure
+    from citylake.services.auth import KeyFileError, service_keys
+
+    settings: ServiceConfig = getattr(loaded.config.services, service.value)
+    try:
+        ring = service_keys(settings.api_keys, settings.read_keys, settings.keys_file)
+        check_exposure(
+            f"citylake serve {service.value}",
+            host or settings.host,
+            protected=not ring.open,
+            allow_open=allow_open or settings.allow_open,
+            how_to_protect=f"services.{service.value}.api_keys / read_keys / keys_file",
+        )
+    except (OpenBindRefused, KeyFileError) as exc:
+        fail(str(exc))
 
 
 def _sidecar(http_port: int | None) -> SidecarAddress | None:
@@ -72,6 +99,8 @@ def _registry(loaded: LoadedConfig, sidecar: SidecarAddress | None) -> tuple[Fas
         RegistrySettings(
             data_dir=loaded.config.data_dir,
             api_keys=list(settings.api_keys),
+            read_keys=list(settings.read_keys),
+            keys_file=settings.keys_file,
             configured=tuple(configured_devices(loaded)),
             source_protocols=source_protocols(loaded),
             sidecar=sidecar,
@@ -88,6 +117,8 @@ def _alerts(loaded: LoadedConfig, sidecar: SidecarAddress | None) -> tuple[FastA
         AlertsSettings(
             data_dir=loaded.config.data_dir,
             api_keys=list(settings.api_keys),
+            read_keys=list(settings.read_keys),
+            keys_file=settings.keys_file,
             seed_rules=tuple(loaded.config.pipelines.alerts),
             sidecar=sidecar,
             # APP_ID is set beside the sidecar by Dapr's injector; it names the events' source.

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import signal
+import ssl
 import threading
 import time
 from types import FrameType
-from typing import Annotated
+from typing import Annotated, Any
 
 import httpx
 import typer
@@ -14,7 +16,10 @@ import uvicorn
 from rich.table import Table
 
 from citylake.cli.common import DEFAULT_CONFIG, ConfigOption, console, fail, load, setup_logging
+from citylake.config.exposure import OpenBindRefused, check_exposure, is_loopback
+from citylake.config.models import SyncConfig
 from citylake.schemas import DataLayout
+from citylake.sync.credentials import CredentialsError, region_keys
 from citylake.sync.receiver import ReceiverSettings, create_app
 from citylake.sync.sender import (
     Counters,
@@ -27,6 +32,8 @@ from citylake.sync.sender import (
     write_status,
 )
 
+log = logging.getLogger(__name__)
+
 app = typer.Typer(help="Edge → region sync of the lake.", no_args_is_help=True)
 
 
@@ -35,14 +42,50 @@ def serve(
     config: ConfigOption = DEFAULT_CONFIG,
     host: Annotated[str | None, typer.Option(help="listen address (default sync.host)")] = None,
     port: Annotated[int | None, typer.Option(help="listen port (default sync.port)")] = None,
+    allow_open: Annotated[
+        bool,
+        typer.Option("--allow-open", help="serve without site keys off loopback (sync.allow_open)"),
+    ] = False,
 ) -> None:
     """Region: receive edges' lake files into this site's lake, verified by sha256."""
     setup_logging()
     loaded = load(config)
     settings = loaded.config.sync
+    bind = host or settings.host
+    try:
+        keys = region_keys(settings)
+        check_exposure(
+            "citylake sync serve",
+            bind,
+            protected=not keys.open or settings.tls_client_ca_file is not None,
+            allow_open=allow_open or settings.allow_open,
+            how_to_protect="sync.site_keys (or sync.keys_file) with a key per edge site",
+        )
+    except (OpenBindRefused, CredentialsError) as exc:
+        fail(str(exc))
+    if settings.tls_cert_file is None and not is_loopback(bind):
+        log.warning(
+            "sync serve on %s without TLS: keys and lake files cross the network in clear; set "
+            "sync.tls_cert_file and sync.tls_key_file, or keep it behind a mesh with mTLS",
+            bind,
+        )
     app_ = create_app(ReceiverSettings(loaded.config.data_dir, settings))
-    console.print(f"sync receiver on http://{host or settings.host}:{port or settings.port}/v1/sync/sites/…")
-    uvicorn.run(app_, host=host or settings.host, port=port or settings.port, log_level="warning")
+    scheme = "https" if settings.tls_cert_file else "http"
+    console.print(f"sync receiver on {scheme}://{bind}:{port or settings.port}/v1/sync/sites/…")
+    uvicorn.run(app_, host=bind, port=port or settings.port, log_level="warning", **_tls(settings))
+
+
+def _tls(settings: SyncConfig) -> dict[str, Any]:
+    """uvicorn's TLS options from sync.tls_*; a client CA makes the region ask for client certificates."""
+    if settings.tls_cert_file is None:
+        return {}
+    options: dict[str, Any] = {
+        "ssl_certfile": str(settings.tls_cert_file),
+        "ssl_keyfile": str(settings.tls_key_file),
+    }
+    if settings.tls_client_ca_file is not None:
+        options |= {"ssl_ca_certs": str(settings.tls_client_ca_file), "ssl_cert_reqs": ssl.CERT_REQUIRED}
+    return options
 
 
 def _size(n: float) -> str:
@@ -92,7 +135,11 @@ def push(
         fail("no region to push to: set sync.region_url in the config or pass --region-url", code=2)
     layout = DataLayout(loaded.config.data_dir)
     timeout = httpx.Timeout(settings.timeout_s, connect=min(settings.timeout_s, 10.0))
-    with httpx.Client(base_url=url, timeout=timeout) as client:
+    # An https region is verified against sync.region_ca_file (a private CA) or the system's CAs.
+    verify: ssl.SSLContext | bool = True
+    if settings.region_ca_file is not None:
+        verify = ssl.create_default_context(cafile=str(settings.region_ca_file))
+    with httpx.Client(base_url=url, timeout=timeout, verify=verify) as client:
         try:
             sync = EdgeSync(layout, loaded.config.site, settings, client)
         except ValueError as exc:

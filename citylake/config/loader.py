@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,12 +84,27 @@ class ConfigDocument:
             raise ConfigError(self.path, self.problems_from(exc, prefix)) from None
 
 
+# A value that is exactly ``${NAME}`` is the environment variable NAME: how a
+# password or key reaches city.yaml from a Kubernetes Secret (the pod's env,
+# secretKeyRef) while the file itself stays a ConfigMap without secrets. Every
+# pod loads the whole file, so an unset NAME is not an error here: the value
+# stays as written, and what uses it as a secret refuses it (`unexpanded`).
+_ENV_REFERENCE = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)\}")
+
+
 def _plain(node: Any) -> Any:
     if isinstance(node, dict):
         return {str(k): _plain(v) for k, v in node.items()}
     if isinstance(node, list):
         return [_plain(v) for v in node]
+    if isinstance(node, str) and (reference := _ENV_REFERENCE.fullmatch(node)):
+        return os.environ.get(reference.group(1), node)
     return node
+
+
+def unexpanded(value: str) -> bool:
+    """A ``${NAME}`` left as written because NAME was unset where the file was loaded."""
+    return _ENV_REFERENCE.fullmatch(value) is not None
 
 
 @dataclass(frozen=True)

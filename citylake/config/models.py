@@ -221,7 +221,20 @@ class ServiceConfig(BaseModel):
     host: str = "127.0.0.1"
     port: Port = 8080
     api_keys: list[str] = Field(
-        default_factory=list, description="if set, every route but /healthz needs X-API-Key"
+        default_factory=list,
+        description="keys with the read and write scopes; with any key set, every route but /healthz "
+        "(and /docs, /openapi.json) needs X-API-Key",
+    )
+    read_keys: list[str] = Field(
+        default_factory=list, description="keys with the read scope only (alerts: cannot change rules)"
+    )
+    keys_file: Path | None = Field(
+        default=None,
+        description="more keys, `read <key>` or `write <key>` per line (a Kubernetes Secret as a file)",
+    )
+    allow_open: bool = Field(
+        default=False,
+        description="serve without keys on a non-loopback host; off, such a service refuses to start",
     )
     sql_max_rows: int = Field(default=10_000, ge=1)
     sql_timeout_s: float = Field(default=10.0, gt=0)
@@ -368,7 +381,15 @@ class SyncConfig(BaseModel):
     region_url: str | None = Field(
         default=None, description="edge: the region's sync receiver, e.g. http://region.example:8090"
     )
-    api_key: str | None = Field(default=None, description="edge: sent as X-API-Key to the region")
+    api_key: str | None = Field(
+        default=None, description="edge: sent as X-API-Key to the region (its key for this site)"
+    )
+    api_key_file: Path | None = Field(
+        default=None, description="edge: a file holding that key instead (a Kubernetes Secret as a file)"
+    )
+    region_ca_file: Path | None = Field(
+        default=None, description="edge: CA certificates that verify an https region_url (default: system's)"
+    )
     tables: list[Name] = Field(default_factory=list, description="edge: tables shipped; empty: every table")
     bandwidth_bytes_per_s: int | None = Field(
         default=None, ge=1024, description="edge: uplink budget of the sync (token bucket); unset: unlimited"
@@ -398,8 +419,21 @@ class SyncConfig(BaseModel):
     # The region: how it receives.
     host: str = Field(default="127.0.0.1", description="region: listen address of `sync serve`")
     port: Port = Field(default=8090, description="region: listen port of `sync serve`")
-    api_keys: list[str] = Field(
-        default_factory=list, description="region: if set, every route but /healthz needs X-API-Key"
+    site_keys: dict[Name, list[str]] = Field(
+        default_factory=dict,
+        description="region: per edge site, the keys it sends; a key reads and writes only its own site, "
+        "and with any key set every route but /healthz needs one",
+    )
+    keys_file: Path | None = Field(
+        default=None, description="region: more site keys, `<site> <key>` per line (a Secret as a file)"
+    )
+    allow_open: bool = Field(
+        default=False, description="region: serve without keys off loopback; off, `sync serve` refuses"
+    )
+    tls_cert_file: Path | None = Field(default=None, description="region: serve HTTPS with this certificate")
+    tls_key_file: Path | None = Field(default=None, description="region: the certificate's private key")
+    tls_client_ca_file: Path | None = Field(
+        default=None, description="region: require client certificates signed by these CAs (mutual TLS)"
     )
     sites: list[Name] = Field(default_factory=list, description="region: edge sites accepted; empty: any")
     max_chunk_bytes: int = Field(
@@ -414,6 +448,26 @@ class SyncConfig(BaseModel):
     request_timeout_s: float = Field(
         default=120.0, gt=0, description="region: a request body must arrive within this time; else 408"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_shared_keys(cls, data: object) -> object:
+        if isinstance(data, dict) and "api_keys" in data:
+            raise ValueError(
+                "sync.api_keys was replaced by sync.site_keys ({site: [keys]}): a key now writes only "
+                "its own site, so one edge cannot overwrite another's data"
+            )
+        return data
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> SyncConfig:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("sync.tls_cert_file and sync.tls_key_file go together: set both or neither")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("sync.tls_client_ca_file needs sync.tls_cert_file and sync.tls_key_file")
+        if self.api_key is not None and self.api_key_file is not None:
+            raise ValueError("set sync.api_key or sync.api_key_file, not both")
+        return self
 
     @field_validator("region_url")
     @classmethod

@@ -43,6 +43,7 @@ KUBERNETES_KINDS = [
     ("", "v1", "ServiceAccount"),
     ("apps", "v1", "Deployment"),
     ("autoscaling", "v2", "HorizontalPodAutoscaler"),
+    ("networking.k8s.io", "v1", "NetworkPolicy"),
     ("policy", "v1", "PodDisruptionBudget"),
     ("rbac.authorization.k8s.io", "v1", "Role"),
     ("rbac.authorization.k8s.io", "v1", "RoleBinding"),

@@ -25,9 +25,9 @@ from citylake.schemas import DataLayout
 from citylake.services.alerts import routes
 from citylake.services.alerts.events import AlertAnnouncer, AnnouncerMetrics
 from citylake.services.alerts.rules import RuleBook, RuleError
-from citylake.services.auth import api_key_guard
+from citylake.services.auth import install_keys, service_keys
 from citylake.services.lakeaccess import LakeOnDemand, LakeUnavailable
-from citylake.services.observability import add_health_and_metrics
+from citylake.services.observability import RequestMetrics, add_health_and_metrics
 from citylake.services.publish import DaprPublisher, EmbeddedPublisher, Publisher
 from citylake.services.sidecar import DaprSidecar, SidecarAddress, SidecarError, sidecar_check
 from citylake.services.state import DaprStateStore, EmbeddedStateStore, StateStore
@@ -37,7 +37,9 @@ from citylake.services.validation import add_readable_validation_errors
 @dataclass(frozen=True)
 class AlertsSettings:
     data_dir: Path
-    api_keys: list[str] = field(default_factory=list)
+    api_keys: list[str] = field(default_factory=list)  # read and write: may change rules
+    read_keys: list[str] = field(default_factory=list)  # read only: a 403 on rule changes
+    keys_file: Path | None = None
     seed_rules: tuple[AlertRule, ...] = ()  # city.yaml's pipelines.alerts, shown until the first change
     sidecar: SidecarAddress | None = None
     # Component names of deploy/dapr/components/.
@@ -112,9 +114,12 @@ def create_app(settings: AlertsSettings) -> FastAPI:
         # 503: the rules are fine, their store is out of reach for now; a retry may work.
         return JSONResponse({"detail": str(exc)}, status_code=503)
 
-    guard = api_key_guard(settings.api_keys)
+    # Reading needs the read scope; the rule changes in routes.py add the write scope.
+    guard = install_keys(app, service_keys(settings.api_keys, settings.read_keys, settings.keys_file))
     app.include_router(routes.router, dependencies=[Depends(guard)])
     add_health_and_metrics(app, registry, _checks(app, settings), guard)
+    # Outermost, so refusals (401, 403) are timed and counted too.
+    app.add_middleware(RequestMetrics, registry=registry)
     return app
 
 

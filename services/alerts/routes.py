@@ -15,9 +15,12 @@ from citylake.services.alerts.deps import get_rules, lake_cursor
 from citylake.services.alerts.history import AlertFilter, list_alerts
 from citylake.services.alerts.models import Alert, AlertList, RuleList, StoredRuleBody
 from citylake.services.alerts.rules import RuleBook, StoredRule, parse_etags, rules_yaml
+from citylake.services.auth import Scope, require
 from citylake.services.instants import parse_instant
 
 router = APIRouter(prefix="/v1")
+# Changing rules changes what the city is alerted to: a read key gets 403.
+WRITE = Depends(require(Scope.WRITE))
 
 Rules = Annotated[RuleBook, Depends(get_rules)]
 # The pattern of AlertRule.name: a path that cannot name a rule is a 422, not a lookup.
@@ -72,6 +75,7 @@ async def export_rules(rules: Rules) -> PlainTextResponse:
 
 @router.post(
     "/rules",
+    dependencies=[WRITE],
     response_model=StoredRuleBody,
     status_code=status.HTTP_201_CREATED,
     tags=["rules"],
@@ -95,6 +99,7 @@ async def get_rule(name: RuleName, rules: Rules, response: Response) -> StoredRu
 
 @router.put(
     "/rules/{name}",
+    dependencies=[WRITE],
     response_model=StoredRuleBody,
     tags=["rules"],
     summary="Create or replace a rule (If-Match for safe updates)",
@@ -125,6 +130,7 @@ async def put_rule(
 
 @router.delete(
     "/rules/{name}",
+    dependencies=[WRITE],
     status_code=status.HTTP_204_NO_CONTENT,
     tags=["rules"],
     summary="Delete a rule",

@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 
 from citylake.config import ServiceConfig
 from citylake.schemas import DataLayout
-from citylake.services.auth import api_key_guard
+from citylake.services.auth import install_keys, service_keys
 from citylake.services.observability import RequestMetrics, add_health_and_metrics
 from citylake.services.query import aggregate, dashboard, history, latest, sql
 from citylake.services.query.body_limit import BodySizeLimit
@@ -64,7 +64,8 @@ def create_app(settings: QuerySettings) -> FastAPI:
 
     hot = HotTier(timedelta(seconds=config.hot_window_s)) if config.live_pubsub else None
     app_token = os.environ.get("APP_API_TOKEN") or None
-    if hot is not None and config.api_keys and app_token is None:
+    ring = service_keys(config.api_keys, config.read_keys, config.keys_file)
+    if hot is not None and not ring.open and app_token is None:
         raise ValueError(
             "services.query has api_keys and a live feed: set APP_API_TOKEN (for daprd and the service) "
             "so the subscription route is guarded too"
@@ -93,7 +94,8 @@ def create_app(settings: QuerySettings) -> FastAPI:
     app.state.lake = lake
     app.state.hot = hot
     app.state.sql_workers = workers
-    guard = api_key_guard(config.api_keys)
+    # Nothing here writes: the read scope opens every route (SQL is read-only).
+    guard = install_keys(app, ring)
     for router in (
         latest.router(config),
         history.router(config),

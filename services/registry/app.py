@@ -23,8 +23,8 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from citylake.schemas import DataLayout
-from citylake.services.auth import api_key_guard
-from citylake.services.observability import add_health_and_metrics
+from citylake.services.auth import install_keys, service_keys
+from citylake.services.observability import RequestMetrics, add_health_and_metrics
 from citylake.services.registry import routes
 from citylake.services.registry.catalog import CatalogUnavailable, DeviceCatalog
 from citylake.services.registry.configured import ConfiguredDevice
@@ -37,7 +37,9 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class RegistrySettings:
     data_dir: Path
-    api_keys: list[str] = field(default_factory=list)
+    api_keys: list[str] = field(default_factory=list)  # read and write (the registry only reads)
+    read_keys: list[str] = field(default_factory=list)
+    keys_file: Path | None = None
     configured: tuple[ConfiguredDevice, ...] = ()
     source_protocols: Mapping[str, str] = field(default_factory=dict)
     refresh_s: float | None = 30.0  # None: only at start (tests refresh by hand)
@@ -93,10 +95,12 @@ def create_app(settings: RegistrySettings) -> FastAPI:
     async def unavailable(_: Request, exc: CatalogUnavailable) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=503)
 
-    guard = api_key_guard(settings.api_keys)
+    guard = install_keys(app, service_keys(settings.api_keys, settings.read_keys, settings.keys_file))
     app.include_router(routes.router, dependencies=[Depends(guard)])
 
     add_health_and_metrics(app, registry, _checks(app, settings), guard)
+    # Outermost, so refusals (401, 403) are timed and counted too.
+    app.add_middleware(RequestMetrics, registry=registry)
     _catalog_gauges(app, registry)
     return app
 

@@ -165,7 +165,7 @@ def receiver(network: NetnsPair, tmp_path: Path, region: DataLayout) -> ManagedP
         "host": network.region_ip,
         "port": PORT,
         "sites": [SITE],
-        "api_keys": [KEY],
+        "site_keys": {SITE: [KEY]},
         "request_timeout_s": 30,
     }
     document = {"site": "region-south", "data_dir": str(region.data_dir), "sync": sync}

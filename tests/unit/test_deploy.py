@@ -44,6 +44,14 @@ EDGE_CPU_M = 2000
 EDGE_MEMORY_MI = 4096
 EDGE_RESERVED_CPU_M = 200
 EDGE_RESERVED_MEMORY_MI = 448
+# Secrets the operator makes (deploy/README.md, "Secrets"): they hold keys and
+# passwords, so they are never in git, and the manifests only name them.
+OPERATOR_SECRETS = {
+    "citylake-dapr-api-token": {"token"},
+    "citylake-dapr-app-token": {"token"},
+    "citylake-keys": {"query", "registry", "alerts"},
+    "citylake-broker": {"passwords", "ingest-password", "dapr-url"},
+}
 # What a service process holds before DuckDB's memory_limit_mb (measured: the
 # registry idles at 190 MiB RSS, query at 145 MiB).
 SERVICE_BASELINE_MI = 192
@@ -266,8 +274,50 @@ def test_city_yaml_is_valid_and_is_the_configmap(tier: Tier) -> None:
     text = (DEPLOY / "overlays" / tier.name / "city.yaml").read_text()
     assert configmaps[0]["data"] == {"city.yaml": text}
     for service in ServiceName:
-        # No API keys in a ConfigMap: the services sit behind Dapr's API token.
-        assert getattr(tier.city.services, service.value).api_keys == []
+        settings = getattr(tier.city.services, service.value)
+        # No keys in a ConfigMap: they come from the Secret citylake-keys, mounted as keys_file.
+        assert settings.api_keys == [] and settings.read_keys == []
+        assert settings.keys_file == Path(f"/etc/citylake-secrets/{service.value}")
+    # Every ${NAME} of city.yaml is in the env, from a Secret, of the pods that use it.
+    for name in re.findall(r"\$\{([A-Z_][A-Z0-9_]*)\}", text):
+        assert tier.has("Deployment", "ingest"), name
+        env = {e["name"]: e for e in container(tier.get("Deployment", "ingest")).get("env", [])}
+        assert env[name]["valueFrom"]["secretKeyRef"]["name"] in OPERATOR_SECRETS, name
+
+
+def test_operator_secrets_are_documented_and_never_generated(tier: Tier) -> None:
+    readme = (DEPLOY / "README.md").read_text()
+    for name, keys in OPERATOR_SECRETS.items():
+        assert not tier.has("Secret", name), f"{name} holds credentials: the operator makes it, not git"
+        assert f"create secret generic {name}" in readme, name
+        for key in keys:
+            assert "--from-" in readme and f"{key}=" in readme, (name, key)
+
+
+def test_services_have_keys_and_dapr_app_tokens(tier: Tier) -> None:
+    for service in ServiceName:
+        deployment = tier.get("Deployment", service.value)
+        assert pod_annotations(deployment)["dapr.io/app-token-secret"] == "citylake-dapr-app-token"
+        keys = volumes(deployment["spec"]["template"]["spec"])["keys"]["secret"]
+        assert keys["secretName"] == "citylake-keys"
+        assert [i["key"] for i in keys["items"]] == [service.value]
+        assert mounts(container(deployment))["/etc/citylake-secrets"] == "keys"
+
+
+def test_every_tier_denies_by_default(tier: Tier) -> None:
+    policies = {p["metadata"]["name"]: p["spec"] for p in tier.all("NetworkPolicy")}
+    deny = policies["citylake-default-deny"]
+    assert deny["podSelector"] == {} and set(deny["policyTypes"]) == {"Ingress", "Egress"}
+    assert "ingress" not in deny and "egress" not in deny
+    # What is open to the outside (no `from`): only device-facing ports.
+    open_ports = {
+        (port["protocol"], port["port"])
+        for spec in policies.values()
+        for rule in spec.get("ingress", [])
+        if "from" not in rule
+        for port in rule.get("ports", [])
+    }
+    assert open_ports <= {("TCP", 1883), ("UDP", 5060), ("TCP", 5060), ("TCP", 8088)}
 
 
 def test_every_referenced_configmap_claim_and_secret_exists(tier: Tier) -> None:
@@ -280,7 +330,10 @@ def test_every_referenced_configmap_claim_and_secret_exists(tier: Tier) -> None:
             if "persistentVolumeClaim" in vol:
                 assert tier.has("PersistentVolumeClaim", vol["persistentVolumeClaim"]["claimName"]), vol
             if "secret" in vol:
-                assert tier.has("Secret", vol["secret"]["secretName"]), vol
+                name = vol["secret"]["secretName"]
+                assert tier.has("Secret", name) or name in OPERATOR_SECRETS, vol
+                for item in vol["secret"].get("items", []):
+                    assert name not in OPERATOR_SECRETS or item["key"] in OPERATOR_SECRETS[name], item
 
 
 def test_lake_maintenance_runs_at_every_tier(tier: Tier) -> None:
@@ -491,14 +544,20 @@ def test_dapr_components_are_the_kubernetes_flavour_of_the_tested_ones(tier: Tie
         for item in theirs["spec"]["metadata"]:
             if "secretKeyRef" in item:
                 ref = item["secretKeyRef"]
+                if ref["name"] in OPERATOR_SECRETS:
+                    assert ref["key"] in OPERATOR_SECRETS[ref["name"]], ref
+                    continue
                 secret = tier.get("Secret", ref["name"])
                 assert base64.b64decode(secret["data"][ref["key"]]), ref
         assert set(theirs.get("scopes", [])) <= tier.app_ids(), name
         assert "alerts" in theirs["scopes"]
 
     secret = tier.get("Secret", "citylake-dapr")
-    broker = urlsplit(base64.b64decode(secret["data"]["mqtt-url"]).decode())
-    assert broker.scheme == "tcp"  # as citylake.devstack hands it to daprd
+    # The sidecars' broker URL (with its password) is the operator's; its README example is checked.
+    example = re.search(r'dapr-url="([^"]+)"', (DEPLOY / "README.md").read_text())
+    assert example is not None, "deploy/README.md shows the dapr-url of citylake-broker"
+    broker = urlsplit(example.group(1))
+    assert broker.scheme == "tcp" and broker.username == "citylake-dapr"  # as devstack hands it to daprd
     assert broker.port in [p["port"] for p in tier.get("Service", str(broker.hostname))["spec"]["ports"]]
     state = base64.b64decode(secret["data"]["state-db"]).decode()
     assert state.startswith(f"file:{tier.city.data_dir}/")
@@ -507,7 +566,7 @@ def test_dapr_components_are_the_kubernetes_flavour_of_the_tested_ones(tier: Tie
 
     configuration = tier.get("Configuration", "citylake")
     for scope in configuration["spec"]["secrets"]["scopes"]:
-        assert set(scope["allowedSecrets"]) <= tier.names("Secret")
+        assert set(scope["allowedSecrets"]) <= tier.names("Secret") | set(OPERATOR_SECRETS)
 
 
 def test_resiliency_is_scoped_to_the_services_and_outlasts_their_own_limits(tier: Tier) -> None:

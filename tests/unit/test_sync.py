@@ -161,13 +161,13 @@ def test_two_edges_with_the_same_file_names_make_a_union(
     tmp_path: Path, region: DataLayout, receiver: TestClient
 ) -> None:
     a, b = DataLayout(tmp_path / "a"), DataLayout(tmp_path / "b")
-    part_file(a, 0, "0", 0, 100, site="a")
-    part_file(b, 0, "0", 100, 100, site="b")
+    part_file(a, 0, "0", 0, 100, site="edge-a")
+    part_file(b, 0, "0", 100, 100, site="edge-b")
     assert EdgeSync(a, "edge-a", CONFIG, receiver).round().in_sync
     assert EdgeSync(b, "edge-b", CONFIG, receiver).round().in_sync
     assert check(region) == (200, 200, float(sum(range(200))), 200)
     compact_table(a, READINGS, min_files=1)  # one file: nothing to merge
-    part_file(a, 0, "1", 200, 50, site="a")
+    part_file(a, 0, "1", 200, 50, site="edge-a")
     compact_table(a, READINGS, min_files=2)
     assert EdgeSync(a, "edge-a", CONFIG, receiver).round().in_sync
     assert check(region) == (250, 250, float(sum(range(250))), 250), "b's files are untouched by a's sync"
@@ -412,13 +412,21 @@ def test_unknown_tables_bad_sites_and_bad_bodies_get_clear_errors(
 
 
 def test_keys_and_sites_are_enforced(region: DataLayout) -> None:
-    config = SyncConfig(api_keys=["k1"], sites=["edge-a"])
+    config = SyncConfig(site_keys={"edge-a": ["k1"], "edge-b": ["k2"]}, sites=["edge-a"])
     with TestClient(create_app(ReceiverSettings(region.data_dir, config))) as client:
         assert client.get("/healthz").status_code == 200
         assert client.get("/v1/sync/sites/edge-a/tree").status_code == 401
         assert client.get("/v1/sync/sites/edge-a/tree", headers={"X-API-Key": "k1"}).status_code == 200
         refused = client.get("/v1/sync/sites/edge-b/tree", headers={"X-API-Key": "k1"})
+        assert refused.status_code == 403 and "key of site 'edge-b'" in refused.json()["error"]
+        refused = client.get("/v1/sync/sites/edge-b/tree", headers={"X-API-Key": "k2"})
         assert refused.status_code == 403 and "sync.sites" in refused.json()["error"]
+        assert client.get("/openapi.json").status_code == 404
+
+
+def test_shared_sync_keys_are_refused_with_what_to_set() -> None:
+    with pytest.raises(ValueError, match=r"sync\.api_keys was replaced by sync\.site_keys"):
+        SyncConfig.model_validate({"api_keys": ["k1"]})
 
 
 def test_a_commit_missing_one_file_changes_nothing(
