@@ -237,3 +237,27 @@ def jt808(
     )
     if acked < sent:
         fail(f"{sent - acked} locations got no 0x8001 answer")
+
+
+@app.command()
+def nmea(
+    host: Annotated[str, typer.Option(help="address the talker listens on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port (10110 is NMEA-over-TCP's)")] = 10110,
+    rate: Annotated[float, typer.Option(min=0.01, help="fix epochs per second")] = 1.0,
+    epochs: Annotated[int, typer.Option(min=0, help="epochs per client, then close; 0: forever")] = 0,
+    hostile: Annotated[
+        bool, typer.Option(help="add a bad checksum, garbage and an overlong line per epoch")
+    ] = False,
+) -> None:
+    """An NMEA 0183 talker on TCP: GGA, RMC, VTG, GSA (and GSV) of a moving boat, rendered by pynmea2."""
+    import asyncio
+    import contextlib
+
+    from citylake.devstack.simulators.nmea import serve_talker
+
+    console.print(f"NMEA talker on tcp://{host}:{port}, {rate:g} epochs/s", highlight=False)
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve_talker(host, port, rate, epochs or None, hostile))
+    except OSError as exc:
+        fail(f"cannot listen on {host}:{port}: {exc}")
