@@ -261,3 +261,33 @@ def nmea(
             asyncio.run(serve_talker(host, port, rate, epochs or None, hostile))
     except OSError as exc:
         fail(f"cannot listen on {host}:{port}: {exc}")
+
+
+@app.command()
+def websocket(
+    url: Annotated[str, typer.Option(help="the platform's WebSocket source, ws://host:port")] = (
+        "ws://127.0.0.1:8765"
+    ),
+    token: Annotated[str, typer.Option(help="bearer token of the source")] = "",
+    gateways: Annotated[int, typer.Option(min=1, help="number of simulated gateways")] = 5,
+    messages: Annotated[int, typer.Option(min=1, help="messages per gateway")] = 10,
+    batch: Annotated[int, typer.Option(min=1, help="readings per message")] = 1,
+    interval: Annotated[float, typer.Option(min=0.0, help="seconds between a gateway's messages")] = 1.0,
+) -> None:
+    """Gateways pushing JSON readings over WebSocket, counting the acks sent after landing."""
+    import asyncio
+
+    from websockets.exceptions import InvalidStatus
+
+    from citylake.devstack.simulators.websocket import run_gateways
+
+    if not token:
+        fail("give --token: one of the source's `tokens`", code=2)
+    try:
+        results = asyncio.run(run_gateways(url, token, gateways, messages, batch, interval))
+    except InvalidStatus as exc:
+        fail(f"{url} refused the handshake: {exc}")
+    except OSError as exc:
+        fail(f"{url}: {exc!r}; is `citylake ingest` running with a type: websocket source?")
+    sent, accepted = sum(r.sent for r in results), sum(r.accepted for r in results)
+    console.print(f"{gateways} gateways sent {sent} messages to {url}; {accepted} readings acknowledged")
