@@ -197,7 +197,8 @@ class StationSession:
         ctx.emit(READINGS, decoded.readings, raw, self._ack_for(packet))
 
     def _ack_for(self, packet: Packet) -> Callable[[], None]:
-        reply = data_ack(packet) if packet.wants_ack else None
+        # 9014 answers data uploads; a station's own replies (9011-9013) get none.
+        reply = data_ack(packet) if packet.wants_ack and packet.cn in DATA_COMMANDS else None
 
         def landed() -> None:  # on the event loop
             self._unacked -= 1
