@@ -219,3 +219,122 @@ def gb28181(
     )
     if not result.ok:
         fail(f"some devices failed; SIPp log {sipp.process.log_path}:\n{result.log_tail[-2000:]}")
+
+
+@app.command()
+def hj212(
+    url: Annotated[str, typer.Option(help="the platform's HJ 212 server, tcp://host:port")] = (
+        "tcp://127.0.0.1:6000"
+    ),
+    stations: Annotated[int, typer.Option(min=1, help="number of simulated stations")] = 10,
+    packets: Annotated[int, typer.Option(min=1, help="real-time uploads per station")] = 10,
+    interval: Annotated[float, typer.Option(min=0.0, help="seconds between a station's uploads")] = 1.0,
+    password: Annotated[str, typer.Option(help="PW the stations send")] = "123456",
+) -> None:
+    """HJ 212-2017 stations uploading real-time data (CN 2011) and counting 9014 answers."""
+    import asyncio
+    from urllib.parse import urlsplit
+
+    from citylake.devstack.simulators.hj212 import run_stations
+
+    parts = urlsplit(url)
+    if parts.scheme != "tcp" or not parts.hostname or not parts.port:
+        fail(f"expected tcp://host:port, got {url!r}", code=2)
+    try:
+        results = asyncio.run(run_stations(parts.hostname, parts.port, stations, packets, interval, password))
+    except (OSError, TimeoutError) as exc:
+        fail(f"HJ 212 server {url}: {exc!r}; is `citylake ingest` running with a type: hj212 source?")
+    sent, acked = sum(r.sent for r in results), sum(r.acked for r in results)
+    console.print(f"{stations} stations sent {sent} packets to {url}; {acked} answered (9014) after landing")
+    if acked < sent:
+        fail(f"{sent - acked} packets got no 9014 answer")
+
+
+@app.command()
+def jt808(
+    url: Annotated[str, typer.Option(help="the platform's JT/T 808 server, tcp://host:port")] = (
+        "tcp://127.0.0.1:7611"
+    ),
+    terminals: Annotated[int, typer.Option(min=1, help="number of simulated vehicle terminals")] = 10,
+    locations: Annotated[int, typer.Option(min=1, help="location reports per terminal")] = 10,
+    interval: Annotated[float, typer.Option(min=0.0, help="seconds between a terminal's reports")] = 1.0,
+    version: Annotated[str, typer.Option(help="header version: 2019 or 2013")] = "2019",
+) -> None:
+    """JT/T 808 terminals: register, authenticate, heartbeat, report locations, count 0x8001 answers."""
+    import asyncio
+    from urllib.parse import urlsplit
+
+    from citylake.devstack.simulators.jt808 import run_terminals
+
+    parts = urlsplit(url)
+    if parts.scheme != "tcp" or not parts.hostname or not parts.port:
+        fail(f"expected tcp://host:port, got {url!r}", code=2)
+    if version not in ("2019", "2013"):
+        fail(f"--version is 2019 or 2013, not {version!r}", code=2)
+    header_version = 1 if version == "2019" else None
+    try:
+        results = asyncio.run(
+            run_terminals(parts.hostname, parts.port, terminals, locations, interval, header_version)
+        )
+    except (OSError, TimeoutError) as exc:
+        fail(f"JT/T 808 server {url}: {exc!r}; is `citylake ingest` running with a type: jt808 source?")
+    sent, acked = sum(r.sent for r in results), sum(r.acked for r in results)
+    console.print(
+        f"{terminals} terminals sent {sent} locations to {url}; {acked} answered (0x8001) after landing"
+    )
+    if acked < sent:
+        fail(f"{sent - acked} locations got no 0x8001 answer")
+
+
+@app.command()
+def nmea(
+    host: Annotated[str, typer.Option(help="address the talker listens on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port (10110 is NMEA-over-TCP's)")] = 10110,
+    rate: Annotated[float, typer.Option(min=0.01, help="fix epochs per second")] = 1.0,
+    epochs: Annotated[int, typer.Option(min=0, help="epochs per client, then close; 0: forever")] = 0,
+    hostile: Annotated[
+        bool, typer.Option(help="add a bad checksum, garbage and an overlong line per epoch")
+    ] = False,
+) -> None:
+    """An NMEA 0183 talker on TCP: GGA, RMC, VTG, GSA (and GSV) of a moving boat, rendered by pynmea2."""
+    import asyncio
+    import contextlib
+
+    from citylake.devstack.simulators.nmea import serve_talker
+
+    console.print(f"NMEA talker on tcp://{host}:{port}, {rate:g} epochs/s", highlight=False)
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve_talker(host, port, rate, epochs or None, hostile))
+    except OSError as exc:
+        fail(f"cannot listen on {host}:{port}: {exc}")
+
+
+@app.command()
+def websocket(
+    url: Annotated[str, typer.Option(help="the platform's WebSocket source, ws://host:port")] = (
+        "ws://127.0.0.1:8765"
+    ),
+    token: Annotated[str, typer.Option(help="bearer token of the source")] = "",
+    gateways: Annotated[int, typer.Option(min=1, help="number of simulated gateways")] = 5,
+    messages: Annotated[int, typer.Option(min=1, help="messages per gateway")] = 10,
+    batch: Annotated[int, typer.Option(min=1, help="readings per message")] = 1,
+    interval: Annotated[float, typer.Option(min=0.0, help="seconds between a gateway's messages")] = 1.0,
+) -> None:
+    """Gateways pushing JSON readings over WebSocket, counting the acks sent after landing."""
+    import asyncio
+
+    from websockets.exceptions import InvalidStatus
+
+    from citylake.devstack.simulators.websocket import run_gateways
+
+    if not token:
+        fail("give --token: one of the source's `tokens`", code=2)
+    try:
+        results = asyncio.run(run_gateways(url, token, gateways, messages, batch, interval))
+    except InvalidStatus as exc:
+        fail(f"{url} refused the handshake: {exc}")
+    except OSError as exc:
+        fail(f"{url}: {exc!r}; is `citylake ingest` running with a type: websocket source?")
+    sent, accepted = sum(r.sent for r in results), sum(r.accepted for r in results)
+    console.print(f"{gateways} gateways sent {sent} messages to {url}; {accepted} readings acknowledged")
