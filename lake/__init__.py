@@ -1,6 +1,6 @@
 """The lake: Parquet under ``<data_dir>/lake/`` and the DuckDB views over it.
 
-Floor 2: imports schemas/ and config only.
+Floor 3: imports ingest/ (the landing zone it collects), schemas/ and config.
 """
 
 # The room is reached through the link citylake/lake; imported as plain

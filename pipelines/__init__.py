@@ -1,6 +1,6 @@
 """The PyFlink jobs: landing into the lake, stream and batch (pipelines/README.md).
 
-Floor 3: imports lake/, schemas/ and config.
+Floor 4: imports lake/, ingest/, schemas/ and config.
 """
 
 # The room is reached through the link citylake/pipelines; imported as plain

@@ -1,6 +1,6 @@
 """The FastAPI services behind Dapr sidecars (services/README.md).
 
-Floor 3: imports lake/, schemas/ and config.
+Floor 4: imports lake/, ingest/, schemas/ and config.
 """
 
 # The room is reached through the link citylake/services; imported as plain

@@ -1,6 +1,6 @@
 """Edge → region sync: an edge ships its lake to its region over HTTP.
 
-Floor 2: imports lake/, schemas/ and the config models; imported by the CLI.
+Floor 4: imports lake/, schemas/ and the config models; imported by the CLI.
 """
 
 # The room is reached through the link citylake/sync; imported as plain

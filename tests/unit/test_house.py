@@ -19,16 +19,16 @@ LINKED = ("schemas", "lake", "ingest", "sync", "pipelines", "services")
 FLOORS = {
     "schemas": 1,
     "config": 1,
-    "lake": 2,
     "ingest": 2,
-    "sync": 3,
-    "pipelines": 3,
-    "services": 3,
-    "site": 4,
-    "scalereport": 4,
-    "devstack": 5,
-    "cli": 6,
-    "citylake": 7,  # citylake/__init__.py and __main__.py
+    "lake": 3,  # reads and collects the landing zone ingest writes
+    "sync": 4,
+    "pipelines": 4,
+    "services": 4,
+    "site": 5,
+    "scalereport": 5,
+    "devstack": 6,
+    "cli": 7,
+    "citylake": 8,  # citylake/__init__.py and __main__.py
 }
 
 
