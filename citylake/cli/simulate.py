@@ -172,3 +172,33 @@ def gb28181(
     )
     if not result.ok:
         fail(f"some devices failed; SIPp log {sipp.process.log_path}:\n{result.log_tail[-2000:]}")
+
+
+@app.command()
+def dlt645(
+    port: Annotated[
+        int, typer.Option(min=1, max=65535, help="TCP port on 127.0.0.1 (the serial server)")
+    ] = 8899,
+    serial: Annotated[
+        str | None, typer.Option(help="also answer on this pty, e.g. one end of a socat pty pair")
+    ] = None,
+    meters: Annotated[int, typer.Option(min=1, max=9999, help="meters 000000000001.. on the line")] = 10,
+    wobble: Annotated[bool, typer.Option(help="let voltages, currents and energy change over time")] = True,
+) -> None:
+    """Simulated DL/T 645-2007 meters behind a transparent serial server (until Ctrl-C)."""
+    import asyncio
+
+    from citylake.devstack.simulators.dlt645 import Dlt645Meters, demo_meters
+    from citylake.devstack.simulators.line import RequestLog, serve_line
+    from citylake.ingest.dlt645.codec import find_frame
+
+    sim = Dlt645Meters(demo_meters(meters), set(), wobble)
+    console.print(
+        f"{meters} DL/T 645 meters on tcp://127.0.0.1:{port}" + (f" and {serial}" if serial else "")
+    )
+    try:
+        asyncio.run(serve_line(find_frame, sim.respond, port, serial, RequestLog(None)))
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        fail(f"cannot serve on port {port} or {serial}: {exc}")
