@@ -19,12 +19,21 @@ class owns the rest, once:
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import time
 from collections.abc import Mapping, Sequence
 
-from citylake.ingest.base import PollTarget, Row, SourceContext
-from citylake.ingest.meter_link import FrameFinder, LinkError, LinkNoResponse, MeterLink
+from citylake.config import SourceConfig
+from citylake.ingest.base import PollingSource, PollTarget, Row, SourceContext, SourceUnavailable
+from citylake.ingest.meter_link import (
+    FrameFinder,
+    LinkConnectionFailed,
+    LinkEndpoint,
+    LinkError,
+    LinkNoResponse,
+    MeterLink,
+)
 from citylake.ingest.meter_presence import MeterPresence
 from citylake.schemas import Quality, table
 
@@ -148,3 +157,61 @@ class MeterPoller(PollTarget):
             if not answered:
                 attributes["missed_polls"] = self.presence.missed_in_a_row
             self.event(ctx, ts, str(kind), attributes)
+
+
+class MeterLineSource(PollingSource):
+    """A source of meters on shared lines: the subclass builds its pollers with
+    ``link_for`` (one ``MeterLink`` per line) and appends them to ``pollers``."""
+
+    protocol = "meter"
+
+    def __init__(self, config: SourceConfig) -> None:
+        super().__init__(config)
+        self.links: dict[str, MeterLink] = {}
+        self.pollers: list[MeterPoller] = []
+
+    def link_for(
+        self, endpoint: LinkEndpoint, timeout_s: float, backoff_s: float, max_backoff_s: float
+    ) -> MeterLink:
+        link = self.links.get(endpoint.key)
+        if link is None:
+            link = self.links[endpoint.key] = MeterLink(
+                endpoint, max(timeout_s, 1.0), backoff_s, max_backoff_s
+            )
+        return link
+
+    def validate(self) -> list[str]:
+        serial = sorted(k for k, link in self.links.items() if link.endpoint.transport == "serial")
+        if serial and importlib.util.find_spec("serial") is None:
+            return [f"{', '.join(serial)}: a serial line needs the pyserial package"]
+        return []
+
+    def targets(self) -> Sequence[MeterPoller]:
+        return self.pollers
+
+    def counters(self) -> dict[str, int]:
+        return {
+            "exchanges": sum(link.exchanges for link in self.links.values()),
+            "reconnects": sum(link.reconnects for link in self.links.values()),
+        }
+
+    def is_up(self) -> bool:
+        return all(link.connected for link in self.links.values())
+
+    async def check(self) -> None:
+        failed: list[str] = []
+        for key, shared in self.links.items():
+            probe = MeterLink(shared.endpoint, shared.connect_timeout_s, 0.0, 0.0)
+            try:
+                await probe.connect()
+            except LinkConnectionFailed as exc:
+                failed.append(f"{exc} (meters on {key}: {sum(p.link is shared for p in self.pollers)})")
+            finally:
+                probe.close()
+        if failed:
+            raise SourceUnavailable(f"{self.protocol} source {self.name}: " + "; ".join(failed))
+
+    async def close(self) -> None:
+        for link in self.links.values():
+            async with link.lock:
+                link.close()

@@ -202,3 +202,34 @@ def dlt645(
         pass
     except OSError as exc:
         fail(f"cannot serve on port {port} or {serial}: {exc}")
+
+
+@app.command()
+def cjt188(
+    port: Annotated[
+        int, typer.Option(min=1, max=65535, help="TCP port on 127.0.0.1 (the serial server)")
+    ] = 8900,
+    serial: Annotated[
+        str | None, typer.Option(help="also answer on this pty, e.g. one end of a socat pty pair")
+    ] = None,
+    meters: Annotated[
+        int, typer.Option(min=1, max=9999, help="meters 00000000000001..; every 4th heat")
+    ] = 10,
+) -> None:
+    """Simulated CJ/T 188 water, heat and gas meters behind a serial server (until Ctrl-C)."""
+    import asyncio
+
+    from citylake.devstack.simulators.cjt188 import Cjt188Meters, demo_meters
+    from citylake.devstack.simulators.line import RequestLog, serve_line
+    from citylake.ingest.cjt188.codec import find_frame
+
+    sim = Cjt188Meters(demo_meters(meters))
+    console.print(
+        f"{meters} CJ/T 188 meters on tcp://127.0.0.1:{port}" + (f" and {serial}" if serial else "")
+    )
+    try:
+        asyncio.run(serve_line(find_frame, sim.respond, port, serial, RequestLog(None)))
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        fail(f"cannot serve on port {port} or {serial}: {exc}")

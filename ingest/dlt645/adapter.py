@@ -11,10 +11,9 @@ events are meter_poll.py's: an abnormal reply (``D1``) is a counted
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Sequence
 
-from citylake.ingest.base import PollingSource, Row, SourceContext, SourceUnavailable
+from citylake.ingest.base import Row, SourceContext
 from citylake.ingest.configured_devices import configured_device_row
 from citylake.ingest.dlt645.codec import (
     DataItem,
@@ -28,7 +27,7 @@ from citylake.ingest.dlt645.codec import (
 )
 from citylake.ingest.dlt645.config import Dlt645Meter, Dlt645SourceConfig
 from citylake.ingest.meter_link import LinkConnectionFailed, LinkError, LinkNoResponse, MeterLink
-from citylake.ingest.meter_poll import READINGS, MeterPoller, now_ms
+from citylake.ingest.meter_poll import READINGS, MeterLineSource, MeterPoller, now_ms
 
 
 class Dlt645MeterPoller(MeterPoller):
@@ -87,33 +86,20 @@ class Dlt645MeterPoller(MeterPoller):
         self.presence_after_poll(ctx, ts, answered)
 
 
-class Dlt645Source(PollingSource):
+class Dlt645Source(MeterLineSource):
     """Polls DL/T 645-2007 meters through serial servers or serial ports."""
 
     config_model = Dlt645SourceConfig
+    protocol = "dlt645"
 
     def __init__(self, config: Dlt645SourceConfig) -> None:
         super().__init__(config)
         self.config: Dlt645SourceConfig = config
-        self.links: dict[str, MeterLink] = {}
-        self._pollers: list[Dlt645MeterPoller] = []
         for meter in config.meters:
-            endpoint = config.endpoint_of(meter)
-            link = self.links.get(endpoint.key)
-            if link is None:
-                link = self.links[endpoint.key] = MeterLink(
-                    endpoint, max(config.timeout_s, 1.0), config.backoff_s, config.max_backoff_s
-                )
-            self._pollers.append(Dlt645MeterPoller(meter, config, link))
-
-    def validate(self) -> list[str]:
-        serial = sorted(k for k, link in self.links.items() if link.endpoint.transport == "serial")
-        if serial and importlib.util.find_spec("serial") is None:
-            return [f"{', '.join(serial)}: a serial line needs the pyserial package"]
-        return []
-
-    def targets(self) -> Sequence[Dlt645MeterPoller]:
-        return self._pollers
+            link = self.link_for(
+                config.endpoint_of(meter), config.timeout_s, config.backoff_s, config.max_backoff_s
+            )
+            self.pollers.append(Dlt645MeterPoller(meter, config, link))
 
     def known_devices(self, now_ms: int) -> Sequence[Row]:
         cfg = self.config
@@ -133,30 +119,3 @@ class Dlt645Source(PollingSource):
             )
             for meter in cfg.meters
         ]
-
-    def counters(self) -> dict[str, int]:
-        return {
-            "exchanges": sum(link.exchanges for link in self.links.values()),
-            "reconnects": sum(link.reconnects for link in self.links.values()),
-        }
-
-    def is_up(self) -> bool:
-        return all(link.connected for link in self.links.values())
-
-    async def check(self) -> None:
-        failed: list[str] = []
-        for key, shared in self.links.items():
-            probe = MeterLink(shared.endpoint, shared.connect_timeout_s, 0.0, 0.0)
-            try:
-                await probe.connect()
-            except LinkConnectionFailed as exc:
-                failed.append(f"{exc} (meters on {key}: {sum(p.link is shared for p in self._pollers)})")
-            finally:
-                probe.close()
-        if failed:
-            raise SourceUnavailable(f"dlt645 source {self.name}: " + "; ".join(failed))
-
-    async def close(self) -> None:
-        for link in self.links.values():
-            async with link.lock:
-                link.close()

@@ -8,14 +8,11 @@ over a real socket and a real pty (see ingest/dlt645/README.md)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 import pytest
 
 from citylake.devstack.process import ManagedProcess
@@ -23,7 +20,8 @@ from citylake.devstack.simulators.line import read_request_log, start_line_simul
 from citylake.ingest.dlt645.adapter import Dlt645Source
 from citylake.ingest.dlt645.config import Dlt645SourceConfig
 from citylake.ingest.runner import IngestRunner
-from citylake.schemas import DataLayout, table
+from citylake.schemas import DataLayout
+from tests.meterline import landed, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -37,18 +35,6 @@ VALUES_A = {
     "power_factor": 0.953,
     "frequency": 49.98,
 }
-
-
-def landed(layout: DataLayout, name: str) -> list[dict[str, Any]]:
-    files = sorted(layout.landing(table(name)).rglob("*.parquet"))
-    return [row for f in files for row in pq.read_table(f).to_pylist()]
-
-
-async def wait_for(predicate: Callable[[], bool], timeout_s: float = 20) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.1)
 
 
 @pytest.fixture
