@@ -233,3 +233,29 @@ def cjt188(
         pass
     except OSError as exc:
         fail(f"cannot serve on port {port} or {serial}: {exc}")
+
+
+@app.command()
+def mbus(
+    port: Annotated[
+        int, typer.Option(min=1, max=65535, help="TCP port on 127.0.0.1 (the M-Bus gateway)")
+    ] = 9001,
+    serial: Annotated[
+        str | None, typer.Option(help="also answer on this pty, e.g. one end of a socat pty pair")
+    ] = None,
+    meters: Annotated[int, typer.Option(min=1, max=250, help="heat meters at primary addresses 1..N")] = 10,
+) -> None:
+    """Simulated M-Bus heat meters behind a TCP M-Bus gateway (until Ctrl-C)."""
+    import asyncio
+
+    from citylake.devstack.simulators.line import RequestLog, serve_line
+    from citylake.devstack.simulators.mbus import MbusMeters, demo_meters, request_span
+
+    sim = MbusMeters(demo_meters(meters))
+    console.print(f"{meters} M-Bus meters on tcp://127.0.0.1:{port}" + (f" and {serial}" if serial else ""))
+    try:
+        asyncio.run(serve_line(request_span, sim.respond, port, serial, RequestLog(None)))
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        fail(f"cannot serve on port {port} or {serial}: {exc}")
