@@ -259,3 +259,23 @@ def mbus(
         pass
     except OSError as exc:
         fail(f"cannot serve on port {port} or {serial}: {exc}")
+
+
+@app.command()
+def lorawan(
+    url: Annotated[
+        str, typer.Option(help="the broker ChirpStack would publish to")
+    ] = "mqtt://127.0.0.1:1883",
+    devices: Annotated[int, typer.Option(min=1, max=100_000, help="LoRaWAN devices (devEui a840...)")] = 10,
+    uplinks: Annotated[int, typer.Option(min=1, help="uplinks per device")] = 10,
+) -> None:
+    """ChirpStack v4 integration events (join, up, status) for simulated sensors, on MQTT with QoS 1."""
+    import time
+
+    from citylake.devstack.simulators.lorawan import city_sensors, publish
+
+    try:
+        sent = publish(url, city_sensors(devices, uplinks, int(time.time() * 1000)))
+    except OSError as exc:
+        fail(f"cannot publish to {url}: {exc}")
+    console.print(f"published {sent} ChirpStack events for {devices} devices to {url}")
