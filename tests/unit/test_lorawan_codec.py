@@ -141,3 +141,47 @@ def test_sample_and_config() -> None:
         LorawanSourceConfig.model_validate({**data, "application_ids": ["a/b"]})
     adapters = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["entry-points"]
     assert adapters["citylake.adapters"]["lorawan"] == "citylake.ingest.lorawan.adapter:LorawanSource"
+
+
+class RecordingContext:
+    """A small fake of the runner's SourceContext: what the adapter handed over."""
+
+    source, site = "lora", "test-site"
+
+    def __init__(self) -> None:
+        self.rows: dict[str, int] = {}
+        self.rejects: list[str] = []
+        self.acks = 0
+
+    def emit(
+        self, table: object, rows: list[object], raw: bytes, ack: object = None, input_id: object = None
+    ) -> None:
+        name = getattr(table, "name", str(table))
+        self.rows[name] = self.rows.get(name, 0) + len(rows)
+        if callable(ack):
+            ack()
+
+    def describe_devices(self, rows: list[object], raw: bytes) -> None:
+        self.rows["devices"] = self.rows.get("devices", 0) + len(rows)
+
+    def reject(self, raw: bytes, reason: str, ack: object = None, input_id: object = None) -> None:
+        self.rejects.append(reason)
+        if callable(ack):
+            ack()
+
+
+def test_a_flood_of_distinct_devices_stays_bounded() -> None:
+    data = yaml.safe_load((REPO / "ingest" / "lorawan" / "sample.yaml").read_text())
+    source = LorawanSource(LorawanSourceConfig.model_validate({**data, "known_devices_max": 50}))
+    ctx = RecordingContext()
+    acked: list[int] = []
+    for n in range(500):
+        dev_eui = f"{n:016x}"
+        payload = json.dumps({**DOC_UP, "deviceInfo": {**DOC_UP["deviceInfo"], "devEui": dev_eui}}).encode()  # type: ignore[dict-item]
+        topic = f"application/app/device/{dev_eui}/event/up"
+        source._route(ctx, topic, payload, payload, lambda n=n: acked.append(n), None)  # type: ignore[arg-type, misc]
+    assert len(acked) == 500 and ctx.rejects == []
+    assert ctx.rows["readings"] == 500 * 4 and ctx.rows["devices"] == 500
+    assert len(source.known) == 50 and len(source.frame_counters) == 50
+    counters = source.counters()
+    assert counters["known_devices_evicted"] == 450 and counters["frame_counters_evicted"] == 450
