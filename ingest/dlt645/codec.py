@@ -246,6 +246,19 @@ def decode_read_reply(frame: Frame, address: str, item: DataItem) -> ReadReply:
     return ReadReply(decode_bcd(value, item.decimals, item.signed), None)
 
 
+def decode_address_reply(frame: Frame) -> str:
+    """The meter's address from its answer (``93``) to ``read_address_request``: the
+    one way to learn the address of a lone meter on a line."""
+    if frame.control != READ_ADDRESS_REPLY:
+        raise DecodeError(f"control code {frame.control:02X} is not a reply to read address (93)")
+    if len(frame.data) != 6 or not all(_is_bcd(b) for b in frame.data):
+        raise DecodeError(f"read address reply data {frame.data.hex()} is not a 6-byte BCD address")
+    address = decode_address(frame.data)
+    if address != frame.address:
+        raise DecodeError(f"read address reply names {address} in its data, {frame.address} in its header")
+    return address
+
+
 def read_reply(address: str, item: DataItem, value: float, preamble: bool = True) -> bytes:
     """A meter's normal answer (for the simulator and tests)."""
     data = item.di.to_bytes(4, "little") + encode_bcd(value, item.length, item.decimals, item.signed)

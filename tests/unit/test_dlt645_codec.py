@@ -165,3 +165,17 @@ def test_config_errors_name_the_problem() -> None:
         {**base, "url": "serial:///dev/ttyUSB0", "meters": [{"meter_address": METER}]}
     )
     assert config.endpoint_of(config.meters[0]).key == "serial:///dev/ttyUSB0?2400-8E1"
+
+
+def test_read_address_reply() -> None:
+    from citylake.devstack.simulators.dlt645 import Dlt645Meters
+
+    sim = Dlt645Meters({METER: {"voltage_a": 230.0}}, set())
+    reply = sim.respond(READ_ADDRESS[4:])
+    assert reply is not None
+    assert codec.decode_address_reply(parse_frame(reply)) == METER
+    with pytest.raises(DecodeError, match="is not a reply to read address"):
+        codec.decode_address_reply(parse_frame(REPLY_VOLTAGE_A))
+    lying = codec.build_frame(METER, codec.READ_ADDRESS_REPLY, codec.encode_address("000012345679"))
+    with pytest.raises(DecodeError, match="names 000012345679 in its data, 000012345678 in its header"):
+        codec.decode_address_reply(parse_frame(lying))
