@@ -338,3 +338,107 @@ def websocket(
         fail(f"{url}: {exc!r}; is `citylake ingest` running with a type: websocket source?")
     sent, accepted = sum(r.sent for r in results), sum(r.accepted for r in results)
     console.print(f"{gateways} gateways sent {sent} messages to {url}; {accepted} readings acknowledged")
+def dlt645(
+    port: Annotated[
+        int, typer.Option(min=1, max=65535, help="TCP port on 127.0.0.1 (the serial server)")
+    ] = 8899,
+    serial: Annotated[
+        str | None, typer.Option(help="also answer on this pty, e.g. one end of a socat pty pair")
+    ] = None,
+    meters: Annotated[int, typer.Option(min=1, max=9999, help="meters 000000000001.. on the line")] = 10,
+    wobble: Annotated[bool, typer.Option(help="let voltages, currents and energy change over time")] = True,
+) -> None:
+    """Simulated DL/T 645-2007 meters behind a transparent serial server (until Ctrl-C)."""
+    import asyncio
+
+    from citylake.devstack.simulators.dlt645 import Dlt645Meters, demo_meters
+    from citylake.devstack.simulators.line import RequestLog, serve_line
+    from citylake.ingest.dlt645.codec import find_frame
+
+    sim = Dlt645Meters(demo_meters(meters), set(), wobble)
+    console.print(
+        f"{meters} DL/T 645 meters on tcp://127.0.0.1:{port}" + (f" and {serial}" if serial else "")
+    )
+    try:
+        asyncio.run(serve_line(find_frame, sim.respond, port, serial, RequestLog(None)))
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        fail(f"cannot serve on port {port} or {serial}: {exc}")
+
+
+@app.command()
+def cjt188(
+    port: Annotated[
+        int, typer.Option(min=1, max=65535, help="TCP port on 127.0.0.1 (the serial server)")
+    ] = 8900,
+    serial: Annotated[
+        str | None, typer.Option(help="also answer on this pty, e.g. one end of a socat pty pair")
+    ] = None,
+    meters: Annotated[
+        int, typer.Option(min=1, max=9999, help="meters 00000000000001..; every 4th heat")
+    ] = 10,
+) -> None:
+    """Simulated CJ/T 188 water, heat and gas meters behind a serial server (until Ctrl-C)."""
+    import asyncio
+
+    from citylake.devstack.simulators.cjt188 import Cjt188Meters, demo_meters
+    from citylake.devstack.simulators.line import RequestLog, serve_line
+    from citylake.ingest.cjt188.codec import find_frame
+
+    sim = Cjt188Meters(demo_meters(meters))
+    console.print(
+        f"{meters} CJ/T 188 meters on tcp://127.0.0.1:{port}" + (f" and {serial}" if serial else "")
+    )
+    try:
+        asyncio.run(serve_line(find_frame, sim.respond, port, serial, RequestLog(None)))
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        fail(f"cannot serve on port {port} or {serial}: {exc}")
+
+
+@app.command()
+def mbus(
+    port: Annotated[
+        int, typer.Option(min=1, max=65535, help="TCP port on 127.0.0.1 (the M-Bus gateway)")
+    ] = 9001,
+    serial: Annotated[
+        str | None, typer.Option(help="also answer on this pty, e.g. one end of a socat pty pair")
+    ] = None,
+    meters: Annotated[int, typer.Option(min=1, max=250, help="heat meters at primary addresses 1..N")] = 10,
+) -> None:
+    """Simulated M-Bus heat meters behind a TCP M-Bus gateway (until Ctrl-C)."""
+    import asyncio
+
+    from citylake.devstack.simulators.line import RequestLog, serve_line
+    from citylake.devstack.simulators.mbus import MbusMeters, demo_meters, request_span
+
+    sim = MbusMeters(demo_meters(meters))
+    console.print(f"{meters} M-Bus meters on tcp://127.0.0.1:{port}" + (f" and {serial}" if serial else ""))
+    try:
+        asyncio.run(serve_line(request_span, sim.respond, port, serial, RequestLog(None)))
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        fail(f"cannot serve on port {port} or {serial}: {exc}")
+
+
+@app.command()
+def lorawan(
+    url: Annotated[
+        str, typer.Option(help="the broker ChirpStack would publish to")
+    ] = "mqtt://127.0.0.1:1883",
+    devices: Annotated[int, typer.Option(min=1, max=100_000, help="LoRaWAN devices (devEui a840...)")] = 10,
+    uplinks: Annotated[int, typer.Option(min=1, help="uplinks per device")] = 10,
+) -> None:
+    """ChirpStack v4 integration events (join, up, status) for simulated sensors, on MQTT with QoS 1."""
+    import time
+
+    from citylake.devstack.simulators.lorawan import city_sensors, publish
+
+    try:
+        sent = publish(url, city_sensors(devices, uplinks, int(time.time() * 1000)))
+    except OSError as exc:
+        fail(f"cannot publish to {url}: {exc}")
+    console.print(f"published {sent} ChirpStack events for {devices} devices to {url}")

@@ -219,6 +219,21 @@ class MqttSource(StreamingSource):
             reason = f"payload of {len(payload)} bytes exceeds max_payload_bytes {limit} (topic {topic})"
             ctx.reject(raw, reason, ack, input_id)
             return
+        self._route(ctx, topic, payload, raw, ack, input_id)
+
+    def _route(
+        self,
+        ctx: SourceContext,
+        topic: str,
+        payload: bytes,
+        raw: bytes,
+        ack: Ack | None,
+        input_id: str | None,
+    ) -> None:
+        """One delivery, acknowledged (``ack``) once what it yields is durable. The
+        transport (connection, acknowledgement identity, redelivery, backpressure,
+        size bound) is done above; a protocol on top of MQTT (LoRaWAN through
+        ChirpStack) overrides this and ``_subscriptions``."""
         if self.config.sparkplug_groups and topic.startswith(sparkplug.NAMESPACE + "/"):
             self._on_sparkplug(ctx, topic, payload, raw, ack, input_id)
             return

@@ -1,0 +1,1 @@
+"""LoRaWAN devices through ChirpStack v4's MQTT integration."""
