@@ -338,6 +338,9 @@ def websocket(
         fail(f"{url}: {exc!r}; is `citylake ingest` running with a type: websocket source?")
     sent, accepted = sum(r.sent for r in results), sum(r.accepted for r in results)
     console.print(f"{gateways} gateways sent {sent} messages to {url}; {accepted} readings acknowledged")
+
+
+@app.command()
 def dlt645(
     port: Annotated[
         int, typer.Option(min=1, max=65535, help="TCP port on 127.0.0.1 (the serial server)")
