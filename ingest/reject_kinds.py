@@ -10,7 +10,10 @@ words or a phrase in it; the full text stays in the ``rejected`` row.
 from __future__ import annotations
 
 import re
+from functools import cache
+from importlib.metadata import entry_points
 
+from citylake.ingest.registry import GROUP
 from citylake.schemas import TABLES
 
 # Reasons whose text up to the first ":" is already a fixed phrase of ours.
@@ -55,8 +58,15 @@ PHRASE_KINDS: tuple[tuple[str, str], ...] = (
 )
 # Row validation names the table and column: "readings.value: ...".
 _COLUMNS = frozenset(f"{name}.{column}" for name, spec in TABLES.items() for column in spec.schema.names)
-_MODBUS = re.compile(r"^modbus [a-z ]{1,30}$")
+# Adapters name their own reasons "<type> <fixed phrase>: <details>" (``dlt645
+# error reply: ...``); the head is the kind when <type> is an installed adapter.
+_ADAPTER_HEAD = re.compile(r"^([a-z0-9_]{2,20}) [a-z0-9 ]{1,40}$")
 OTHER = "other"
+
+
+@cache
+def _adapter_types() -> frozenset[str]:
+    return frozenset(ep.name for ep in entry_points(group=GROUP))
 
 
 def reason_kind(reason: str) -> str:
@@ -67,6 +77,7 @@ def reason_kind(reason: str) -> str:
     for phrase, kind in PHRASE_KINDS:
         if phrase in reason:
             return kind
-    if _MODBUS.match(head):
-        return "modbus error"
+    match = _ADAPTER_HEAD.match(head)
+    if match and match.group(1) in _adapter_types():
+        return head
     return OTHER
