@@ -172,3 +172,32 @@ def gb28181(
     )
     if not result.ok:
         fail(f"some devices failed; SIPp log {sipp.process.log_path}:\n{result.log_tail[-2000:]}")
+
+
+@app.command()
+def bacnet(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="UDP port (BACnet/IP's own is 47808)")] = 47808,
+    host: Annotated[str, typer.Option(help="IPv4 address to bind")] = "127.0.0.1",
+    instance: Annotated[int, typer.Option(min=0, max=4_194_302, help="the device object's instance")] = 1001,
+    tick: Annotated[
+        float, typer.Option(min=0.0, help="seconds between supply-air-temp changes; 0 = fixed")
+    ] = 1.0,
+    duration: Annotated[
+        float | None, typer.Option(min=0.0, help="seconds to run; default until Ctrl-C")
+    ] = None,
+) -> None:
+    """A simulated BACnet/IP air-handling unit (bacpypes3's own device): answers
+    Who-Is, ReadPropertyMultiple, WriteProperty and SubscribeCOV."""
+    import asyncio
+    import contextlib
+
+    from citylake.devstack.simulators.bacnet import serve
+
+    console.print(f"BACnet device {instance} on udp://{host}:{port}", highlight=False)
+    with contextlib.suppress(KeyboardInterrupt):
+        try:
+            asyncio.run(asyncio.wait_for(serve(port, instance, tick, host), duration))
+        except TimeoutError:  # --duration is over (TimeoutError is an OSError: test it first)
+            pass
+        except OSError as exc:
+            fail(f"cannot bind udp://{host}:{port}: {exc}; choose another --port or --host")

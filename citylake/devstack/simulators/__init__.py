@@ -1,0 +1,1 @@
+"""Simulated devices speaking real protocols, each on its protocol library's own server."""
