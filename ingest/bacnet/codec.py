@@ -13,6 +13,8 @@ import math
 import re
 from collections.abc import Sequence
 
+import numpy as np
+
 Row = dict[str, object]
 
 # The object types whose present-value is a reading, and how it reads:
@@ -153,7 +155,8 @@ def present_value(object_type: str, value: object) -> float:
         number = float(value)
         if not math.isfinite(number):
             raise UnsupportedValue(f"{object_type} present-value {number} is not a finite number")
-        return number
+        # A BACnet REAL is 32 bits: land 19.13 as sent, not its widening 19.1299991607666.
+        return float(str(np.float32(number)))
     if object_type in BINARY:
         # bacpypes3's BinaryPV is an int subclass whose str() is its identifier.
         name = str(value)
