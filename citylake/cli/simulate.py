@@ -201,3 +201,33 @@ def bacnet(
             pass
         except OSError as exc:
             fail(f"cannot bind udp://{host}:{port}: {exc}; choose another --port or --host")
+
+
+@app.command()
+def iec104(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port (IEC 104's own is 2404)")] = 2404,
+    host: Annotated[str, typer.Option(help="IPv4 address to listen on")] = "127.0.0.1",
+    common_address: Annotated[int, typer.Option(min=1, max=65534, help="the station's common address")] = 47,
+    extra_ioas: Annotated[
+        int, typer.Option(min=0, help="points at IOA 50001.. that clients do not know")
+    ] = 0,
+    tick: Annotated[
+        float, typer.Option(min=0.0, help="after the scenario: bus voltage every tick; 0 = off")
+    ] = 1.0,
+    duration: Annotated[
+        float | None, typer.Option(min=0.0, help="seconds to run; default until Ctrl-C")
+    ] = None,
+) -> None:
+    """A simulated IEC 60870-5-104 RTU (c104's own server): answers general
+    interrogation and sends a scenario of spontaneous measurands with quality
+    descriptors and a time tag once a client connects."""
+    import contextlib
+
+    from citylake.devstack.simulators.iec104 import serve
+
+    console.print(f"IEC 104 RTU, CA {common_address}, on tcp://{host}:{port}", highlight=False)
+    with contextlib.suppress(KeyboardInterrupt):
+        try:
+            serve(port, common_address, host, extra_ioas, tick_s=tick, duration_s=duration)
+        except (OSError, ValueError, RuntimeError) as exc:
+            fail(f"cannot serve on tcp://{host}:{port}: {exc}; choose another --port or --host")
