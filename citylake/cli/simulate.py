@@ -231,3 +231,25 @@ def iec104(
             serve(port, common_address, host, extra_ioas, tick_s=tick, duration_s=duration)
         except (OSError, ValueError, RuntimeError) as exc:
             fail(f"cannot serve on tcp://{host}:{port}: {exc}; choose another --port or --host")
+
+
+@app.command()
+def s7(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port (ISO-on-TCP's own is 102)")] = 1102,
+    host: Annotated[str, typer.Option(help="IPv4 address to listen on")] = "127.0.0.1",
+    tick: Annotated[float, typer.Option(min=0.0, help="seconds between pressure changes; 0 = fixed")] = 1.0,
+    duration: Annotated[
+        float | None, typer.Option(min=0.0, help="seconds to run; default until Ctrl-C")
+    ] = None,
+) -> None:
+    """A simulated Siemens S7 PLC (python-snap7's own server): DB1 and merkers of a pump station."""
+    import contextlib
+
+    from citylake.devstack.simulators.s7 import serve
+
+    console.print(f"S7 PLC (DB1, merkers) on tcp://{host}:{port}", highlight=False)
+    with contextlib.suppress(KeyboardInterrupt):
+        try:
+            serve(port, tick, duration, host)
+        except (OSError, RuntimeError) as exc:
+            fail(f"cannot serve on port {port}: {exc}; choose another --port")
