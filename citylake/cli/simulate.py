@@ -445,3 +445,81 @@ def lorawan(
     except OSError as exc:
         fail(f"cannot publish to {url}: {exc}")
     console.print(f"published {sent} ChirpStack events for {devices} devices to {url}")
+def bacnet(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="UDP port (BACnet/IP's own is 47808)")] = 47808,
+    host: Annotated[str, typer.Option(help="IPv4 address to bind")] = "127.0.0.1",
+    instance: Annotated[int, typer.Option(min=0, max=4_194_302, help="the device object's instance")] = 1001,
+    tick: Annotated[
+        float, typer.Option(min=0.0, help="seconds between supply-air-temp changes; 0 = fixed")
+    ] = 1.0,
+    duration: Annotated[
+        float | None, typer.Option(min=0.0, help="seconds to run; default until Ctrl-C")
+    ] = None,
+) -> None:
+    """A simulated BACnet/IP air-handling unit (bacpypes3's own device): answers
+    Who-Is, ReadPropertyMultiple, WriteProperty and SubscribeCOV."""
+    import asyncio
+    import contextlib
+
+    from citylake.devstack.simulators.bacnet import serve
+
+    console.print(f"BACnet device {instance} on udp://{host}:{port}", highlight=False)
+    with contextlib.suppress(KeyboardInterrupt):
+        try:
+            asyncio.run(asyncio.wait_for(serve(port, instance, tick, host), duration))
+        except TimeoutError:  # --duration is over (TimeoutError is an OSError: test it first)
+            pass
+        except OSError as exc:
+            fail(f"cannot bind udp://{host}:{port}: {exc}; choose another --port or --host")
+
+
+@app.command()
+def iec104(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port (IEC 104's own is 2404)")] = 2404,
+    host: Annotated[str, typer.Option(help="IPv4 address to listen on")] = "127.0.0.1",
+    common_address: Annotated[int, typer.Option(min=1, max=65534, help="the station's common address")] = 47,
+    extra_ioas: Annotated[
+        int, typer.Option(min=0, help="points at IOA 50001.. that clients do not know")
+    ] = 0,
+    tick: Annotated[
+        float, typer.Option(min=0.0, help="after the scenario: bus voltage every tick; 0 = off")
+    ] = 1.0,
+    duration: Annotated[
+        float | None, typer.Option(min=0.0, help="seconds to run; default until Ctrl-C")
+    ] = None,
+) -> None:
+    """A simulated IEC 60870-5-104 RTU (c104's own server): answers general
+    interrogation and sends a scenario of spontaneous measurands with quality
+    descriptors and a time tag once a client connects."""
+    import contextlib
+
+    from citylake.devstack.simulators.iec104 import serve
+
+    console.print(f"IEC 104 RTU, CA {common_address}, on tcp://{host}:{port}", highlight=False)
+    with contextlib.suppress(KeyboardInterrupt):
+        try:
+            serve(port, common_address, host, extra_ioas, tick_s=tick, duration_s=duration)
+        except (OSError, ValueError, RuntimeError) as exc:
+            fail(f"cannot serve on tcp://{host}:{port}: {exc}; choose another --port or --host")
+
+
+@app.command()
+def s7(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port (ISO-on-TCP's own is 102)")] = 1102,
+    host: Annotated[str, typer.Option(help="IPv4 address to listen on")] = "127.0.0.1",
+    tick: Annotated[float, typer.Option(min=0.0, help="seconds between pressure changes; 0 = fixed")] = 1.0,
+    duration: Annotated[
+        float | None, typer.Option(min=0.0, help="seconds to run; default until Ctrl-C")
+    ] = None,
+) -> None:
+    """A simulated Siemens S7 PLC (python-snap7's own server): DB1 and merkers of a pump station."""
+    import contextlib
+
+    from citylake.devstack.simulators.s7 import serve
+
+    console.print(f"S7 PLC (DB1, merkers) on tcp://{host}:{port}", highlight=False)
+    with contextlib.suppress(KeyboardInterrupt):
+        try:
+            serve(port, tick, duration, host)
+        except (OSError, RuntimeError) as exc:
+            fail(f"cannot serve on port {port}: {exc}; choose another --port")

@@ -1,0 +1,1 @@
+"""BACnet/IP source (building automation: HVAC, lighting) over bacpypes3."""

@@ -1,0 +1,1 @@
+"""IEC 60870-5-104 source (substations, RTUs) over c104."""
