@@ -445,6 +445,9 @@ def lorawan(
     except OSError as exc:
         fail(f"cannot publish to {url}: {exc}")
     console.print(f"published {sent} ChirpStack events for {devices} devices to {url}")
+
+
+@app.command()
 def bacnet(
     port: Annotated[int, typer.Option(min=1, max=65535, help="UDP port (BACnet/IP's own is 47808)")] = 47808,
     host: Annotated[str, typer.Option(help="IPv4 address to bind")] = "127.0.0.1",
