@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 import pytest
 
 from citylake.devstack import free_port
@@ -80,14 +81,14 @@ class Client:
         self.connected: queue.Queue[str] = queue.Queue()
         self.dropped = False
         self.mqtt = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
+            CallbackAPIVersion.VERSION2,
             client_id=client_id or f"t-{uuid.uuid4().hex[:8]}",
             clean_session=False,
         )
         if user is not None:
             self.mqtt.username_pw_set(user, USERS[user])
         self.mqtt.on_connect = lambda c, u, f, rc, p: self.connected.put(str(rc))
-        self.mqtt.on_message = lambda c, u, m: self.received.put((m.topic, m.payload))
+        self.mqtt.on_message = lambda c, u, m: self.received.put((m.topic, bytes(m.payload)))
         self.mqtt.on_disconnect = lambda c, u, f, rc, p: setattr(self, "dropped", True)
         self.mqtt.connect("127.0.0.1", port)
         self.mqtt.loop_start()
