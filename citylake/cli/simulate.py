@@ -172,3 +172,29 @@ def gb28181(
     )
     if not result.ok:
         fail(f"some devices failed; SIPp log {sipp.process.log_path}:\n{result.log_tail[-2000:]}")
+
+
+@app.command()
+def snmp(
+    duration: Annotated[float, typer.Option(min=0.0, help="seconds to run")] = 60.0,
+    workdir: Annotated[Path, typer.Option(help="snmpd's config, log and persistent files")] = Path(
+        "var/simulate/snmpd"
+    ),
+    traps_to: Annotated[
+        str | None, typer.Option(help="send traps to this receiver, e.g. udp://127.0.0.1:10162")
+    ] = None,
+    trap_every: Annotated[float, typer.Option(min=0.01, help="seconds between traps")] = 1.0,
+    community: Annotated[str, typer.Option(help="community of the v2c traps")] = "citylake-ro",
+) -> None:
+    """A UPS agent (Debian snmpd, UPS-MIB objects, v2c and v3) and its traps."""
+    from citylake.devstack.simulators.snmp import run_snmp_simulator
+
+    try:
+        result = run_snmp_simulator(
+            workdir.resolve(), duration, traps_to, trap_every, community,
+            on_start=lambda sim: console.print(sim.describe()),
+        )  # fmt: skip
+    except ComponentUnavailable as exc:
+        fail(str(exc))
+    sent = ", ".join(f"{n} {name}" for name, n in result.traps_sent.items()) or "no traps"
+    console.print(f"agent stopped; sent {sent}")

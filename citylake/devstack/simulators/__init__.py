@@ -1,0 +1,1 @@
+"""Simulated devices per protocol, behind `citylake simulate <protocol>`."""
