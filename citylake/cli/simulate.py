@@ -198,3 +198,29 @@ def snmp(
         fail(str(exc))
     sent = ", ".join(f"{n} {name}" for name, n in result.traps_sent.items()) or "no traps"
     console.print(f"agent stopped; sent {sent}")
+
+
+@app.command()
+def coap(
+    devices: Annotated[int, typer.Option(min=1, help="simulated NB-IoT air-quality sensors")] = 5,
+    duration: Annotated[float, typer.Option(min=0.0, help="seconds to run")] = 60.0,
+    every: Annotated[float, typer.Option(min=0.01, help="seconds between updates of each sensor")] = 1.0,
+    push_to: Annotated[
+        str | None,
+        typer.Option(help="POST to this CoAP server path instead, e.g. coap://127.0.0.1:5683/telemetry"),
+    ] = None,
+    workdir: Annotated[Path, typer.Option(help="coap-server's log")] = Path("var/simulate/coap"),
+) -> None:
+    """Observable SenML resources on Debian's coap-server (or pushes to a server)."""
+    from citylake.devstack.simulators.coap import run_coap_simulator
+
+    def started(sim: object) -> None:
+        server = getattr(sim, "server", None)
+        where = f"{server.url}/air/<n>" if server is not None else push_to
+        console.print(f"{devices} sensors at {where} (SenML JSON, Content-Format 110)")
+
+    try:
+        result = run_coap_simulator(workdir.resolve(), devices, duration, every, push_to, on_start=started)
+    except ComponentUnavailable as exc:
+        fail(str(exc))
+    console.print(f"{result.updates} updates sent, {result.failures} failed")
