@@ -224,3 +224,39 @@ def coap(
     except ComponentUnavailable as exc:
         fail(str(exc))
     console.print(f"{result.updates} updates sent, {result.failures} failed")
+
+
+@app.command()
+def amqp(
+    url: Annotated[str, typer.Option(help="broker, amqp://user:password@host:5672/vhost")],
+    exchange: Annotated[str, typer.Option(help="topic exchange (declared durable if missing)")] = "city",
+    devices: Annotated[int, typer.Option(min=1, help="simulated wells")] = 10,
+    rate: Annotated[float, typer.Option(min=0.0, help="messages per device per second")] = 1.0,
+    duration: Annotated[float, typer.Option(min=0.0, help="seconds to run")] = 10.0,
+) -> None:
+    """Publish JSON telemetry to an AMQP topic exchange (city.<district>.<type>.<id>.telemetry)."""
+    from citylake.devstack.simulators.bus import run_amqp_simulator
+
+    try:
+        result = run_amqp_simulator(url, exchange, devices, rate, duration)
+    except OSError as exc:
+        fail(f"AMQP broker: {exc}")
+    console.print(f"published {result.messages} messages, {result.readings} readings to {exchange}")
+
+
+@app.command()
+def kafka(
+    bootstrap: Annotated[str, typer.Option(help="brokers, host:port[,host:port]")] = "127.0.0.1:9092",
+    topic: Annotated[str, typer.Option(help="topic to produce to")] = "city.telemetry",
+    devices: Annotated[int, typer.Option(min=1, help="simulated buses (the message key)")] = 10,
+    rate: Annotated[float, typer.Option(min=0.0, help="messages per device per second")] = 1.0,
+    duration: Annotated[float, typer.Option(min=0.0, help="seconds to run")] = 10.0,
+) -> None:
+    """Produce JSON telemetry to a Kafka topic, keyed by device id."""
+    from citylake.devstack.simulators.bus import run_kafka_simulator
+
+    try:
+        result = run_kafka_simulator(bootstrap, topic, devices, rate, duration)
+    except RuntimeError as exc:
+        fail(str(exc))
+    console.print(f"produced {result.messages} messages, {result.readings} readings to {topic}")

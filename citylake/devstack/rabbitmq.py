@@ -71,12 +71,13 @@ def start_rabbitmq(workdir: Path, timeout_s: float = 60) -> RabbitMq:
         "RABBITMQ_ALLOW_INPUT": "",
     }
     process = ManagedProcess("rabbitmq", [str(SERVER)], workdir / "rabbitmq.out", env=env).start()
+    broker = RabbitMq(process, port, user, password, node, epmd)
     try:
         process.wait_until(lambda: _amqp_answers(port), timeout_s, "RabbitMQ's AMQP listener")
     except ComponentUnavailable:
-        process.stop()
+        stop_rabbitmq(broker)
         raise
-    return RabbitMq(process, port, user, password, node, epmd)
+    return broker
 
 
 def stop_rabbitmq(broker: RabbitMq) -> None:

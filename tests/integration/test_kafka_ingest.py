@@ -127,3 +127,33 @@ async def test_consumes_commits_after_landing_and_resumes_from_the_commit(
         await runner.stop()
     assert again.consumed == 1
     assert len(landed(layout, "readings")) == 6
+
+
+async def test_simulator_produces_what_the_adapter_lands(
+    kafka: KafkaBroker, city_config: Callable[..., Path]
+) -> None:
+    from citylake.devstack.simulators.bus import run_kafka_simulator
+
+    raw = {"name": "sim", "type": "kafka", "url": kafka.url, "topics": ["sim.telemetry"], "group_id": "sim"}
+    loaded = load_config(city_config(sources=[raw]))
+    layout = DataLayout(loaded.config.data_dir)
+    sent = await asyncio.to_thread(run_kafka_simulator, kafka.bootstrap, "sim.telemetry", 3, 4.0, 1.0)
+    source = KafkaSource(KafkaSourceConfig.model_validate(raw))
+    runner = IngestRunner([source], layout, loaded.config.site)
+    await runner.start()
+    try:
+        await wait_for(lambda: committed_of(kafka, "sim", "sim.telemetry") == sent.messages, 60)
+    finally:
+        await runner.stop()
+    rows = landed(layout, "readings")
+    assert len(rows) == sent.readings and {r["device_id"] for r in rows} == {"bus-0", "bus-1", "bus-2"}
+
+
+def committed_of(broker: KafkaBroker, group: str, topic: str) -> int:
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group})
+    try:
+        metadata = consumer.list_topics(topic, timeout=10)
+        partitions = [TopicPartition(topic, p) for p in metadata.topics[topic].partitions]
+        return sum(max(o.offset, 0) for o in consumer.committed(partitions, timeout=10))
+    finally:
+        consumer.close()
