@@ -526,3 +526,91 @@ def s7(
             serve(port, tick, duration, host)
         except (OSError, RuntimeError) as exc:
             fail(f"cannot serve on port {port}: {exc}; choose another --port")
+
+
+@app.command()
+def snmp(
+    duration: Annotated[float, typer.Option(min=0.0, help="seconds to run")] = 60.0,
+    workdir: Annotated[Path, typer.Option(help="snmpd's config, log and persistent files")] = Path(
+        "var/simulate/snmpd"
+    ),
+    traps_to: Annotated[
+        str | None, typer.Option(help="send traps to this receiver, e.g. udp://127.0.0.1:10162")
+    ] = None,
+    trap_every: Annotated[float, typer.Option(min=0.01, help="seconds between traps")] = 1.0,
+    community: Annotated[str, typer.Option(help="community of the v2c traps")] = "citylake-ro",
+) -> None:
+    """A UPS agent (Debian snmpd, UPS-MIB objects, v2c and v3) and its traps."""
+    from citylake.devstack.simulators.snmp import run_snmp_simulator
+
+    try:
+        result = run_snmp_simulator(
+            workdir.resolve(), duration, traps_to, trap_every, community,
+            on_start=lambda sim: console.print(sim.describe()),
+        )  # fmt: skip
+    except ComponentUnavailable as exc:
+        fail(str(exc))
+    sent = ", ".join(f"{n} {name}" for name, n in result.traps_sent.items()) or "no traps"
+    console.print(f"agent stopped; sent {sent}")
+
+
+@app.command()
+def coap(
+    devices: Annotated[int, typer.Option(min=1, help="simulated NB-IoT air-quality sensors")] = 5,
+    duration: Annotated[float, typer.Option(min=0.0, help="seconds to run")] = 60.0,
+    every: Annotated[float, typer.Option(min=0.01, help="seconds between updates of each sensor")] = 1.0,
+    push_to: Annotated[
+        str | None,
+        typer.Option(help="POST to this CoAP server path instead, e.g. coap://127.0.0.1:5683/telemetry"),
+    ] = None,
+    workdir: Annotated[Path, typer.Option(help="coap-server's log")] = Path("var/simulate/coap"),
+) -> None:
+    """Observable SenML resources on Debian's coap-server (or pushes to a server)."""
+    from citylake.devstack.simulators.coap import run_coap_simulator
+
+    def started(sim: object) -> None:
+        server = getattr(sim, "server", None)
+        where = f"{server.url}/air/<n>" if server is not None else push_to
+        console.print(f"{devices} sensors at {where} (SenML JSON, Content-Format 110)")
+
+    try:
+        result = run_coap_simulator(workdir.resolve(), devices, duration, every, push_to, on_start=started)
+    except ComponentUnavailable as exc:
+        fail(str(exc))
+    console.print(f"{result.updates} updates sent, {result.failures} failed")
+
+
+@app.command()
+def amqp(
+    url: Annotated[str, typer.Option(help="broker, amqp://user:password@host:5672/vhost")],
+    exchange: Annotated[str, typer.Option(help="topic exchange (declared durable if missing)")] = "city",
+    devices: Annotated[int, typer.Option(min=1, help="simulated wells")] = 10,
+    rate: Annotated[float, typer.Option(min=0.0, help="messages per device per second")] = 1.0,
+    duration: Annotated[float, typer.Option(min=0.0, help="seconds to run")] = 10.0,
+) -> None:
+    """Publish JSON telemetry to an AMQP topic exchange (city.<district>.<type>.<id>.telemetry)."""
+    from citylake.devstack.simulators.bus import run_amqp_simulator
+
+    try:
+        result = run_amqp_simulator(url, exchange, devices, rate, duration)
+    except OSError as exc:
+        fail(f"AMQP broker: {exc}")
+    console.print(f"published {result.messages} messages, {result.readings} readings to {exchange}")
+
+
+@app.command()
+def kafka(
+    bootstrap: Annotated[str, typer.Option(help="brokers, host:port[,host:port]")] = "127.0.0.1:9092",
+    topic: Annotated[str, typer.Option(help="topic to produce to")] = "city.telemetry",
+    devices: Annotated[int, typer.Option(min=1, help="simulated buses (the message key)")] = 10,
+    rate: Annotated[float, typer.Option(min=0.0, help="messages per device per second")] = 1.0,
+    duration: Annotated[float, typer.Option(min=0.0, help="seconds to run")] = 10.0,
+) -> None:
+    """Produce JSON telemetry to a Kafka topic, keyed by device id."""
+    from citylake.devstack.simulators.bus import run_kafka_simulator
+
+    try:
+        result = run_kafka_simulator(bootstrap, topic, devices, rate, duration)
+    except RuntimeError as exc:
+        fail(str(exc))
+    console.print(f"produced {result.messages} messages, {result.readings} readings to {topic}")

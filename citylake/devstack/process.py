@@ -24,6 +24,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_udp_port() -> int:
+    """A UDP port on 127.0.0.1 nobody is bound to right now (SNMP, CoAP)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.2)

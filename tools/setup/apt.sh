@@ -4,6 +4,8 @@
 set -euo pipefail
 # chromium: headless, for the query dashboard's browser test (tests/integration/test_dashboard_browser.py).
 pkgs=(openjdk-17-jre-headless mosquitto mosquitto-clients sip-tester socat python3-venv maven iproute2 iptables chromium)
+# snmpd, snmp (snmptrap), libcoap3-bin, rabbitmq-server: real peers of the SNMP, CoAP and AMQP adapters' tests.
+pkgs+=(snmpd snmp libcoap3-bin rabbitmq-server)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,0 +1,1 @@
+"""Kafka consumer (city message buses): offsets committed only after the landing commit."""
