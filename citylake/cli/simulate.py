@@ -554,6 +554,23 @@ def snmp(
     console.print(f"agent stopped; sent {sent}")
 
 
+@app.command("snmp-trap")
+def snmp_trap(
+    to: Annotated[str, typer.Option(help="the snmp_trap source, e.g. udp://127.0.0.1:10162")] = (
+        "udp://127.0.0.1:10162"
+    ),
+    duration: Annotated[float, typer.Option(min=0.0, help="seconds to run")] = 60.0,
+    every: Annotated[float, typer.Option(min=0.01, help="seconds between traps")] = 1.0,
+    community: Annotated[str, typer.Option(help="community of the v2c traps")] = "citylake-ro",
+    workdir: Annotated[Path, typer.Option(help="snmpd's config, log and persistent files")] = Path(
+        "var/simulate/snmpd"
+    ),
+) -> None:
+    """The UPS agent of `simulate snmp`, sending its traps (linkDown/linkUp,
+    coldStart, on battery) to an snmp_trap source."""
+    snmp(duration=duration, workdir=workdir, traps_to=to, trap_every=every, community=community)
+
+
 @app.command()
 def coap(
     devices: Annotated[int, typer.Option(min=1, help="simulated NB-IoT air-quality sensors")] = 5,
