@@ -67,7 +67,7 @@ def metric_rows(layout: DataLayout, metric: str) -> list[dict[str, Any]]:
     return sorted((r for r in landed(layout, "readings") if r["metric"] == metric), key=lambda r: r["ts"])
 
 
-async def wait_for(predicate: Callable[[], bool], timeout_s: float = 15) -> None:
+async def wait_for(predicate: Callable[[], bool], timeout_s: float = 30) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
@@ -80,7 +80,7 @@ def bacnet_source(device_address: str, port: int) -> dict[str, object]:
         "type": "bacnet",
         "url": f"bacnet://127.0.0.1:{port}",
         "interval_s": 0.3,
-        "timeout_s": 1.0,
+        "timeout_s": 2.0,
         "offline_after": 2,
         "devices": [
             {
@@ -201,7 +201,7 @@ async def test_check_then_polls_cov_alarm_and_online_offline(  # noqa: PLR0915 -
         await wait_for(lambda: len(metric_rows(layout, "co2")) >= polled + 2)  # still polling
 
         process.stop()
-        await wait_for(lambda: not source.is_up(), 10)
+        await wait_for(lambda: not source.is_up(), 20)
     finally:
         ows.app.close()
         await runner.stop()
