@@ -12,6 +12,8 @@ computed by DuckDB rather than the Flink ``rollups`` job, for time.
 Questions, each over deterministic random inputs (the same for every system):
   latest     the latest value of each metric of one device
   range      one device's readings over one hour
+  week_ago   one device's readings over the day a week before the data's last
+             day (from the lake: older than any hot window); needs --days 8
   citywide   the average of one metric over every device for one hour
              (the service answers it from readings_1h: GET /v1/metrics/{m}/aggregate)
 
@@ -25,7 +27,7 @@ table, DuckDB read_parquet on the lake files, PostgreSQL 15 (PRIMARY KEY
 (device_id, metric, ts), loaded with COPY).
 
     .venv/bin/python bench/bench_services.py [--devices 100000 --metrics 10 --samples 144]
-        [--rate 500 --seconds 10 --citywide-rate 2 --citywide-seconds 30]
+        [--days 8] [--rate 500 --seconds 10 --lake-rate 50 --citywide-rate 2 --citywide-seconds 30]
         [--workdir DIR --keep]
 
 Generated data, the native DuckDB file and the PostgreSQL cluster stay in
@@ -70,8 +72,11 @@ START = datetime.fromisoformat(T0).replace(tzinfo=UTC)
 QUESTIONS = {
     "latest": "latest value of one device",
     "range": "one device, 1 h of readings",
+    "week_ago": "one device, a day a week ago",
     "citywide": "city-wide 1 h average",
 }
+# Questions that need this many days of data (--days); without them a run says so and skips them.
+NEEDS_DAYS = {"week_ago": 8}
 PHASES = ["generate", "rollups", "native", "pg_load", "pg_index"]
 HTTP_TARGETS = ["direct", "daprd", "floor", "floor_daprd"]
 BASELINES = ["native", "parquet", "postgres"]
@@ -101,6 +106,13 @@ class Size:
     def hours(self) -> int:
         return max(1, self.samples * self.step_minutes // 60)
 
+    @property
+    def days(self) -> int:
+        return self.hours // 24
+
+    def questions(self) -> list[str]:
+        return [q for q in QUESTIONS if self.days >= NEEDS_DAYS.get(q, 0)]
+
 
 def device(number: int) -> str:
     return f"dev-{number:06d}"
@@ -129,22 +141,27 @@ class Ask:
     device: str
     metric: str
     start: datetime
+    span: timedelta = timedelta(hours=1)
 
     @property
     def end(self) -> datetime:
-        return self.start + timedelta(hours=1)
+        return self.start + self.span
 
     def path(self, question: str) -> str:
         window = f"from={iso(self.start)}&to={iso(self.end)}"
         if question == "latest":
             return f"/v1/devices/{self.device}/latest"
-        if question == "range":
+        if question in ("range", "week_ago"):
             return f"/v1/devices/{self.device}/readings?{window}"
         return f"/v1/metrics/{self.metric}/aggregate?{window}"
 
 
-def asks(size: Size, count: int, seed: int) -> list[Ask]:
+def asks(size: Size, question: str, count: int, seed: int) -> list[Ask]:
     rng = random.Random(seed)
+    if question == "week_ago":
+        # The whole day a week before the data's last day: older than any hot window.
+        day = START + timedelta(days=size.days - 8)
+        return [Ask(device(rng.randrange(size.devices)), "", day, timedelta(days=1)) for _ in range(count)]
     return [
         Ask(
             device(rng.randrange(size.devices)),
@@ -514,6 +531,8 @@ PG_SQL = {
     "FROM readings WHERE device_id = %(device)s ORDER BY metric DESC, ts DESC) latest ORDER BY metric",
     "range": "SELECT ts, metric, value, text, unit, quality FROM readings "
     "WHERE device_id = %(device)s AND ts >= %(start)s AND ts < %(end)s ORDER BY ts, metric",
+    "week_ago": "SELECT ts, metric, value, text, unit, quality FROM readings "
+    "WHERE device_id = %(device)s AND ts >= %(start)s AND ts < %(end)s ORDER BY ts, metric",
     "citywide": "SELECT window_start, count(*), sum(count), min(min), max(max), "
     "sum(avg * count) / sum(count) FROM readings_1h "
     "WHERE metric = %(metric)s AND window_start >= %(start)s AND window_start < %(end)s "
@@ -531,11 +550,17 @@ def params(ask: Ask) -> dict[str, object]:
 def duckdb_asker(conn: duckdb.DuckDBPyConnection, sources: dict[str, str]) -> Asker:
     statements = {
         key: sql.format(**sources)
-        for key, sql in (("latest", LATEST_SQL), ("range", RANGE_SQL), ("citywide", CITYWIDE_SQL))
+        for key, sql in (
+            ("latest", LATEST_SQL),
+            ("range", RANGE_SQL),
+            ("week_ago", RANGE_SQL),
+            ("citywide", CITYWIDE_SQL),
+        )
     }
     needs = {
         "latest": ("device",),
         "range": ("device", "start", "end"),
+        "week_ago": ("device", "start", "end"),
         "citywide": ("metric", "start", "end"),
     }
 
@@ -550,7 +575,7 @@ def fingerprint(question: str, rows: Answer) -> list[tuple[Any, ...]]:
     """What must agree across systems: metrics and values, or the aggregate."""
     if question == "latest":
         return [(r[0], r[2]) for r in rows]
-    if question == "range":
+    if question in ("range", "week_ago"):
         return [(r[1], r[2]) for r in rows]
     return [(int(r[1]), int(r[2]), float(r[5])) for r in rows]
 
@@ -558,7 +583,7 @@ def fingerprint(question: str, rows: Answer) -> list[tuple[Any, ...]]:
 def http_fingerprint(question: str, body: dict[str, Any]) -> list[tuple[Any, ...]]:
     if question == "latest":
         return [(r["metric"], r["value"]) for r in body["readings"]]
-    if question == "range":
+    if question in ("range", "week_ago"):
         return [(r["metric"], r["value"]) for r in body["items"]]
     return [(i["devices"], i["count"], float(i["avg"])) for i in body["items"]]
 
@@ -586,16 +611,16 @@ def same_answer(got: list[tuple[Any, ...]], expected: list[tuple[Any, ...]]) -> 
     return True
 
 
-def check_http(services: Services, reference: Asker, samples: list[Ask]) -> None:
-    for question in QUESTIONS:
-        for ask in samples:
+def check_http(services: Services, reference: Asker, samples: dict[str, list[Ask]]) -> None:
+    for question, asked in samples.items():
+        for ask in asked:
             expected = fingerprint(question, reference(question, ask))
             for target in ("direct", "daprd"):
                 url = services.bases[target] + services.prefixes[target] + ask.path(question)
                 got = http_fingerprint(question, httpx.get(url, timeout=60).json())
                 if not same_answer(got, expected):
                     raise SystemExit(f"{target} {question} {ask}: {got[:3]} != DuckDB's {expected[:3]}")
-    say(f"answers agree: the service (direct and via daprd) and DuckDB, {len(samples)} inputs per question")
+    say(f"answers agree: the service (direct and via daprd) and DuckDB on {', '.join(samples)}")
 
 
 # -- timing -----------------------------------------------------------------
@@ -618,6 +643,7 @@ def cpu_busy(seconds: float = 2.0) -> float:
 
 @dataclass(frozen=True)
 class Plan:
+    questions: list[str]
     rate: dict[str, float]
     seconds: dict[str, float]
     warmup_s: float
@@ -703,7 +729,7 @@ def run_http(services: Services, inputs: dict[str, list[Ask]], plan: Plan, figur
     """Each question at its offered rate; one the service cannot keep up with
     (under 90 % of the offered rate achieved) again at half what it achieved,
     for its latency below saturation."""
-    for question in QUESTIONS:
+    for question in plan.questions:
         row = Row(question, plan.rate[question])
         http_row(services, inputs[question], row, plan, figures)
         achieved = min(figures.http[(row, t)].achieved_rate for t in ("direct", "daprd"))
@@ -716,7 +742,8 @@ def run_http(services: Services, inputs: dict[str, list[Ask]], plan: Plan, figur
 def run_baselines(
     askers: dict[str, Asker], inputs: dict[str, list[Ask]], plan: Plan, figures: Figures
 ) -> None:
-    for question, label in QUESTIONS.items():
+    for question in plan.questions:
+        label = QUESTIONS[question]
         warm = plan.warm(question)
         count = plan.measured(question) if question == "citywide" else plan.baseline_queries
         for name, asker in askers.items():
@@ -809,6 +836,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--samples", type=int, default=144, help="samples per device and metric, 10 min apart"
     )
+    parser.add_argument(
+        "--days",
+        type=int,
+        help="days of data (sets --samples to 144 a day); 8 or more adds the day-a-week-ago question",
+    )
+    parser.add_argument(
+        "--lake-rate", type=float, default=50, help="requests/s for a day a week ago (read from the lake)"
+    )
     parser.add_argument("--rate", type=float, default=500, help="requests/s for the point questions")
     parser.add_argument(
         "--seconds", type=float, default=10, help="measured seconds per point question and target"
@@ -845,7 +880,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    size = Size(args.devices, args.metrics, args.samples)
+    size = Size(args.devices, args.metrics, args.samples if args.days is None else 144 * args.days)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-services-"))
     workdir = workdir.absolute()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -853,8 +888,19 @@ def main() -> None:
     # the services started from here: in the workdir, not the repository.
     os.chdir(workdir)
     plan = Plan(
-        rate={"latest": args.rate, "range": args.rate, "citywide": args.citywide_rate},
-        seconds={"latest": args.seconds, "range": args.seconds, "citywide": args.citywide_seconds},
+        questions=size.questions(),
+        rate={
+            "latest": args.rate,
+            "range": args.rate,
+            "week_ago": args.lake_rate,
+            "citywide": args.citywide_rate,
+        },
+        seconds={
+            "latest": args.seconds,
+            "range": args.seconds,
+            "week_ago": args.seconds,
+            "citywide": args.citywide_seconds,
+        },
         warmup_s=args.warmup,
         baseline_queries=args.baseline_queries,
         connections=args.connections,
@@ -892,15 +938,18 @@ def run(args: argparse.Namespace, size: Size, workdir: Path, plan: Plan, pg: PgC
     layout = prepare(size, workdir, pg)
     if args.prepare_only:
         return
-    count = max(plan.warm(q) + max(plan.measured(q), plan.baseline_queries) for q in QUESTIONS)
-    inputs = {q: asks(size, count, args.seed + i) for i, q in enumerate(QUESTIONS)}
+    skipped = [f"{QUESTIONS[q]} (needs --days {NEEDS_DAYS[q]})" for q in QUESTIONS if q not in plan.questions]
+    if skipped:
+        say(f"skipped, the data spans {size.days or 'under one'} day(s): {', '.join(skipped)}")
+    count = max(plan.warm(q) + max(plan.measured(q), plan.baseline_queries) for q in plan.questions)
+    inputs = {q: asks(size, q, count, args.seed + i) for i, q in enumerate(QUESTIONS) if q in plan.questions}
     native = duckdb.connect(str(workdir / "native.duckdb"), read_only=True)
     native.execute("SET TimeZone = 'UTC'")
     reference = duckdb_asker(native, {"readings": "readings", "readings_1h": "readings_1h"})
     figures = Figures()
     with ExitStack() as stack:
         services = start_services(stack, workdir, layout.data_dir, args.service_memory_mb)
-        check_http(services, reference, [inputs[q][0] for q in QUESTIONS])
+        check_http(services, reference, {q: inputs[q][:1] for q in plan.questions})
         say(f"\nHTTP, open loop ({plan.warmup_s:g} s warm-up, then measured):")
         run_http(services, inputs, plan, figures)
     say("services stopped")
@@ -923,7 +972,7 @@ def run(args: argparse.Namespace, size: Size, workdir: Path, plan: Plan, pg: PgC
     if pg is not None:
         conn = _psycopg().connect(pg.conninfo(), autocommit=True)
         askers["postgres"] = lambda question, ask: conn.execute(PG_SQL[question], params(ask)).fetchall()
-    check_baselines(askers, [inputs[q][0] for q in QUESTIONS])
+    check_baselines(askers, {q: inputs[q][:1] for q in plan.questions})
     say("\nbaselines, in this process, one query at a time:")
     run_baselines(askers, inputs, plan, figures)
     report(figures)
@@ -931,16 +980,16 @@ def run(args: argparse.Namespace, size: Size, workdir: Path, plan: Plan, pg: PgC
         f"readings_1h computed by DuckDB (not the Flink rollups job), for time")  # fmt: skip
 
 
-def check_baselines(askers: dict[str, Asker], samples: list[Ask]) -> None:
+def check_baselines(askers: dict[str, Asker], samples: dict[str, list[Ask]]) -> None:
     reference = askers["native"]
-    for question in QUESTIONS:
-        for ask in samples:
+    for question, asked in samples.items():
+        for ask in asked:
             expected = fingerprint(question, reference(question, ask))
             for name, asker in askers.items():
                 got = fingerprint(question, asker(question, ask))
                 if not same_answer(got, expected):
                     raise SystemExit(f"{name} {question} {ask}: {got[:3]} != DuckDB native's {expected[:3]}")
-    say(f"answers agree: {', '.join(askers)}, {len(samples)} inputs per question")
+    say(f"answers agree: {', '.join(askers)} on {', '.join(samples)}")
 
 
 if __name__ == "__main__":
