@@ -61,7 +61,8 @@ from bench_lake import METRICS, T0, generate_sql
 from loadgen import LoadResult, open_loop
 from pg_cluster import PgCluster, PostgresUnavailable, require_binaries
 
-from citylake.devstack import ManagedProcess, free_port, start_daprd, start_mosquitto
+from citylake.devstack import ComponentUnavailable, ManagedProcess, free_port, start_daprd, start_mosquitto
+from citylake.devstack.components import daprd_binary
 from citylake.lake import Lake
 from citylake.lake.catalog import raw_select
 from citylake.lake.compaction import write_sorted
@@ -439,6 +440,15 @@ class Services:
     prefixes: dict[str, str] = field(default_factory=dict)  # target -> path prefix
     hot_rebuild_s: float = 0.0
 
+    @property
+    def targets(self) -> list[str]:
+        return [t for t in HTTP_TARGETS if t in self.bases]
+
+    @property
+    def services(self) -> list[str]:
+        """The query service's targets (direct, and through daprd when it runs)."""
+        return [t for t in ("direct", "daprd") if t in self.bases]
+
 
 def _ok(url: str) -> bool:
     try:
@@ -451,8 +461,18 @@ def start_services(stack: ExitStack, workdir: Path, data_dir: Path, memory_mb: i
     mosquitto = start_mosquitto(workdir / "mosquitto")
     stack.callback(mosquitto.process.stop)
     query_port, floor_port = free_port(), free_port()
-    sidecar = start_daprd("query", query_port, workdir / "dapr-query", mosquitto.url)
-    stack.callback(sidecar.process.stop)
+    try:
+        daprd_binary()
+    except ComponentUnavailable as exc:
+        # The direct figures still mean something: the hot tier is rebuilt from
+        # the lake all the same, only no live feed arrives. Said in the output.
+        say(f"daprd unavailable, its rows skipped: {exc}")
+        with_dapr = False
+    else:
+        with_dapr = True
+    sidecar = start_daprd("query", query_port, workdir / "dapr-query", mosquitto.url) if with_dapr else None
+    if sidecar is not None:
+        stack.callback(sidecar.process.stop)
     query: dict[str, object] = {"port": query_port, "live_pubsub": "citylake-pubsub"}
     if memory_mb is not None:
         query["memory_limit_mb"] = memory_mb
@@ -469,37 +489,39 @@ def start_services(stack: ExitStack, workdir: Path, data_dir: Path, memory_mb: i
         "--port",
         str(query_port),
     ]
-    service = ManagedProcess(
-        "citylake-query", argv, workdir / "query.log", {"DAPR_HTTP_PORT": str(sidecar.http_port)}
-    )
+    env = {"DAPR_HTTP_PORT": str(sidecar.http_port)} if sidecar is not None else {}
+    service = ManagedProcess("citylake-query", argv, workdir / "query.log", env)
     stack.callback(service.start().stop)
     say("query service started; the hot tier rebuilds from the lake (/healthz 503 until done) ...")
     started = time.perf_counter()
-    service.wait_until(
-        lambda: _ok(f"http://127.0.0.1:{query_port}/healthz"), 7200, "/healthz 200 (hot tier ready)"
-    )
+    log_path = workdir / "query.log"
+
+    def ready() -> bool:
+        # A failed rebuild leaves /healthz 503 for good: stop, saying why, not after two hours.
+        if "hot tier rebuild from the lake failed" in log_path.read_text(errors="replace"):
+            raise SystemExit(f"the hot tier's rebuild failed (see {log_path}); try --service-memory-mb")
+        return _ok(f"http://127.0.0.1:{query_port}/healthz")
+
+    service.wait_until(ready, 7200, "/healthz 200 (hot tier ready)")
     rebuilt = time.perf_counter() - started
     say(f"hot tier ready: {rebuilt:.1f} s from start")
     floor_argv = [sys.executable, str(BENCH / "http_floor.py"), "--port", str(floor_port)]
     floor = ManagedProcess("http-floor", floor_argv, workdir / "floor.log").start()
     stack.callback(floor.stop)
     floor.wait_port(floor_port)
-    floor_sidecar = start_daprd("floor", floor_port, workdir / "dapr-floor", mosquitto.url)
-    stack.callback(floor_sidecar.process.stop)
     services = Services(hot_rebuild_s=rebuilt)
-    services.bases = {
-        "direct": f"http://127.0.0.1:{query_port}",
-        "daprd": sidecar.http_url,
-        "floor": f"http://127.0.0.1:{floor_port}",
-        "floor_daprd": floor_sidecar.http_url,
-    }
+    services.bases = {"direct": f"http://127.0.0.1:{query_port}", "floor": f"http://127.0.0.1:{floor_port}"}
+    if sidecar is not None:
+        floor_sidecar = start_daprd("floor", floor_port, workdir / "dapr-floor", mosquitto.url)
+        stack.callback(floor_sidecar.process.stop)
+        services.bases |= {"daprd": sidecar.http_url, "floor_daprd": floor_sidecar.http_url}
     services.prefixes = {
         "direct": "",
         "daprd": "/v1.0/invoke/query/method",
         "floor": "",
         "floor_daprd": "/v1.0/invoke/floor/method",
     }
-    for target in HTTP_TARGETS:  # the app channels are up before anything is timed
+    for target in services.targets:  # the app channels are up before anything is timed
         url = services.bases[target] + services.prefixes[target] + "/v1/devices/dev-000000/latest"
         service.wait_until(partial(_ok, url), 60, f"{target} answering")
     return services
@@ -615,7 +637,7 @@ def check_http(services: Services, reference: Asker, samples: dict[str, list[Ask
     for question, asked in samples.items():
         for ask in asked:
             expected = fingerprint(question, reference(question, ask))
-            for target in ("direct", "daprd"):
+            for target in services.services:
                 url = services.bases[target] + services.prefixes[target] + ask.path(question)
                 got = http_fingerprint(question, httpx.get(url, timeout=60).json())
                 if not same_answer(got, expected):
@@ -703,7 +725,7 @@ def time_asker(asker: Asker, question: str, warm: list[Ask], measured: list[Ask]
 
 def http_row(services: Services, inputs: list[Ask], row: Row, plan: Plan, figures: Figures) -> None:
     figures.rows.append(row)
-    for target in HTTP_TARGETS:
+    for target in services.targets:
         paths = [services.prefixes[target] + ask.path(row.question) for ask in inputs]
         busy = plan.settle()
         result = open_loop(
@@ -732,7 +754,7 @@ def run_http(services: Services, inputs: dict[str, list[Ask]], plan: Plan, figur
     for question in plan.questions:
         row = Row(question, plan.rate[question])
         http_row(services, inputs[question], row, plan, figures)
-        achieved = min(figures.http[(row, t)].achieved_rate for t in ("direct", "daprd"))
+        achieved = min(figures.http[(row, t)].achieved_rate for t in services.services)
         if achieved < 0.9 * row.rate:
             reduced = Row(question, max(1.0, float(round(achieved / 2))))
             say(f"  overloaded at {row.rate:g}/s (achieved {achieved:.0f}/s): again at {reduced.rate:g}/s")
@@ -770,6 +792,7 @@ def _cell(values: Sequence[float] | None, width: int) -> str:
 
 def report(figures: Figures) -> None:
     baselines = [b for b in BASELINES if any((q, b) in figures.baselines for q in QUESTIONS)]
+    targets = [t for t in HTTP_TARGETS if any(key[1] == t for key in figures.http)]
     width = 20
     say(
         "\np50 / p99 in ms. HTTP: open loop at the row's rate, latency from each request's due time. "
@@ -777,11 +800,11 @@ def report(figures: Figures) -> None:
     )
     say(
         f"{'question':40}"
-        + "".join(f"{HEADINGS[s]:>{width}}" for s in HTTP_TARGETS + baselines)
+        + "".join(f"{HEADINGS[s]:>{width}}" for s in targets + baselines)
         + "   p99 / best baseline p99"
     )
     for row in figures.rows:
-        cells = [_cell(figures.http[(row, t)].latencies_ms, width) for t in HTTP_TARGETS]
+        cells = [_cell(figures.http[(row, t)].latencies_ms, width) for t in targets]
         cells += [_cell(figures.baselines.get((row.question, b)), width) for b in baselines]
         best = min(
             (percentile(figures.baselines[(row.question, b)], 0.99) for b in baselines),
@@ -789,12 +812,13 @@ def report(figures: Figures) -> None:
         )
         ratios = [
             f"{t} {percentile(figures.http[(row, t)].latencies_ms, 0.99) / best:.2f}"
-            for t in ("direct", "daprd")
+            for t in targets
+            if t in ("direct", "daprd")
         ]
         say(f"{row.label:40}" + "".join(cells) + "   " + ", ".join(ratios))
     say("\nachieved rate, requests/s (offered = the row's rate):")
     for row in figures.rows:
-        parts = [f"{HEADINGS[t]} {figures.http[(row, t)].achieved_rate:.0f}" for t in HTTP_TARGETS]
+        parts = [f"{HEADINGS[t]} {figures.http[(row, t)].achieved_rate:.0f}" for t in targets]
         say(f"  {row.label:38} " + ", ".join(parts))
 
 
