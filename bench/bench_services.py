@@ -491,14 +491,18 @@ def start_services(stack: ExitStack, workdir: Path, data_dir: Path, memory_mb: i
     ]
     env = {"DAPR_HTTP_PORT": str(sidecar.http_port)} if sidecar is not None else {}
     service = ManagedProcess("citylake-query", argv, workdir / "query.log", env)
+    log_path = workdir / "query.log"  # appended to by each run: read this run's part
+    log_from = log_path.stat().st_size if log_path.exists() else 0
     stack.callback(service.start().stop)
     say("query service started; the hot tier rebuilds from the lake (/healthz 503 until done) ...")
     started = time.perf_counter()
-    log_path = workdir / "query.log"
 
     def ready() -> bool:
         # A failed rebuild leaves /healthz 503 for good: stop, saying why, not after two hours.
-        if "hot tier rebuild from the lake failed" in log_path.read_text(errors="replace"):
+        with log_path.open("rb") as log:
+            log.seek(log_from)
+            failed = b"hot tier rebuild from the lake failed" in log.read()
+        if failed:
             raise SystemExit(f"the hot tier's rebuild failed (see {log_path}); try --service-memory-mb")
         return _ok(f"http://127.0.0.1:{query_port}/healthz")
 
