@@ -14,7 +14,7 @@ def add_health_and_metrics(
     app: FastAPI,
     registry: CollectorRegistry,
     checks: Callable[[], dict[str, str]],
-    guard: Callable[..., None],
+    guard: Callable[..., object],
 ) -> None:
     """``/healthz`` is open (probes carry no keys); ``/metrics`` is guarded."""
 

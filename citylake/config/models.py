@@ -291,6 +291,24 @@ class ServiceConfig(BaseModel):
     max_request_bytes: int = Field(
         default=1024 * 1024, ge=1024, description="largest request body; larger ones are answered 413"
     )
+    # The hot tier's bounds (services/query/hot_tier.py HotTierBounds): at the
+    # defaults its latest values take at most 150k x 32 x 29 B = 133 MiB and
+    # the window at most 4M x 45 B = 172 MiB, whatever the live feed invents.
+    hot_max_devices: int = Field(
+        default=150_000, ge=1, description="query: devices the hot tier holds; past it the least recent leave"
+    )
+    hot_max_metrics: int = Field(
+        default=32,
+        ge=1,
+        le=4096,
+        description="query: distinct metrics the hot tier holds; past it the rarest leave with their devices",
+    )
+    hot_max_units: int = Field(default=1024, ge=1, description="query: distinct units the hot tier holds")
+    hot_max_window_rows: int = Field(
+        default=4_000_000,
+        ge=1,
+        description="query: readings of the hot tier's recent window; past it the oldest leave",
+    )
 
 
 class ServicesConfig(BaseModel):

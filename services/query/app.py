@@ -28,7 +28,7 @@ from citylake.services.query import aggregate, dashboard, history, latest, sql
 from citylake.services.query.body_limit import BodySizeLimit
 from citylake.services.query.concurrency import ConcurrencyLimit
 from citylake.services.query.errors import install_error_handlers
-from citylake.services.query.hot_tier import HotTier
+from citylake.services.query.hot_tier import HotTier, HotTierBounds
 from citylake.services.query.live import keep_hot, subscription_router
 from citylake.services.query.sandbox import LakeUnavailable, Limits, SandboxedLake
 from citylake.services.query.sql_pool import SqlWorkers
@@ -62,7 +62,13 @@ def create_app(settings: QuerySettings) -> FastAPI:
     # typed routes run here, on the service's own statements.
     workers = SqlWorkers(layout.data_dir, config, registry)
 
-    hot = HotTier(timedelta(seconds=config.hot_window_s)) if config.live_pubsub else None
+    bounds = HotTierBounds(
+        max_devices=config.hot_max_devices,
+        max_metrics=config.hot_max_metrics,
+        max_units=config.hot_max_units,
+        max_window_rows=config.hot_max_window_rows,
+    )
+    hot = HotTier(timedelta(seconds=config.hot_window_s), bounds) if config.live_pubsub else None
     app_token = os.environ.get("APP_API_TOKEN") or None
     ring = service_keys(config.api_keys, config.read_keys, config.keys_file)
     if hot is not None and not ring.open and app_token is None:

@@ -172,7 +172,7 @@ def router(config: ServiceConfig) -> APIRouter:
         }
         params = {"device_id": device_id, "start": start, "end": end, "metric": metric}
         hot = get_hot(request)
-        if hot is not None and hot.covers(start):
+        if hot is not None and hot.covers(start) and hot.answers_for(device_id):
             table, next_cursor = _hot_page(hot, device_id, identity, params, limit, page)
             served_from = "hot"
         else:

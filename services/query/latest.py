@@ -7,14 +7,21 @@ from typing import Annotated
 import duckdb
 import pyarrow as pa
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
 
 from citylake.config import ServiceConfig
 from citylake.services.district import DISTRICT_DOC, DISTRICT_SQL, DistrictFilter, DistrictQuery
-from citylake.services.query import paging
+from citylake.services.query import hot_json, paging
 from citylake.services.query.deps import fetch, get_hot, lake_cursor, open_lake_cursor
 from citylake.services.query.errors import error_responses
 from citylake.services.query.models import DeviceLatest, DeviceValue, LatestReading, MetricLatest
-from citylake.services.query.negotiation import tabular_openapi, tabular_response
+from citylake.services.query.negotiation import (
+    JSON,
+    Representation,
+    negotiate,
+    tabular_openapi,
+    tabular_response,
+)
 
 DeviceId = Annotated[
     str, Path(min_length=1, max_length=128, description="device id as in readings.device_id")
@@ -72,13 +79,20 @@ def router(config: ServiceConfig) -> APIRouter:
     api = APIRouter(prefix="/v1", tags=["latest"])
     default_limit = min(1000, config.page_max_rows)
 
+    def lake_latest(request: Request, device_id: str, metric: str | None) -> pa.Table:
+        with open_lake_cursor(request) as cursor:
+            return fetch(cursor, _DEVICE_LATEST_SQL, {"device_id": device_id, "metric": metric}, config)
+
+    # Async: the hot tier's answer is a dict probe and an array read, cheaper
+    # than the hop to a worker thread a sync route takes; only the lake's
+    # query goes to a thread.
     @api.get(
         "/devices/{device_id}/latest",
         response_model=DeviceLatest,
         summary="Latest value of each metric of a device",
         responses={**tabular_openapi("one row per metric"), **error_responses(401, 404, 408, 503)},
     )
-    def device_latest(
+    async def device_latest(
         request: Request,
         device_id: DeviceId,
         metric: Annotated[str | None, Query(max_length=128, description="only this metric")] = None,
@@ -88,12 +102,13 @@ def router(config: ServiceConfig) -> APIRouter:
         if rows is not None:
             # The hot tier knows every device the lake knew at its rebuild and
             # all it heard since: its answer, even an empty one, is the lake's.
+            if rows and negotiate(request.headers.get("accept")) is Representation.json:
+                headers = {"Vary": "Accept", "X-Served-From": "hot"}
+                return Response(hot_json.device_latest(device_id, rows), media_type=JSON, headers=headers)
             table = pa.Table.from_pylist(rows, schema=LATEST_SCHEMA)
             served_from = "hot"
         else:
-            with open_lake_cursor(request) as cursor:
-                params = {"device_id": device_id, "metric": metric}
-                table = fetch(cursor, _DEVICE_LATEST_SQL, params, config)
+            table = await run_in_threadpool(lake_latest, request, device_id, metric)
             served_from = "lake"
         if table.num_rows == 0:
             what = f"metric {metric!r} of device {device_id!r}" if metric else f"device {device_id!r}"

@@ -19,12 +19,14 @@ import contextlib
 import hmac
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from citylake.ingest.live import decode
 from citylake.services.query.hot_tier import HotTier, LakeReader
@@ -57,6 +59,38 @@ def app_token_guard(token: str | None) -> Callable[[Request], None]:
     return guard
 
 
+class HotTierCollector(Collector):
+    """The hot tier's sizes against its bounds, and what the bounds evicted,
+    read at scrape time (citylake_hot_*)."""
+
+    def __init__(self, hot: HotTier) -> None:
+        self.hot = hot
+
+    def collect(self) -> Iterator[Metric]:
+        counts, stats, bounds = self.hot.counts(), self.hot.stats, self.hot.bounds
+        for name, value, limit in (
+            ("devices", counts["devices"], bounds.max_devices),
+            ("metrics", len(self.hot.metrics), bounds.max_metrics),
+            ("window_readings", counts["recent_readings"], bounds.max_window_rows),
+        ):
+            yield GaugeMetricFamily(f"citylake_hot_{name}", f"hot tier: {name.replace('_', ' ')} held", value)
+            yield GaugeMetricFamily(
+                f"citylake_hot_max_{name}", f"hot tier: bound on {name.replace('_', ' ')}", limit
+            )
+        yield GaugeMetricFamily(
+            "citylake_hot_bytes",
+            "hot tier: bytes of its arrays (text values aside)",
+            self.hot.footprint_bytes(),
+        )
+        for name, value, help_ in (
+            ("devices_evicted", stats.devices_evicted, "devices evicted to stay within hot_max_devices"),
+            ("metrics_evicted", stats.metrics_evicted, "metrics evicted to stay within hot_max_metrics"),
+            ("window_rows_evicted", stats.window_rows_evicted, "readings evicted by hot_max_window_rows"),
+            ("rows_not_cached", stats.rows_not_cached, "readings no code was left for (the lake answers)"),
+        ):
+            yield CounterMetricFamily(f"citylake_hot_{name}", f"hot tier: {help_}", value)
+
+
 def subscription_router(
     hot: HotTier,
     pubsub: str,
@@ -69,6 +103,8 @@ def subscription_router(
     dropped = Counter(
         "citylake_hot_dropped_batches", "live messages that could not be read", registry=registry
     )
+    if registry is not None:
+        registry.register(HotTierCollector(hot))
 
     @api.get("/dapr/subscribe")
     def subscriptions() -> list[dict[str, object]]:

@@ -8,12 +8,12 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field, PlainSerializer
 
 
-def _iso_ms(value: datetime) -> str:
+def iso_ms(value: datetime) -> str:
     return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 # Instants leave the services as the lake stores them: UTC, milliseconds.
-Instant = Annotated[datetime, PlainSerializer(_iso_ms, return_type=str)]
+Instant = Annotated[datetime, PlainSerializer(iso_ms, return_type=str)]
 
 NEXT_CURSOR = "`cursor` for the next page; null on the last page"
 
