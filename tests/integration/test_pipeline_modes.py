@@ -710,12 +710,6 @@ def test_all_jobs_as_one_flink_job_write_what_the_jobs_write(tmp_path: Path) -> 
     check_events(batch)
     expected = {name: lake_rows(batch, name) for name in ALL_TABLES}
     assert all(expected[name] for name in ("readings", "readings_1m", "readings_1h", "devices"))
-    # The readings one job alone writes from the same landing zone.
-    alone = tmp_path / "alone"
-    for landing in combined_inputs():
-        land_together(alone, landing)
-    runner.start(config_for(alone), "readings", "batch").wait()
-    assert lake_rows(alone, "readings") == expected["readings"]
 
     streaming.mkdir()
     result = runner.start(config_for(streaming), all_jobs, "streaming")
