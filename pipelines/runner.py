@@ -3,22 +3,31 @@ cluster with Flink's own ``flink run -py``."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pyflink.table import EnvironmentSettings, TableEnvironment, TableResult
 
-from citylake.config import CityConfig
+from citylake.config import CityConfig, FlinkConfig
 from citylake.pipelines.jars import pipeline_jars
-from citylake.pipelines.jobs import Job, job
+from citylake.pipelines.jobs import Job, JobSet
 from citylake.pipelines.tables import Mode, lake_sink_ddl, landing_source_ddl, landing_view_ddl
 from citylake.schemas import DataLayout
 
 log = logging.getLogger(__name__)
+
+
+# Written beside a combined run's checkpoints: which jobs its state holds.
+JOB_SET_FILE = "job-set.json"
+
+
+class JobSetChanged(RuntimeError):
+    """The combined state on disk belongs to another set of jobs."""
 
 
 def table_environment(config: CityConfig, job_name: str, mode: Mode) -> TableEnvironment:
@@ -44,7 +53,26 @@ def table_environment(config: CityConfig, job_name: str, mode: Mode) -> TableEnv
         # Kept after a crash or a cancel, so the next run can resume from them.
         conf.set("execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION")
         conf.set("execution.checkpointing.num-retained", "3")
+    # The mini-cluster's TaskManager, laid out like the edge's session
+    # TaskManager (deploy/overlays/edge/flink.yaml) instead of Flink's local
+    # defaults: hashmap state lives on the heap, so managed memory (RocksDB,
+    # batch sorts and hash tables) and network buffers only need a little.
+    for key, value in local_memory_options(flink, mode).items():
+        conf.set(key, value)
     return t_env
+
+
+def local_memory_options(flink: FlinkConfig, mode: Mode) -> dict[str, str]:
+    """Memory of the embedded TaskManager (ignored by a session cluster,
+    which has its own). Batch operators sort and join in managed memory and
+    spill beyond it, so a backfill gets more of it."""
+    managed = flink.local_managed_mb if mode == "streaming" else max(flink.local_managed_mb, 256)
+    return {
+        "state.backend.type": "hashmap",
+        "taskmanager.memory.managed.size": f"{managed}m",
+        "taskmanager.memory.network.min": f"{flink.local_network_mb}m",
+        "taskmanager.memory.network.max": f"{flink.local_network_mb}m",
+    }
 
 
 def latest_checkpoint(config: CityConfig, job_name: str) -> Path | None:
@@ -62,7 +90,7 @@ def latest_checkpoint(config: CityConfig, job_name: str) -> Path | None:
 def declare_tables(
     t_env: TableEnvironment,
     config: CityConfig,
-    the_job: Job,
+    the_job: Job | JobSet,
     mode: Mode,
     continuous: bool = True,
     time_range: tuple[datetime, datetime] | None = None,
@@ -81,31 +109,91 @@ def declare_tables(
 
 def start(
     config: CityConfig,
-    job_name: str,
+    jobs: str | JobSet,
     mode: Mode,
     continuous: bool = True,
     time_range: tuple[datetime, datetime] | None = None,
     resume_from: Path | None = None,
 ) -> TableResult:
-    """Build and launch the job; returns at once with its ``TableResult``.
+    """Build and launch the job (or the jobs of a set, as one Flink job);
+    returns at once with its ``TableResult``.
 
     ``continuous=False`` runs streaming mode over what has landed and ends (the
     same operators, watermarks and state as a live job): how tests hold both
     modes to the same input. ``time_range`` limits the input to ``[from, to)``."""
-    the_job = job(job_name)
-    t_env = table_environment(config, job_name, mode)
+    job_set = JobSet.of(jobs) if isinstance(jobs, str) else jobs
+    t_env = table_environment(config, job_set.key, mode)
+    if len(job_set.names) > 1:
+        t_env.get_config().set("pipeline.name", f"citylake-{'+'.join(job_set.names)}-{mode}")
     if resume_from is not None:
         t_env.get_config().set("execution.state-recovery.path", resume_from.as_uri())
-    declare_tables(t_env, config, the_job, mode, continuous, time_range)
+    declare_tables(t_env, config, job_set, mode, continuous, time_range)
     statements = t_env.create_statement_set()
-    for name, result in the_job.module.transform(t_env, config).items():
-        statements.add_insert(f"lake_{name}", result)
+    for the_job in job_set.jobs:
+        for name, result in the_job.module.transform(t_env, config).items():
+            statements.add_insert(f"lake_{name}", result)
+    if mode == "streaming" and len(job_set.names) > 1:
+        record_job_set(config, job_set)
     return statements.execute()
+
+
+def job_set_file(config: CityConfig, key: str) -> Path:
+    return DataLayout(config.data_dir).checkpoints / key / JOB_SET_FILE
+
+
+def record_job_set(config: CityConfig, job_set: JobSet) -> None:
+    path = job_set_file(config, job_set.key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps({"jobs": list(job_set.names)}), "utf-8")
+    temporary.replace(path)
+
+
+def prepare_state(config: CityConfig, job_set: JobSet, fresh: bool) -> None:
+    """Before a streaming run: a resume must find state of the same job set;
+    a fresh combined run moves the old state aside (kept, never deleted), so
+    a crash before its first checkpoint cannot resume from the old set's."""
+    if not fresh:
+        check_job_set(config, job_set)
+        return
+    if len(job_set.names) > 1:
+        stamp = f"{datetime.now(UTC):%Y%m%dT%H%M%S}"
+        for root in (
+            DataLayout(config.data_dir).checkpoints / job_set.key,
+            config.data_dir / "savepoints" / job_set.key,
+        ):
+            if root.exists():
+                aside = root.with_name(f"{root.name}.before-{stamp}")
+                root.rename(aside)
+                log.info("--fresh: the earlier combined state moved to %s", aside)
+
+
+def check_job_set(config: CityConfig, job_set: JobSet) -> None:
+    """Refuse to resume a combined run's state with another set of jobs.
+
+    Flink hashes each operator's id over the whole graph, so a plan with a job
+    added or removed maps none of the old state: resumed, it would fail to
+    start (or, allowed to drop state, read every landing file again and write
+    their rows twice)."""
+    path = job_set_file(config, job_set.key)
+    if len(job_set.names) == 1 or not path.exists():
+        return
+    recorded = tuple(json.loads(path.read_text("utf-8"))["jobs"])
+    if recorded == job_set.names:
+        return
+    raise JobSetChanged(
+        f"the combined streaming job's state ({path.parent}) belongs to the jobs "
+        f"{', '.join(recorded)}, not {', '.join(job_set.names)}: Flink ties operator state to the "
+        "whole plan, so a changed job set cannot resume from it. Either put pipelines.jobs back to "
+        f"{list(recorded)}, or let the old set's lake catch up, stop it and start the new set with "
+        "--fresh (it then reads every landing file still kept again: rows already in the lake "
+        "are written twice unless the landing zone was collected first, `citylake lake gc-landing`)."
+    )
 
 
 def run(
     config: CityConfig,
-    job_name: str,
+    jobs: str | JobSet,
     mode: Mode,
     time_range: tuple[datetime, datetime] | None = None,
     fresh: bool = False,
@@ -115,10 +203,13 @@ def run(
     streaming run resumes from the newest checkpoint an earlier run left (after
     a crash or Ctrl-C): files already read are not read again, lake files
     pending at that checkpoint are committed, nothing is lost or doubled."""
-    resume_from = None if fresh or mode != "streaming" else latest_checkpoint(config, job_name)
+    job_set = JobSet.of(jobs) if isinstance(jobs, str) else jobs
+    if mode == "streaming":
+        prepare_state(config, job_set, fresh)
+    resume_from = None if fresh or mode != "streaming" else latest_checkpoint(config, job_set.key)
     if resume_from is not None:
-        log.info("resuming %s from checkpoint %s", job_name, resume_from)
-    result = start(config, job_name, mode, time_range=time_range, resume_from=resume_from)
+        log.info("resuming %s from checkpoint %s", "+".join(job_set.names), resume_from)
+    result = start(config, job_set, mode, time_range=time_range, resume_from=resume_from)
     client = result.get_job_client()
     try:
         result.wait()
@@ -148,7 +239,7 @@ def submit(
     """Submit detached to a session cluster; returns Flink's job id. ``main.py``
     plans the job on the client side, so ``time_range`` and ``rules_from`` travel
     as its arguments."""
-    job(job_name)  # fail fast on a wrong name, before starting a JVM
+    JobSet.of(job_name.split(","))  # fail fast on a wrong name, before starting a JVM
     extra = [*(["--rules-from", rules_from] if rules_from else [])]
     if time_range is not None:
         extra += ["--from", time_range[0].isoformat(), "--to", time_range[1].isoformat()]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -20,6 +20,9 @@ from citylake.cli.common import (
 from citylake.config import CityConfig
 from citylake.pipelines.flink_rest import FlinkRest, FlinkRestError
 
+if TYPE_CHECKING:
+    from citylake.pipelines.jobs import JobSet
+
 app = typer.Typer(
     help="Run PyFlink jobs on the local mini-cluster or a Flink session cluster.", no_args_is_help=True
 )
@@ -30,7 +33,13 @@ class Mode(StrEnum):
     batch = "batch"
 
 
-JobArg = Annotated[str, typer.Argument(help="job name: readings, rollups, alerts, devices, events")]
+JobArg = Annotated[
+    str,
+    typer.Argument(
+        help="job name: readings, rollups, alerts, devices, events; several, comma-separated "
+        "(readings,rollups,alerts), run as ONE Flink job in one mini-cluster"
+    ),
+]
 ModeOption = Annotated[Mode, typer.Option("--mode", "-m", help="streaming (continuous) or batch (backfill)")]
 RulesFromOption = Annotated[
     str | None,
@@ -64,20 +73,26 @@ def run(
     setup_logging()
     loaded = load(config)
     time_range = _time_range(mode, from_, to)
-    if rules_from is not None and job != "alerts":
-        fail("--rules-from is for the alerts job", code=2)
     from citylake.pipelines import runner
+    from citylake.pipelines.jobs import JobSet
     from citylake.pipelines.local_jvm import size_local_jvm
 
-    size_local_jvm(loaded.config.pipelines.flink)
-    console.print(f"running {job} in {mode.value} mode on Flink's local mini-cluster")
     try:
-        if job == "alerts":
-            _run_alerts(loaded.config, config.resolve(), mode, time_range, fresh, rules_from)
-        else:
-            runner.run(loaded.config, job, mode.value, time_range, fresh=fresh)
-    except KeyError as exc:
+        job_set = JobSet.of([j.strip() for j in job.split(",") if j.strip()])
+    except (KeyError, ValueError) as exc:
         fail(str(exc.args[0]), code=2)
+    if rules_from is not None and "alerts" not in job_set.names:
+        fail("--rules-from is for the alerts job", code=2)
+    size_local_jvm(loaded.config.pipelines.flink)
+    what = job_set.names[0] if len(job_set.names) == 1 else f"{', '.join(job_set.names)} as one Flink job"
+    console.print(f"running {what} in {mode.value} mode on Flink's local mini-cluster")
+    try:
+        if "alerts" in job_set.names:
+            _run_alerts(loaded.config, config.resolve(), mode, time_range, fresh, rules_from, job_set)
+        else:
+            runner.run(loaded.config, job_set, mode.value, time_range, fresh=fresh)
+    except runner.JobSetChanged as exc:
+        fail(str(exc))
     except KeyboardInterrupt:
         console.print("stopped")
 
@@ -102,6 +117,7 @@ def _run_alerts(
     time_range: tuple[datetime, datetime] | None,
     fresh: bool,
     rules_from: str | None,
+    job_set: JobSet,
 ) -> None:
     from citylake.pipelines import runner
     from citylake.pipelines.alerts.follow import follow, with_rules
@@ -113,7 +129,7 @@ def _run_alerts(
         fail(str(exc), code=2)
     if mode is Mode.streaming:
         console.print(f"following the alert rules of {source.describe()}")
-        follow(config, source, config.pipelines.alerts_poll_s, fresh=fresh)
+        follow(config, source, config.pipelines.alerts_poll_s, fresh=fresh, jobs=job_set)
         return
     try:
         rules = source.rules()
@@ -125,7 +141,7 @@ def _run_alerts(
         )
     else:
         console.print(f"{len(rules)} alert rule(s) from {source.describe()}")
-    runner.run(with_rules(config, rules), "alerts", "batch", time_range, fresh=fresh)
+    runner.run(with_rules(config, rules), job_set, "batch", time_range, fresh=fresh)
     if not rules:
         console.print("done: 0 alert rows (no rules)")
 

@@ -56,8 +56,15 @@ def run(
     keepalive: Annotated[float, typer.Option(min=1, help="GB28181 keepalive interval, seconds")] = 60.0,
     jobs: Annotated[str, typer.Option(help=JOBS_HELP)] = "readings,rollups",
     checkpoint: Annotated[
-        float, typer.Option(min=0.5, help="Flink checkpoint (lake commit) interval, s")
-    ] = 5.0,
+        float,
+        typer.Option(min=0.5, help="Flink checkpoint (lake commit) interval, s: bounds freshness"),
+    ] = 2.0,
+    separate_jobs: Annotated[
+        bool,
+        typer.Option(
+            "--separate-jobs", help="a Flink job and JVM per job instead of one for all (the baseline)"
+        ),
+    ] = False,
     query_rate: Annotated[float, typer.Option(min=0.1, help="queries per second (open loop)")] = 20.0,
     direct: Annotated[
         bool, typer.Option("--direct", help="query the service directly instead of through its Dapr sidecar")
@@ -95,6 +102,7 @@ def run(
         gb28181_keepalive_s=keepalive,
         jobs=chosen,
         checkpoint_s=checkpoint,
+        combine=not separate_jobs,
         query_rate=query_rate,
         query_via_dapr=not direct,
         marker_every_s=marker_every,
@@ -142,6 +150,8 @@ def run(
         console.print(f"stopped cleanly: {checked} processes of the run checked, none left", highlight=False)
     if scale_run.failure:
         fail(scale_run.failure)
+    if written.summary.missed and not record.info.interrupted:
+        fail("the run missed: " + "; ".join(written.summary.missed))
     if record.info.interrupted:
         raise typer.Exit(130)
 
@@ -231,6 +241,12 @@ def _print_summary(summary: Summary, record: RunRecord) -> None:
     )
     table.add_row("freshness p50 / p99", f"{summary.freshness_p50_s:.2f} / {summary.freshness_p99_s:.2f} s")
     table.add_row("query p50 / p99", f"{summary.query_p50_ms:.1f} / {summary.query_p99_ms:.1f} ms")
+    table.add_row(
+        "Flink JVMs RSS peak / mean",
+        f"{summary.flink_jvm_rss_peak_mb:,.0f} / {summary.flink_jvm_rss_mean_mb:,.0f} MB (psutil, summed)",
+    )
+    for protocol, (planned, achieved, unit) in summary.load.items():
+        table.add_row(f"load {protocol}", f"{achieved:,.0f} of {planned:,.0f} {unit} planned")
     table.add_row("machine CPU mean", f"{summary.machine_mean_cpu:.0f}% of one core ({summary.cores} cores)")
     for p in summary.processes[:6]:
         table.add_row(

@@ -145,6 +145,15 @@ class FlinkConfig(BaseModel):
         description="heap of each `pipeline run` mini-cluster JVM (-Xmx); unset: the JVM's default, "
         "a quarter of the machine's memory",
     )
+    local_managed_mb: int = Field(
+        default=64,
+        ge=16,
+        description="managed memory of the mini-cluster's TaskManager (RocksDB, batch sorts; "
+        "streaming state is on the heap); batch runs take at least 256",
+    )
+    local_network_mb: int = Field(
+        default=32, ge=16, description="network buffers of the mini-cluster's TaskManager (direct memory)"
+    )
 
 
 class AlertRule(BaseModel):
@@ -188,6 +197,11 @@ class PipelinesConfig(BaseModel):
 
     flink: FlinkConfig = FlinkConfig()
     jobs: list[Name] = Field(default_factory=lambda: ["readings"])
+    combine: bool = Field(
+        default=True,
+        description="`citylake run` runs all `jobs` as ONE streaming Flink job (one mini-cluster JVM, "
+        "landing readings read and deduplicated once); false: one job and JVM each",
+    )
     alerts: list[AlertRule] = Field(
         default_factory=list,
         max_length=1000,

@@ -28,7 +28,17 @@ img { max-width: 100%; }
 """
 
 
-PROTOCOL_COLUMNS = ["protocol", "planned", "online", "readings", "device events", "readings peak/s", "mean/s"]
+PROTOCOL_COLUMNS = [
+    "protocol",
+    "planned",
+    "online",
+    "readings",
+    "device events",
+    "readings peak/s",
+    "mean/s",
+    "load planned",
+    "load achieved",
+]
 
 
 def number(value: float, digits: int = 0) -> str:
@@ -89,6 +99,11 @@ def render(record: RunRecord, summary: Summary, figures: Mapping[str, Path]) -> 
         ],
         ["landing zone at the end", f"{number(s.landing_bytes / 1e6, 1)} MB"],
         [
+            "Flink JVMs' RSS, peak / mean (psutil, summed)",
+            f"{number(s.flink_jvm_rss_peak_mb)} / {number(s.flink_jvm_rss_mean_mb)} MB",
+        ],
+        ["goals missed, load short", "; ".join(s.missed) or "none"],
+        [
             "machine CPU mean / peak",
             f"{number(s.machine_mean_cpu)}% / {number(s.machine_peak_cpu)}% of one core "
             f"({s.cores} cores; other work {number(s.other_mean_cpu)}%, steal {number(s.steal_mean, 1)}%)",
@@ -103,6 +118,10 @@ def render(record: RunRecord, summary: Summary, figures: Mapping[str, Path]) -> 
             number(s.events_landed.get(p, 0)),
             number(s.peak_rate.get(p, 0)),
             number(s.mean_rate.get(p, 0)),
+            f"{number(s.load[p][0])} {s.load[p][2]}" if p in s.load else "",
+            f"{number(s.load[p][1])} ({100 * s.load[p][1] / s.load[p][0]:.0f}%)"
+            if p in s.load and s.load[p][0]
+            else "",
         ]
         for p in sorted(set(s.devices_planned) | set(s.readings_landed))
     ]

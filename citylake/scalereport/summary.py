@@ -21,6 +21,13 @@ from citylake.scalereport.record import Marker, Query, RunRecord, Sample
 SATURATED_CORE_PERCENT = 85.0
 # The machine as a whole: this share of all cores busy on average.
 SATURATED_MACHINE_SHARE = 0.90
+# The sampler's gauge of the Flink mini-cluster JVMs' resident memory, summed.
+FLINK_JVM_RSS = "flink JVMs: RSS MB"
+# Issue 12's goals; a run that misses one (or whose load fell short) fails.
+GOAL_FRESHNESS_P99_S = 10.0
+GOAL_FLINK_JVM_RSS_MB = 3072.0
+# The achieved share of planned load below which a run's load "fell short".
+LOAD_ACHIEVED_SHARE = 0.95
 
 
 def quantile(values: Sequence[float], q: float) -> float:
@@ -187,7 +194,13 @@ class Summary:
     steal_mean: float = 0.0
     cores: int = 0
     errors: dict[str, float] = field(default_factory=dict)
+    flink_jvm_rss_peak_mb: float = math.nan
+    flink_jvm_rss_mean_mb: float = math.nan
+    # By protocol: (planned, achieved, unit): readings/s for polled and
+    # reporting devices, devices online for GB28181 (keepalives, no readings).
+    load: dict[str, tuple[float, float, str]] = field(default_factory=dict)
     findings: list[str] = field(default_factory=list)
+    missed: list[str] = field(default_factory=list)  # goals missed and load short: the run fails
 
 
 def backlog(sample: Sample) -> float:
@@ -203,8 +216,50 @@ def summarize(record: RunRecord) -> Summary:
     if samples:
         _from_samples(out, samples)
     _from_events(out, record)
+    _load(out, info.plan)
     out.findings = findings(record, out)
+    out.missed = missed_goals(out)
     return out
+
+
+def _load(out: Summary, plan: Mapping[str, Any]) -> None:
+    expected = plan.get("expected_readings_per_s", {})
+    for protocol, planned_devices in out.devices_planned.items():
+        if not planned_devices:
+            continue
+        if protocol in expected:
+            out.load[protocol] = (
+                float(expected[protocol]),
+                out.mean_rate.get(protocol, 0.0),
+                "readings/s",
+            )
+        else:
+            out.load[protocol] = (
+                float(planned_devices),
+                float(out.devices_online_peak.get(protocol, 0)),
+                "devices online",
+            )
+
+
+def missed_goals(summary: Summary) -> list[str]:
+    """What makes the run fail: a protocol's load short of its plan, or a goal missed."""
+    missed = []
+    for protocol, (planned, achieved, unit) in summary.load.items():
+        if planned > 0 and achieved < LOAD_ACHIEVED_SHARE * planned:
+            missed.append(
+                f"{protocol} load short: {achieved:,.0f} of {planned:,.0f} {unit} planned "
+                f"({100 * achieved / planned:.0f}%, below {100 * LOAD_ACHIEVED_SHARE:.0f}%)"
+            )
+    if not summary.freshness_p99_s <= GOAL_FRESHNESS_P99_S:  # NaN (no marker seen) misses too
+        missed.append(f"freshness p99 {summary.freshness_p99_s:.1f} s, goal <= {GOAL_FRESHNESS_P99_S:g} s")
+    if summary.markers and summary.markers_visible < summary.markers:
+        missed.append(f"{summary.markers - summary.markers_visible} freshness markers never reached the lake")
+    if summary.flink_jvm_rss_peak_mb > GOAL_FLINK_JVM_RSS_MB:
+        missed.append(
+            f"Flink JVMs peak RSS {summary.flink_jvm_rss_peak_mb:,.0f} MB, "
+            f"goal <= {GOAL_FLINK_JVM_RSS_MB:,.0f} MB"
+        )
+    return missed
 
 
 def _from_samples(out: Summary, samples: Sequence[Sample]) -> None:
@@ -246,6 +301,10 @@ def _from_samples(out: Summary, samples: Sequence[Sample]) -> None:
         out.other_mean_cpu = max(0.0, out.machine_mean_cpu - sum(ours) / len(ours))
         out.steal_mean = sum(s.steal_percent for s in intervals) / len(intervals)
         out.errors = dict(last.counters)
+        jvm = [s.gauges[FLINK_JVM_RSS] for s in samples if FLINK_JVM_RSS in s.gauges]
+        if jvm:
+            out.flink_jvm_rss_peak_mb = max(jvm)
+            out.flink_jvm_rss_mean_mb = sum(jvm) / len(jvm)
 
 
 def _from_events(out: Summary, record: RunRecord) -> None:

@@ -29,6 +29,7 @@ from pyflink.table import TableResult
 from citylake.config import AlertRule, CityConfig
 from citylake.pipelines import runner
 from citylake.pipelines.alerts.rulesource import RuleSource, RulesUnavailable, same_rules
+from citylake.pipelines.jobs import JobSet
 
 log = logging.getLogger(__name__)
 JOB = "alerts"
@@ -42,17 +43,17 @@ def with_rules(config: CityConfig, rules: tuple[AlertRule, ...]) -> CityConfig:
     return config.model_copy(update={"pipelines": pipelines})
 
 
-def savepoint_dir(config: CityConfig) -> Path:
-    return config.data_dir / "savepoints" / JOB
+def savepoint_dir(config: CityConfig, key: str = JOB) -> Path:
+    return config.data_dir / "savepoints" / key
 
 
-def newest_state(config: CityConfig) -> Path | None:
+def newest_state(config: CityConfig, key: str = JOB) -> Path | None:
     """The newest of the job's retained checkpoints and the savepoints this
     loop took: after a crash right after a re-plan the savepoint is newer than
     any checkpoint, and resuming from an older checkpoint would read the
     files between the two again."""
-    candidates = [m.parent for m in savepoint_dir(config).glob("*/_metadata")]
-    checkpoint = runner.latest_checkpoint(config, JOB)
+    candidates = [m.parent for m in savepoint_dir(config, key).glob("*/_metadata")]
+    checkpoint = runner.latest_checkpoint(config, key)
     if checkpoint is not None:
         candidates.append(checkpoint)
     return max(candidates, key=lambda p: (p / "_metadata").stat().st_mtime) if candidates else None
@@ -113,9 +114,11 @@ def _stop_with_savepoint(client: JobClient, directory: str) -> str:
     return str(CompletableFuture(future, str).result())
 
 
-def _stop(client: JobClient, config: CityConfig, sleep: Callable[[float], None]) -> Path | None:
+def _stop(
+    client: JobClient, config: CityConfig, sleep: Callable[[float], None], key: str = JOB
+) -> Path | None:
     """Stop with a savepoint, or cancel and fall back to the last checkpoint."""
-    target = savepoint_dir(config)
+    target = savepoint_dir(config, key)
     target.mkdir(parents=True, exist_ok=True)
     for attempt in range(1, SAVEPOINT_ATTEMPTS + 1):
         try:
@@ -136,7 +139,7 @@ def _stop(client: JobClient, config: CityConfig, sleep: Callable[[float], None])
             # from the last one (or from scratch, if none completed) writes
             # every row once; what was read since is read again.
             client.cancel().result()
-            return runner.latest_checkpoint(config, JOB)
+            return runner.latest_checkpoint(config, key)
     _prune(target, keep=SAVEPOINTS_KEPT)
     return Path(location.removeprefix("file:"))
 
@@ -156,10 +159,16 @@ def follow(
     poll_s: float,
     fresh: bool = False,
     sleep: Callable[[float], None] = time.sleep,
+    jobs: JobSet | None = None,
 ) -> None:
-    """Run the streaming alerts job until interrupted, re-planned at each change of rules."""
+    """Run the streaming alerts job until interrupted, re-planned at each
+    change of rules. ``jobs``: the set the alerts job is combined into (one
+    Flink job), re-planned and restored as a whole: the other jobs' plans do
+    not change with the rules, so their state carries over the same way."""
+    job_set = jobs or JobSet.of(JOB)
+    runner.prepare_state(config, job_set, fresh)
     rules = first_rules(source, poll_s, sleep)
-    resume = None if fresh else newest_state(config)
+    resume = None if fresh else newest_state(config, job_set.key)
     while True:
         log.info(
             "alerts job planned with %d rule(s) from %s%s",
@@ -169,7 +178,7 @@ def follow(
         )
         if not rules:
             log.info("no alert rules yet: the job runs idle and picks them up when they appear")
-        result = runner.start(with_rules(config, rules), JOB, "streaming", resume_from=resume)
+        result = runner.start(with_rules(config, rules), job_set, "streaming", resume_from=resume)
         client = result.get_job_client()
         if client is None:
             raise RuntimeError("Flink gave no job client for the alerts job; cannot follow its rules")
@@ -187,5 +196,5 @@ def follow(
             len(new_rules),
             f"; added or removed: {', '.join(names)}" if names else "",
         )
-        resume = _stop(client, config, sleep)
+        resume = _stop(client, config, sleep, job_set.key)
         rules = new_rules

@@ -14,7 +14,11 @@ HERE = Path(__file__).parent
 
 
 def deduplicated(t_env: TableEnvironment) -> None:
-    """Declare ``readings_deduped`` over ``landing_readings`` (shared with rollups)."""
+    """Declare ``readings_deduped`` over ``landing_readings`` (shared with
+    rollups and alerts): once per plan, so jobs combined into one Flink job
+    dedupe landing readings once."""
+    if "readings_deduped" in t_env.list_temporary_views():
+        return
     t_env.create_temporary_view("readings_deduped", t_env.sql_query((HERE / "dedupe.sql").read_text("utf-8")))
 
 

@@ -23,6 +23,7 @@ from citylake.ingest.batcher import ColumnBatcher
 from citylake.ingest.landing import LandingWriter
 from citylake.lake import Lake
 from citylake.pipelines import runner
+from citylake.pipelines.jobs import JobSet
 from citylake.schemas import DataLayout, table
 
 pytestmark = pytest.mark.integration
@@ -685,3 +686,87 @@ def test_a_devices_backfill_selects_landing_devices_rows_by_their_time(tmp_path:
         [("meter-9", 80_000), ("meter-9", 90_000), ("plc-3", 65_000), ("plc-3", 65_000),
          ("meter-9", 85_000), (CAM_1, 95_000)]
     )  # fmt: skip
+
+
+ALL_TABLES = [name for _, tables in JOBS for name in tables]
+
+
+def combined_inputs() -> list[Landing]:
+    """Readings (the alert cases) and every kind of event and reject, landed
+    side by side as a site's ingest lands them."""
+    return [*inputs("alerts"), *inputs("events"), *sentinel("alerts")]
+
+
+def test_all_jobs_as_one_flink_job_write_what_the_jobs_write(tmp_path: Path) -> None:
+    """Every job in ONE Flink job (how `citylake run` runs a site's jobs): the
+    shared landing scan and dedupe change nothing in any table, batch and
+    streaming agree, and the hand-worked alerts and events come out."""
+    all_jobs = JobSet.of([name for name, _ in JOBS])
+    batch, streaming = tmp_path / "batch", tmp_path / "streaming"
+    for landing in combined_inputs():
+        land_together(batch, landing)
+    runner.start(config_for(batch), all_jobs, "batch").wait()
+    check_alerts(batch)
+    check_events(batch)
+    expected = {name: lake_rows(batch, name) for name in ALL_TABLES}
+    assert all(expected[name] for name in ("readings", "readings_1m", "readings_1h", "devices"))
+
+    streaming.mkdir()
+    result = runner.start(config_for(streaming), all_jobs, "streaming")
+    client = result.get_job_client()
+    assert client is not None
+    first, *rest = combined_inputs()
+    sentinel_file = rest.pop()
+    row_for_row = ("readings", "device_events", "rejected")
+    try:
+        # The job is reading once the first file is in the lake; files found
+        # by one directory scan are read in no set order, and the sentinel two
+        # hours ahead must come after the rest (a job slow to start on a
+        # loaded machine would otherwise find them all at once).
+        land_together(streaming, first)
+        wait_for_rows(streaming, {"readings": 1}, exact=False)
+        for landing in rest:
+            land_together(streaming, landing)
+            time.sleep(2.0)
+        wait_for_rows(streaming, {name: len(expected[name]) for name in row_for_row})
+        land_together(streaming, sentinel_file)
+        wait_for_rows(streaming, {name: len(rows) for name, rows in expected.items()})
+    finally:
+        client.cancel().result()
+    for name in ALL_TABLES:
+        assert rounded_avg(lake_rows(streaming, name)) == rounded_avg(expected[name]), name
+
+
+def rounded_avg(rows: list[Row]) -> list[Row]:
+    """A window's ``avg`` sums in arrival order when streaming and in sort
+    order in batch: equal up to float rounding (1e-12 relative), no closer."""
+    return [{**r, "avg": float(f"{r['avg']:.12g}")} if "avg" in r else r for r in rows]
+
+
+def wait_for_rows(data_dir: Path, want: dict[str, int], timeout_s: float = 120, exact: bool = True) -> None:
+    """Until the lake holds ``want`` rows per table (at least that many when
+    not ``exact``)."""
+    counts: dict[str, int] = {}
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        counts = {name: len(lake_rows(data_dir, name)) for name in want}
+        if all(counts[name] >= n for name, n in want.items()):
+            break
+        time.sleep(0.5)
+    if exact:
+        assert counts == want
+    else:
+        assert all(counts[name] >= n for name, n in want.items()), counts
+
+
+def test_a_combined_run_refuses_state_of_another_job_set(tmp_path: Path) -> None:
+    """Flink maps operator state by the whole plan: resuming a changed set
+    must fail before Flink starts, saying which sets and what to do."""
+    config = config_for(tmp_path)
+    runner.record_job_set(config, JobSet.of(["readings", "rollups"]))
+    with pytest.raises(runner.JobSetChanged, match=r"readings, rollups, not readings, rollups, alerts"):
+        runner.prepare_state(config, JobSet.of(["readings", "rollups", "alerts"]), fresh=False)
+    # --fresh keeps the old state aside and starts over.
+    runner.prepare_state(config, JobSet.of(["readings", "rollups", "alerts"]), fresh=True)
+    assert list(DataLayout(tmp_path).checkpoints.glob("combined.before-*/job-set.json"))
+    assert not runner.job_set_file(config, "combined").exists()

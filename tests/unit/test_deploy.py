@@ -629,7 +629,12 @@ def test_flink_session_cluster_and_jobs_match_the_pipelines(
 
     monkeypatch.setattr(subprocess, "run", flink_run)
     jobs = tier.all("FlinkSessionJob")
-    names = [j["spec"]["job"]["args"][j["spec"]["job"]["args"].index("--job") + 1] for j in jobs]
+    # Combined (pipelines.combine): one session job names every job, comma-separated.
+    names = [
+        name
+        for j in jobs
+        for name in j["spec"]["job"]["args"][j["spec"]["job"]["args"].index("--job") + 1].split(",")
+    ]
     assert sorted(names) == sorted(tier.city.pipelines.jobs)
     for session_job in jobs:
         job = session_job["spec"]["job"]
@@ -645,7 +650,7 @@ def test_flink_session_cluster_and_jobs_match_the_pipelines(
         program = args[args.index("--") + 1 :]
         name = program[program.index("--job") + 1]
         mode = program[program.index("--mode") + 1]
-        assert name in JOB_NAMES
+        assert all(n in JOB_NAMES for n in name.split(","))
         # What `citylake pipeline submit` hands `flink run --python ... --`.
         captured.clear()
         runner.submit(tier.city, Path(f"{CONFIG_DIR}/city.yaml"), name, mode, "http://unused:8081")
@@ -767,6 +772,9 @@ def test_every_unit_of_the_site_command_is_a_workload(tier: Tier) -> None:
     for unit in plan.units:
         if unit.kind is UnitKind.JOB:
             kind, name = "FlinkSessionJob", unit.name.removeprefix("job-")
+            # The same jobs in the unit's command and in the session job's --job.
+            session = tier.get(kind, name)["spec"]["job"]["args"]
+            assert unit.argv[unit.argv.index("run") + 1] == session[session.index("--job") + 1]
         elif unit.kind is UnitKind.SERVICE:
             kind, name = "Deployment", unit.name
         else:
@@ -778,4 +786,4 @@ def test_every_unit_of_the_site_command_is_a_workload(tier: Tier) -> None:
         unit_name = {"lake-maintain": "maintenance"}.get(deployment, deployment)
         assert unit_name in planned, f"{tier.name}: Deployment {deployment} is no unit of `citylake run`"
     for job in tier.names("FlinkSessionJob"):
-        assert f"job-{job}" in planned
+        assert job in planned or f"job-{job}" in planned

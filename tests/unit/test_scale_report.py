@@ -21,7 +21,7 @@ from citylake.scalereport import (
     rebuild_report,
     summarize,
 )
-from citylake.scalereport.summary import per_interval, quantile, rates
+from citylake.scalereport.summary import FLINK_JVM_RSS, per_interval, quantile, rates
 
 
 def synthetic(seconds: int = 60, step: int = 5, falling_behind: bool = False) -> RunRecord:
@@ -160,3 +160,28 @@ def test_an_empty_run_still_reports(tmp_path: Path) -> None:
     report = build_report(record, tmp_path)
     assert math.isnan(report.summary.freshness_p99_s)
     assert "interrupted" in report.html.read_text()
+
+
+def test_load_planned_against_achieved_and_missed_goals() -> None:
+    record = synthetic()
+    record.info.plan["expected_readings_per_s"] = {"mqtt": 100.0, "modbus": 40.0}
+    for sample in record.samples:
+        sample.gauges[FLINK_JVM_RSS] = 900.0 + sample.t
+    summary = summarize(record)
+    assert summary.load["mqtt"] == (100.0, pytest.approx(100.0), "readings/s")
+    assert summary.load["modbus"][1] == pytest.approx(20.0)
+    assert summary.load["gb28181"] == (30.0, 30.0, "devices online")
+    assert summary.flink_jvm_rss_peak_mb == 960.0
+    # Modbus at half its plan, and the marker that never arrived: the run fails, naming both.
+    assert summary.missed == [
+        "modbus load short: 20 of 40 readings/s planned (50%, below 95%)",
+        "1 freshness markers never reached the lake",
+    ]
+    record.info.plan["expected_readings_per_s"]["modbus"] = 20.0
+    record.markers = [m for m in record.markers if m.visible_at is not None]
+    for sample in record.samples:
+        sample.gauges[FLINK_JVM_RSS] = 3500.0
+    assert summarize(record).missed == ["Flink JVMs peak RSS 3,500 MB, goal <= 3,072 MB"]
+    for marker in record.markers:
+        marker.visible_at = marker.acked_at + 12.0
+    assert summarize(record).missed[0] == "freshness p99 12.0 s, goal <= 10 s"

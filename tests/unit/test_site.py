@@ -67,9 +67,7 @@ run:
     assert names == [
         "daprd-ingest",
         "ingest",
-        "job-readings",
-        "job-rollups",
-        "job-alerts",
+        "jobs",
         "maintenance",
         "query",
         "daprd-query",
@@ -88,10 +86,21 @@ run:
     assert sidecar.env["CITYLAKE_MQTT_URL"] == "tcp://127.0.0.1:1883"
     assert "--app-port" not in plan.unit("daprd-ingest").argv  # ingest only publishes
     assert plan.unit("ingest").env["DAPR_HTTP_PORT"] == plan.endpoints["dapr-ingest"].rsplit(":", 1)[1]
-    assert plan.unit("job-rollups").argv[3:7] == ("pipeline", "run", "rollups", "--mode")
-    # The alerts job follows the rules of the site's own alerts service.
-    assert plan.unit("job-alerts").argv[-2:] == ("--rules-from", plan.endpoints["alerts"])
+    # The site's jobs as ONE Flink job (one mini-cluster JVM)...
+    assert plan.unit("jobs").argv[3:7] == ("pipeline", "run", "readings,rollups,alerts", "--mode")
+    # ...whose alerts follow the rules of the site's own alerts service.
+    assert plan.unit("jobs").argv[-2:] == ("--rules-from", plan.endpoints["alerts"])
     assert plan.unit("alerts").argv[-1] == plan.endpoints["alerts"].rsplit(":", 1)[1]
+
+
+def test_plan_runs_a_unit_per_job_when_told_not_to_combine(tmp_path: Path) -> None:
+    path = _config(tmp_path, "  combine: false\nservices: {alerts: {port: 0}}\nrun: {services: [alerts]}")
+    plan = plan_site(load_config(path), path, python="py")
+    jobs = [u for u in plan.units if u.kind is UnitKind.JOB]
+    assert [u.name for u in jobs] == ["job-readings", "job-rollups", "job-alerts"]
+    assert plan.unit("job-rollups").argv[3:7] == ("pipeline", "run", "rollups", "--mode")
+    assert plan.unit("job-alerts").argv[-2:] == ("--rules-from", plan.endpoints["alerts"])
+    assert "--rules-from" not in plan.unit("job-readings").argv
 
 
 def test_plan_without_daprd_says_where_it_looked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

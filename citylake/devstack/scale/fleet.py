@@ -39,6 +39,14 @@ from citylake.ingest.mqtt.simulator import DEVICE_TYPES, METRICS, device_topic
 # no bigger than MAX_BURST when it was held up (a GC pause, a busy machine).
 TICK_S = 0.02
 MAX_BURST = 5_000
+# Keepalives and PUBACKs are paho's network thread's (loop_start), never this
+# loop's; but a burst holds the GIL, and at 200 % machine CPU mosquitto
+# dropped the fleet for missed keepalives. The loop yields every SLICE
+# publishes, the keepalive is long, and a dropped connection is re-made at
+# once (within RECONNECT_S) instead of after paho's default backoff of up to 2 min.
+SLICE = 250
+KEEPALIVE_S = 120
+RECONNECT_S = (1, 2)
 
 
 @dataclass
@@ -80,6 +88,7 @@ class Fleet:
         self.client.max_queued_messages_set(0)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
+        self.client.reconnect_delay_set(*RECONNECT_S)
 
     def _on_connect(
         self, client: mqtt.Client, userdata: object, flags: object, code: ReasonCode, props: Properties | None
@@ -112,7 +121,7 @@ class Fleet:
         return json.dumps(payload)
 
     def run(self, duration_s: float | None, stop: threading.Event, status_path: Path | None) -> FleetStatus:
-        self.client.connect(self.host, self.port, keepalive=30)
+        self.client.connect(self.host, self.port, keepalive=KEEPALIVE_S)
         self.client.loop_start()
         started = time.monotonic()
         per_s = self.devices / self.period_s
@@ -132,6 +141,8 @@ class Fleet:
                     self._in_flight.append((self.client.publish(topic, self._payload(index), qos=1), index))
                     self.status.published += 1
                     sent += 1
+                    if sent % SLICE == 0:
+                        time.sleep(0)  # the GIL to the network thread: keepalives, acks
                 self._count_acks()
                 self.status.behind = max(0, due - sent)
                 self.status.elapsed_s = elapsed

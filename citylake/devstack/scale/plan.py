@@ -55,7 +55,8 @@ class ScalePlan:
     gb28181_rate: float = 300.0  # REGISTERs started per second (the storm)
     gb28181_keepalive_s: float = 60.0
     jobs: tuple[str, ...] = DEFAULT_JOBS
-    checkpoint_s: float = 5.0
+    combine: bool = True  # the jobs as one Flink job (pipelines.combine), as `citylake run` runs them
+    checkpoint_s: float = 2.0
     query_rate: float = 20.0  # requests per second, open loop
     query_via_dapr: bool = True
     marker_every_s: float = 2.0

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 from ruamel.yaml import YAML
 
 from citylake.devstack.components import Daprd, Mosquitto, start_daprd, start_mosquitto, start_service
@@ -62,6 +63,7 @@ from citylake.devstack.scale.probes import (
 )
 from citylake.devstack.sipp import Sipp, read_stats, sim_devices
 from citylake.scalereport.record import RunInfo, RunRecord, Sample
+from citylake.scalereport.summary import FLINK_JVM_RSS
 from citylake.schemas import DataLayout
 
 log = logging.getLogger(__name__)
@@ -215,11 +217,24 @@ class ScaleRun:
             )
             process.wait_until(IngestProbe(port).healthy, 120, "ingest healthy")
 
-        for job in plan.jobs:
-            self.status(f"starting the streaming Flink job {job} (mini-cluster)")
+        # As `citylake run` runs them (pipelines.combine): every job in ONE
+        # Flink job and mini-cluster JVM; a JVM each otherwise.
+        groups = [list(plan.jobs)] if plan.combine else [[job] for job in plan.jobs]
+        for jobs in groups:
+            name = f"flink-{'jobs' if len(jobs) > 1 else jobs[0]}"
+            self.status(f"starting the streaming Flink job {name} ({', '.join(jobs)}; mini-cluster)")
             self._citylake(
-                f"flink-{job}",
-                ["pipeline", "run", job, "--mode", "streaming", "--config", str(config), "--fresh"],
+                name,
+                [
+                    "pipeline",
+                    "run",
+                    ",".join(jobs),
+                    "--mode",
+                    "streaming",
+                    "--config",
+                    str(config),
+                    "--fresh",
+                ],
             )
 
         self.status("starting the query service beside its daprd (hot tier fed by the live feed)")
@@ -518,6 +533,21 @@ class ScaleRun:
         if self.markers is not None:
             counters["markers: not acknowledged"] = float(self.markers.unacked)
         counters["sampler: /metrics scrapes unanswered in 5 s"] = float(self._scrapes_failed)
+        gauges[FLINK_JVM_RSS] = self._flink_jvm_rss_mb()
+
+    def _flink_jvm_rss_mb(self) -> float:
+        """Resident memory of the Flink JVMs (the mini-clusters under the
+        flink-* processes; their Python drivers not counted), by psutil."""
+        total_bytes = 0
+        for process in self.processes:
+            if not process.name.startswith("flink-"):
+                continue
+            try:
+                children = psutil.Process(process.pid).children(recursive=True)
+                total_bytes += sum(c.memory_info().rss for c in children if c.name() == "java")
+            except psutil.Error:
+                continue  # gone between the listing and the read: counted at the next sample
+        return round(total_bytes / 2**20, 1)
 
     # -- stopping ------------------------------------------------------------------------
 
