@@ -36,4 +36,3 @@ def _reading(row: dict[str, object]) -> dict[str, object]:
 def device_latest(device_id: str, rows: Sequence[dict[str, object]]) -> bytes:
     """The body of ``DeviceLatest(device_id, readings=rows)``."""
     return orjson.dumps({"device_id": device_id, "readings": [_reading(r) for r in rows]})
-
