@@ -158,7 +158,7 @@ class GuardedDocs:
         await self.app(scope, receive, send)
 
 
-def install_keys(app: FastAPI, ring: KeyRing) -> Callable[..., None]:
+def install_keys(app: FastAPI, ring: KeyRing) -> Callable[..., Coroutine[Any, Any, None]]:
     """Put ``ring`` on the app, guard its docs; returns the read dependency."""
     app.state.key_ring = ring
     app.add_middleware(GuardedDocs, ring=ring)
