@@ -26,7 +26,7 @@ from citylake.sync import wire
 from citylake.sync.bucket import TokenBucket
 from citylake.sync.edge import HashCache, edge_lake
 from citylake.sync.merkle import Leaf, TableTree, combine, differing, missing, partition_hash
-from citylake.sync.names import InvalidName, RegionName, check_file_name
+from citylake.sync.names import InvalidName, SyncedName, check_file_name, check_leaf_name, origin_of
 from citylake.sync.receiver import ReceiverSettings, create_app
 from citylake.sync.region import Limits, OffsetMismatch, RegionStore
 from citylake.sync.sender import EdgeSync, RegionClient
@@ -94,11 +94,20 @@ def test_merkle_hashes_ignore_order_and_see_any_change() -> None:
     assert combine({}) == hashlib.sha256().hexdigest()
 
 
-def test_region_names_are_unique_per_site_and_parse_back() -> None:
-    name = RegionName("edge-a", SHA_A, "compacted-x.parquet")
-    assert str(name) == f"synced-edge-a.{SHA_A}.compacted-x.parquet"
-    assert RegionName.parse(str(name)) == name
-    assert RegionName.parse("part-0") is None and RegionName.parse("synced-x.nothex.part") is None
+def test_synced_names_are_fixed_length_per_origin_and_parse_back() -> None:
+    name = SyncedName("edge-a", SHA_A)
+    assert str(name) == f"synced-edge-a.{SHA_A}.parquet"
+    assert SyncedName.parse(str(name)) == name
+    # A region's legacy name (with the edge's file name) still parses: origin and hash.
+    legacy = SyncedName.parse(f"synced-edge-a.{SHA_A}.part-0")
+    assert legacy is not None and legacy.canonical == name
+    assert SyncedName.parse("part-0") is None and SyncedName.parse("synced-x.nothex.part") is None
+    # The longest site's synced name is over the 110 of a plain name, and a region may list it.
+    longest = str(SyncedName("e" * 63, SHA_A))
+    assert len(longest) > 110 and check_leaf_name(longest) == longest
+    with pytest.raises(InvalidName):
+        check_file_name(longest)
+    assert origin_of("region-s", longest) == "e" * 63 and origin_of("region-s", "part-0") == "region-s"
     for bad in ("../etc/passwd", "a/b", ".hidden", "x" * 111, "", "a\tb", "a\nb", "a..b", "%2e%2e"):
         with pytest.raises(InvalidName):
             check_file_name(bad)
@@ -147,7 +156,10 @@ def test_edge_compaction_is_mirrored_in_one_commit_and_region_compaction_leaves_
     after = region_log.current()
     assert after.version == before.version + 1 and after.operation == "sync"
     (compacted,) = after.added
-    assert "compacted-" in compacted and after.removed_paths == before.added
+    (edge_file,) = TableLog(edge, READINGS).snapshot().files
+    edge_sha = hashlib.sha256((edge.lake(READINGS) / edge_file).read_bytes()).hexdigest()
+    assert "compacted-" in edge_file and compacted.endswith(f"/synced-edge-a.{edge_sha}.parquet")
+    assert after.removed_paths == before.added
     assert check(region) == (400, 400, float(sum(range(400))), 400)
     # The region's own compaction must not merge a site's mirror of its files.
     assert compact_table(region, READINGS, min_files=1).files_in == 0
