@@ -29,7 +29,7 @@ from citylake.sync.merkle import Leaf, TableTree, combine, differing, missing, p
 from citylake.sync.names import InvalidName, SyncedName, check_file_name, check_leaf_name, origin_of
 from citylake.sync.receiver import ReceiverSettings, create_app
 from citylake.sync.region import Limits, OffsetMismatch, RegionStore
-from citylake.sync.sender import EdgeSync, RegionClient
+from citylake.sync.sender import EdgeSync, RegionClient, SyncFailed
 from tests.synclake import CHECK_SQL, READINGS, part_file
 
 SHA_A = "a" * 64
@@ -480,3 +480,73 @@ def test_sync_commands(tmp_path: Path) -> None:
     config.write_text(f"site: edge-a\ndata_dir: {tmp_path / 'data'}\nsync:\n  region_url: ftp://x\n")
     done = runner.invoke(cli, ["sync", "push", "-c", str(config)])
     assert done.exit_code == 2 and "region_url" in done.output
+
+
+# -- three tiers: edge -> region -> centre ------------------------------------------
+
+CENTRE_CONFIG = CONFIG.model_copy(update={"regions": {"region-s": ["edge-a", "edge-b"]}})
+
+
+def test_the_centre_counts_each_reading_once_whatever_path_it_took(tmp_path: Path) -> None:
+    a, b = DataLayout(tmp_path / "a"), DataLayout(tmp_path / "b")
+    region, centre = DataLayout(tmp_path / "region"), DataLayout(tmp_path / "centre")
+    for i in range(3):
+        part_file(a, 0, f"{i}", i * 100, 100, site="edge-a")
+        part_file(b, 0, f"{i}", 1000 + i * 100, 100, site="edge-b")
+    union = (600, 600, float(sum(range(300)) + sum(range(1000, 1300))), 600)
+    with (
+        TestClient(create_app(ReceiverSettings(region.data_dir, CONFIG))) as to_region,
+        TestClient(create_app(ReceiverSettings(centre.data_dir, CENTRE_CONFIG))) as to_centre,
+    ):
+        for layout, site in ((a, "edge-a"), (b, "edge-b")):
+            assert EdgeSync(layout, site, CONFIG, to_region).round().in_sync
+        up = EdgeSync(region, "region-s", CONFIG, to_centre)
+        report = up.round()
+        assert report.in_sync and report.origins == {"edge-a": 3, "edge-b": 3}
+        assert check(centre) == union
+        # The region's names are the centre's: one file per (origin, sha256).
+        centre_files = TableLog(centre, READINGS).snapshot().files
+        assert sorted(f.rsplit("/", 1)[1] for f in centre_files) == sorted(
+            f.rsplit("/", 1)[1] for f in TableLog(region, READINGS).snapshot().files
+        )
+        # edge-a also pushes straight to the centre: its files are there once.
+        direct = EdgeSync(a, "edge-a", CONFIG, to_centre)
+        assert direct.round().in_sync and check(centre) == union
+        # edge-a compacts and tells the centre first; the region, behind, is in
+        # sync with what it said and ships nothing; then it catches up.
+        compact_table(a, READINGS, min_files=2)
+        assert direct.round().in_sync and check(centre) == union
+        assert up.round().counters.files_uploaded == 0 and check(centre) == union
+        assert EdgeSync(a, "edge-a", CONFIG, to_region).round().in_sync
+        caught_up = up.round()
+        assert caught_up.in_sync and caught_up.origins == {"edge-a": 1, "edge-b": 3}
+        assert check(centre) == union
+        # Rounds again (a retry of everything): nothing changes.
+        before = TableLog(centre, READINGS).current().version
+        assert up.round().counters.commits == 0 and direct.round().counters.commits == 0
+        assert TableLog(centre, READINGS).current().version == before and check(centre) == union
+
+
+def test_a_region_writes_only_its_sites_and_an_edge_only_its_own(tmp_path: Path) -> None:
+    a, b = DataLayout(tmp_path / "a"), DataLayout(tmp_path / "b")
+    region, centre = DataLayout(tmp_path / "region"), DataLayout(tmp_path / "centre")
+    part_file(a, 0, "0", 0, 100, site="edge-a")
+    part_file(b, 0, "0", 100, 100, site="edge-b")
+    only_a = CONFIG.model_copy(update={"regions": {"region-s": ["edge-a"]}})
+    with (
+        TestClient(create_app(ReceiverSettings(region.data_dir, CONFIG))) as to_region,
+        TestClient(create_app(ReceiverSettings(centre.data_dir, only_a))) as to_centre,
+    ):
+        for layout, site in ((a, "edge-a"), (b, "edge-b")):
+            assert EdgeSync(layout, site, CONFIG, to_region).round().in_sync
+        with pytest.raises(SyncFailed, match=r"403 .*data of site 'edge-b'.*sync.regions.region-s"):
+            EdgeSync(region, "region-s", CONFIG, to_centre).round()
+        assert not TableLog(centre, READINGS).snapshot().files, "nothing was committed"
+        # An edge cannot pass a file off as another site's by its name.
+        name = TableLog(region, READINGS).snapshot().files[0]
+        sha = name.rsplit("/", 1)[1].split(".")[1]
+        refused = to_centre.post(
+            "/v1/sync/sites/edge-c/tables/readings/commit",
+            json={"partitions": {"date=2026-11-20": [[name.rsplit("/", 1)[1], 10, sha]]}},
+        )
+        assert refused.status_code == 403 and refused.json()["origin"] in ("edge-a", "edge-b")
