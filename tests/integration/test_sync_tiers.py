@@ -93,15 +93,34 @@ def centre(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receiver]:
     yield from _serve(workdir, "centre", {"site_keys": keys, "regions": {"region-s": ["edge-a", "edge-b"]}})
 
 
-def push(workdir: Path, site: str, layout: DataLayout, to: Receiver) -> tuple[int, str]:
-    """`citylake sync push` once; its exit code and what it printed."""
-    sync = {"region_url": to.url, "api_key": KEYS[site], "region_ca_file": str(to.ca), "retry_window_s": 5}
-    config = _write(workdir / f"push-{site}-{to.layout.data_dir.parent.name}.yaml", site, layout, sync)
-    argv = [*CITYLAKE, "sync", "push", "--config", str(config), "--give-up-after", "60"]
-    # Wide enough that the report's table keeps "edge-a 3" on one line.
+def pushes(workdir: Path, to: Receiver, *senders: tuple[str, DataLayout]) -> list[tuple[int, str]]:
+    """`citylake sync push` once from each sender, all at the same time; each
+    one's exit code and what it printed."""
+    # Wide enough that the report's table keeps "edge-a 3, edge-b 3" on one line.
     env = {**os.environ, "COLUMNS": "220"}
-    done = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=120, env=env)
-    return done.returncode, done.stdout + done.stderr
+    running = []
+    for site, layout in senders:
+        sync = {
+            "region_url": to.url,
+            "api_key": KEYS[site],
+            "region_ca_file": str(to.ca),
+            "retry_window_s": 5,
+        }
+        config = _write(workdir / f"push-{site}-{to.layout.data_dir.parent.name}.yaml", site, layout, sync)
+        argv = [*CITYLAKE, "sync", "push", "--config", str(config), "--give-up-after", "60"]
+        running.append(
+            subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        )
+    found = []
+    for process in running:
+        out, _ = process.communicate(timeout=120)
+        found.append((process.returncode, out))
+    return found
+
+
+def push(workdir: Path, site: str, layout: DataLayout, to: Receiver) -> tuple[int, str]:
+    (done,) = pushes(workdir, to, (site, layout))
+    return done
 
 
 def rows(layout: DataLayout, sql: str) -> list[tuple[object, ...]]:
@@ -126,8 +145,9 @@ def test_edge_region_centre_makes_the_union_with_each_reading_once(
     for i in range(3):
         part_file(a, 0, f"{i}", i * 100, 100, site="edge-a")
         part_file(b, i % 2, f"{i}", 10_000 + i * 100, 100, site="edge-b")
-    for layout, site in ((a, "edge-a"), (b, "edge-b")):
-        code, said = push(tmp_path, site, layout, region)
+    for site, (code, said) in zip(
+        ("edge-a", "edge-b"), pushes(tmp_path, region, ("edge-a", a), ("edge-b", b)), strict=True
+    ):
         assert code == 0 and site in said, said
     per_site, totals = union(a, b)
 
@@ -137,10 +157,9 @@ def test_edge_region_centre_makes_the_union_with_each_reading_once(
     assert tuple(rows(centre.layout, CHECK_SQL)[0]) == totals
     assert rows(centre.layout, PER_SITE_SQL) == per_site
 
-    # edge-a also pushes straight to the centre, and the region pushes again
+    # edge-a also pushes straight to the centre while the region pushes again
     # (a retry of the whole round): the centre still holds each reading once.
-    for site, layout in (("edge-a", a), ("region-s", region.layout)):
-        code, said = push(tmp_path, site, layout, centre)
+    for code, said in pushes(tmp_path, centre, ("edge-a", a), ("region-s", region.layout)):
         assert code == 0, said
     assert tuple(rows(centre.layout, CHECK_SQL)[0]) == totals
     assert rows(centre.layout, PER_SITE_SQL) == per_site
