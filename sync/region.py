@@ -440,17 +440,29 @@ class RegionStore:
             day = partition_date(partition)
             retired = cutoff is not None and day is not None and day < cutoff
             wanted: dict[str, set[str]] = defaultdict(set)
+            adding: dict[str, Addition] = {}
+            claimed = set(claim.get(partition, ()))
+            superseded: set[str] = set()
             for leaf in names.values():
                 origin = origin_of(site, leaf.name)
                 base = str(SyncedName(origin, leaf.sha256))
                 relative = f"{partition}/{base}" if partition else base
                 wanted[origin].add(relative)
                 if relative not in live[(partition, origin)] and not retired:
-                    to_add[relative] = Addition(
-                        self._staged(site, leaf.sha256, leaf.size, "done"), leaf, origin
-                    )
-            claimed = {origin_of(site, leaf.name) for leaf in claim.get(partition, ())}
-            for origin in {site} | wanted.keys() | claimed:
+                    if leaf in claimed:
+                        # This sender committed it, and another path's newer
+                        # commit of the origin replaced it: this sender is
+                        # behind, and must not bring the older snapshot back.
+                        superseded.add(origin)
+                    staged = self._staged(site, leaf.sha256, leaf.size, "done")
+                    adding[relative] = Addition(staged, leaf, origin)
+            if superseded:
+                log.info(
+                    "%s %s: %s left as another sender committed them", site, partition, sorted(superseded)
+                )
+            to_add |= {r: a for r, a in adding.items() if a.origin not in superseded}
+            spoken_for = {site} | wanted.keys() | {origin_of(site, leaf.name) for leaf in claimed}
+            for origin in spoken_for - superseded:
                 to_remove |= live[(partition, origin)] - wanted[origin]
         return to_add, to_remove
 

@@ -517,9 +517,17 @@ def test_the_centre_counts_each_reading_once_whatever_path_it_took(tmp_path: Pat
         compact_table(a, READINGS, min_files=2)
         assert direct.round().in_sync and check(centre) == union
         assert up.round().counters.files_uploaded == 0 and check(centre) == union
+        # edge-b writes more; the region ships it with its older view of edge-a's
+        # partition, which must not bring edge-a's replaced files back.
+        part_file(b, 0, "3", 1300, 100, site="edge-b")
+        union = (700, 700, float(sum(range(300)) + sum(range(1000, 1400))), 700)
+        assert EdgeSync(b, "edge-b", CONFIG, to_region).round().in_sync
+        assert up.round().in_sync and check(centre) == union
+        edge_a_files = [f for f in TableLog(centre, READINGS).snapshot().files if "/synced-edge-a." in f]
+        assert len(edge_a_files) == 1, "the centre keeps edge-a's compacted file, the newer snapshot"
         assert EdgeSync(a, "edge-a", CONFIG, to_region).round().in_sync
         caught_up = up.round()
-        assert caught_up.in_sync and caught_up.origins == {"edge-a": 1, "edge-b": 3}
+        assert caught_up.in_sync and caught_up.origins == {"edge-a": 1, "edge-b": 4}
         assert check(centre) == union
         # Rounds again (a retry of everything): nothing changes.
         before = TableLog(centre, READINGS).current().version
