@@ -1,11 +1,16 @@
 """Names that arrive over the wire, checked before any path is built from them,
-and how a shipped file is named in the region's lake.
+and how a shipped file is named in a receiver's lake.
 
-A region holds the files of many edges side by side in the same partition
-directories, so a shipped file's name carries the edge site and the file's
-sha256: ``synced-<site>.<sha256>.<name on the edge>``. Site names have no dots
-and hashes are hex, so the name parses back unambiguously, and the region's
-Merkle leaves (name, size, sha256) come from its directory listing alone.
+A receiver (a region, or the centre) holds the files of many sites side by
+side in the same partition directories, so a shipped file's name carries the
+site the data was first written at (its *origin*) and the file's sha256:
+``synced-<origin>.<sha256>.parquet``. The name depends on nothing else, so a
+file has one name at every tier: a region pushing its edges' files on to the
+centre sends names the centre keeps as they are, and a file that reaches the
+centre by two paths (through its region and directly), or twice through
+retries, is one file there. Site names have no dots and hashes are hex, so
+the name parses back unambiguously. Regions synced before this naming hold
+``synced-<site>.<sha256>.<name on the edge>``; those parse too (origin and hash).
 """
 
 from __future__ import annotations
@@ -79,23 +84,50 @@ def check_partition(spec: TableSpec, partition: str) -> str:
     return partition
 
 
+SYNCED_SUFFIX = "parquet"
+
+
 @dataclass(frozen=True)
-class RegionName:
-    site: str
+class SyncedName:
+    """A shipped file's name in a receiver's lake: its origin site and sha256."""
+
+    origin: str
     sha256: str
-    name: str  # the file's name on the edge
+    rest: str = SYNCED_SUFFIX  # ``parquet``; a legacy region name's edge file name
 
     def __str__(self) -> str:
-        return f"{SYNCED_PREFIX}{self.site}.{self.sha256}.{self.name}"
+        return f"{SYNCED_PREFIX}{self.origin}.{self.sha256}.{self.rest}"
+
+    @property
+    def canonical(self) -> SyncedName:
+        return SyncedName(self.origin, self.sha256)
 
     @classmethod
-    def parse(cls, basename: str) -> RegionName | None:
+    def parse(cls, basename: str) -> SyncedName | None:
         if not basename.startswith(SYNCED_PREFIX):
             return None
         parts = basename[len(SYNCED_PREFIX) :].split(".", 2)
         if len(parts) != 3 or not SITE.fullmatch(parts[0]) or not SHA256.fullmatch(parts[1]):
             return None
+        if not FILE_NAME.fullmatch(parts[2]) or ".." in parts[2]:
+            return None
         return cls(parts[0], parts[1], parts[2])
+
+
+def check_leaf_name(name: str) -> str:
+    """A file name a sender lists: a plain lake file name (``check_file_name``),
+    or a synced name of a receiver's lake (a region pushing on to the centre),
+    which may be longer than 110 characters."""
+    if SyncedName.parse(name) is not None:
+        return name
+    return check_file_name(name)
+
+
+def origin_of(sender: str, name: str) -> str:
+    """The site a listed file's data was first written at: named in a synced
+    name; else the sender's own."""
+    parsed = SyncedName.parse(name)
+    return parsed.origin if parsed is not None else sender
 
 
 def split_relative(relative: str) -> tuple[str, str]:

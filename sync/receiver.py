@@ -195,6 +195,7 @@ def create_app(settings: ReceiverSettings) -> FastAPI:
     store = RegionStore(
         DataLayout(settings.data_dir),
         Limits(config.max_chunk_bytes, config.max_file_bytes, config.incoming_max_bytes),
+        config.regions,
     )
     store.drop_stale_uploads()
     metrics = Metrics()
@@ -291,7 +292,12 @@ def create_app(settings: ReceiverSettings) -> FastAPI:
             metrics.files_removed.labels(site).inc(result.removed)
         return respond(
             request,
-            {"version": result.version, "added": result.added, "removed": result.removed},
+            {
+                "version": result.version,
+                "added": result.added,
+                "removed": result.removed,
+                "origins": list(result.origins),
+            },
         )
 
     return app

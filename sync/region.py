@@ -1,5 +1,6 @@
-"""The region's side: uploads staged per edge site, and commits that make a
-site's partitions in the region's lake equal to the edge's.
+"""The receiver's side (a region, or the centre): uploads staged per sender,
+and commits that make each origin site's partitions in the receiver's lake
+equal to the sender's.
 
 Uploads are content-addressed: ``<data_dir>/sync/incoming/<site>/<sha256>-<size>.part``
 grows by appends at the offset the region reports, so a cut transfer resumes
@@ -10,10 +11,21 @@ renames the file to ``.done``.
 
 A commit names, per partition, every file the edge's snapshot holds. Under the
 table's writer lock it checks that each file the region lacks was uploaded and
-verified, links it into the partition as ``synced-<site>.<sha256>.<name>``, and
-commits one log version that adds those files and removes the site's files the
-edge no longer has (compacted or retired): a region reader sees either the
-partition's old state or its new one, so no reading is counted twice.
+verified, links it into the partition as ``synced-<origin>.<sha256>.parquet``,
+and commits one log version that adds those files and removes the files of
+the same origins the sender no longer has (compacted or retired): a reader
+sees either the partition's old state or its new one, so no reading is
+counted twice.
+
+A sender writes its own data (origin: the sender) and, if it is a region
+(``sync.regions`` at the receiver lists its sites), its sites' data: a region
+pushing to the centre lists its edges' synced files by their names, which
+name their origin. The origins a commit speaks for in a partition are the
+sender's own, those it lists and those of its previous claim there
+(``claims.py``); for each of them the partition becomes exactly the files
+listed, whoever committed them before. The last commit about an origin's
+partition wins, and each commit is a whole snapshot of it, so a file that
+arrives by two paths is one file, and a reading is never counted twice.
 """
 
 from __future__ import annotations
@@ -30,17 +42,19 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from citylake.lake.manifest import Removed, TableLog, partition_date
+from citylake.lake.manifest import Removed, TableLog, TableSnapshot, partition_date
 from citylake.schemas import TABLES, DataLayout, TableSpec
+from citylake.sync.claims import Claim, Claims
 from citylake.sync.merkle import Leaf, SiteTree, TableTree
 from citylake.sync.names import (
     InvalidName,
-    RegionName,
-    check_file_name,
+    SyncedName,
+    check_leaf_name,
     check_partition,
     check_sha256,
     check_site,
     check_table,
+    origin_of,
     split_relative,
 )
 from citylake.sync.upload_check import InvalidUpload, check_lake_file
@@ -91,6 +105,12 @@ class StagingFull(SyncRejected):
     status = 507
 
 
+class NotYourSite(SyncRejected):
+    """A file of a site the sender may not write for."""
+
+    status = 403
+
+
 class RefusedFile(SyncRejected):
     """An uploaded file that is not a lake file of the table and site."""
 
@@ -122,6 +142,16 @@ class CommitResult:
     added: int
     removed: int
     added_bytes: int
+    origins: tuple[str, ...] = ()  # the sites whose files this commit added
+
+
+@dataclass(frozen=True)
+class Addition:
+    """A file a commit makes live: where its upload is staged, as listed, whose data."""
+
+    staged: Path
+    leaf: Leaf
+    origin: str
 
 
 def _fsync_dir(path: Path) -> None:
@@ -154,9 +184,14 @@ def _spec(table: str) -> TableSpec:
 class RegionStore:
     """The region's lake as the sync receiver writes it."""
 
-    def __init__(self, layout: DataLayout, limits: Limits) -> None:
+    def __init__(
+        self, layout: DataLayout, limits: Limits, regions: Mapping[str, Sequence[str]] | None = None
+    ) -> None:
         self.layout = layout
         self.limits = limits
+        # region -> its sites: whose data a region may write (sync.regions).
+        self.regions = {region: frozenset(sites) for region, sites in (regions or {}).items()}
+        self.claims = Claims(layout.data_dir)
         self.incoming = layout.data_dir / "sync" / "incoming"
         # Striped: bounded memory however many files pass, and two appends to
         # one upload never interleave.
@@ -166,22 +201,16 @@ class RegionStore:
     # -- the tree ---------------------------------------------------------
 
     def table_tree(self, site: str, table: str) -> tuple[TableTree, date | None]:
-        """The site's files in one table of the region's current snapshot."""
+        """What ``site`` last committed of one table (its claim), without the
+        partitions this receiver has retired."""
         _site(site)
         spec = _spec(table)
-        snap = TableLog(self.layout, spec).snapshot()
-        leaves: dict[str, list[Leaf]] = defaultdict(list)
-        for relative in snap.files:
-            partition, basename = split_relative(relative)
-            name = RegionName.parse(basename)
-            if name is None or name.site != site:
-                continue
-            try:
-                size = (snap.root / relative).stat().st_size
-            except FileNotFoundError:
-                continue  # vacuumed after a later commit removed it
-            leaves[partition].append(Leaf(name.name, size, name.sha256))
-        return TableTree.of(leaves), snap.manifest.retained_from
+        retained_from = TableLog(self.layout, spec).current().retained_from
+        return TableTree.of(self.claims.load(site, spec.name)).since(retained_from), retained_from
+
+    def origins(self, sender: str) -> frozenset[str]:
+        """The sites whose data ``sender`` may write: its own, and a region's sites."""
+        return self.regions.get(sender, frozenset()) | {sender}
 
     def tree(self, site: str) -> tuple[SiteTree, dict[str, date]]:
         _site(site)
@@ -335,7 +364,12 @@ class RegionStore:
                 check_partition(spec, partition)
                 names: dict[str, Leaf] = {}
                 for leaf in leaves:
-                    check_file_name(leaf.name)
+                    check_leaf_name(leaf.name)
+                    parsed = SyncedName.parse(leaf.name)
+                    if parsed is not None and parsed.sha256 != leaf.sha256:
+                        raise InvalidName(
+                            f"file {leaf.name!r} names sha256 {parsed.sha256}, listed as {leaf.sha256}"
+                        )
                     check_sha256(leaf.sha256)
                     if leaf.size < 0 or leaf.size > self.limits.max_file_bytes:
                         raise InvalidName(f"file {leaf.name!r}: invalid size {leaf.size}")
@@ -347,16 +381,15 @@ class RegionStore:
             raise BadRequest(f"{spec.name}: {exc}; nothing was committed") from None
         return desired
 
-    def _check_files(
-        self, site: str, spec: TableSpec, to_add: Mapping[str, tuple[Path, Leaf]], root: Path
-    ) -> None:
-        """Each new file must be a lake file of the table, all of ``site``'s rows
-        (sync/upload_check.py); a refused one is dropped, with its reason."""
-        for relative, (staged, leaf) in to_add.items():
+    def _check_files(self, spec: TableSpec, to_add: Mapping[str, Addition], root: Path) -> None:
+        """Each new file must be a lake file of the table, all of its origin's
+        rows (sync/upload_check.py); a refused one is dropped, with its reason."""
+        for relative, addition in to_add.items():
+            staged, leaf = addition.staged, addition.leaf
             if self._in_place(root / relative, leaf):
                 continue  # committed before under this content-addressed name: checked then
             try:
-                check_lake_file(staged, spec, site)
+                check_lake_file(staged, spec, addition.origin)
             except InvalidUpload as exc:
                 with contextlib.suppress(FileNotFoundError):
                     staged.unlink()
@@ -367,6 +400,21 @@ class RegionStore:
                     reason=str(exc),
                 ) from None
 
+    def _check_origins(self, sender: str, desired: Mapping[str, Mapping[str, Leaf]]) -> None:
+        allowed = self.origins(sender)
+        for partition, names in desired.items():
+            for name in names:
+                origin = origin_of(sender, name)
+                if origin not in allowed:
+                    raise NotYourSite(
+                        f"{partition}/{name} is data of site {origin!r}; site {sender!r} may write only its "
+                        f"own data and its region's sites ({', '.join(sorted(allowed))}): list {origin!r} "
+                        f"under sync.regions.{sender} at this receiver if it is one of them; nothing was "
+                        "committed",
+                        file=name,
+                        origin=origin,
+                    )
+
     @staticmethod
     def _in_place(target: Path, leaf: Leaf) -> bool:
         try:
@@ -374,39 +422,78 @@ class RegionStore:
         except FileNotFoundError:
             return False
 
+    def _plan(
+        self, site: str, snap: TableSnapshot, desired: Mapping[str, Mapping[str, Leaf]], claim: Claim
+    ) -> tuple[dict[str, Addition], set[str]]:
+        """The files a commit adds and removes: per partition and per origin the
+        sender speaks for there, the listed files replace the live ones."""
+        live: dict[tuple[str, str], set[str]] = defaultdict(set)  # (partition, origin) -> files
+        for relative in snap.files:
+            partition, basename = split_relative(relative)
+            parsed = SyncedName.parse(basename)
+            if parsed is not None and partition in desired:
+                live[(partition, parsed.origin)].add(relative)
+        to_add: dict[str, Addition] = {}
+        to_remove: set[str] = set()
+        cutoff = snap.manifest.retained_from
+        for partition, names in desired.items():
+            day = partition_date(partition)
+            retired = cutoff is not None and day is not None and day < cutoff
+            wanted: dict[str, set[str]] = defaultdict(set)
+            adding: dict[str, Addition] = {}
+            claimed = set(claim.get(partition, ()))
+            superseded: set[str] = set()
+            for leaf in names.values():
+                origin = origin_of(site, leaf.name)
+                base = str(SyncedName(origin, leaf.sha256))
+                relative = f"{partition}/{base}" if partition else base
+                wanted[origin].add(relative)
+                if relative not in live[(partition, origin)] and not retired:
+                    if leaf in claimed:
+                        # This sender committed it, and another path's newer
+                        # commit of the origin replaced it: this sender is
+                        # behind, and must not bring the older snapshot back.
+                        superseded.add(origin)
+                    staged = self._staged(site, leaf.sha256, leaf.size, "done")
+                    adding[relative] = Addition(staged, leaf, origin)
+            if superseded:
+                log.info(
+                    "%s %s: %s left as another sender committed them", site, partition, sorted(superseded)
+                )
+            to_add |= {r: a for r, a in adding.items() if a.origin not in superseded}
+            spoken_for = {site} | wanted.keys() | {origin_of(site, leaf.name) for leaf in claimed}
+            for origin in spoken_for - superseded:
+                to_remove |= live[(partition, origin)] - wanted[origin]
+        return to_add, to_remove
+
+    @staticmethod
+    def _next_claim(claim: Claim, desired: Mapping[str, Mapping[str, Leaf]], cutoff: date | None) -> Claim:
+        """The sender's claim after a commit: the committed partitions replaced,
+        retired ones dropped (the receiver's retention bounds the claim)."""
+        new = {p: ls for p, ls in claim.items() if p not in desired}
+        new |= {p: tuple(sorted(names.values())) for p, names in desired.items() if names}
+        if cutoff is None:
+            return new
+        return {p: ls for p, ls in new.items() if (d := partition_date(p)) is None or d >= cutoff}
+
     def commit(self, site: str, table: str, partitions: Mapping[str, Sequence[Leaf]]) -> CommitResult:
-        """Make each named partition of ``site`` in ``table`` hold exactly the
-        given files, in one log commit. Nothing changes if any file is missing."""
+        """Make each named partition hold exactly the given files for every
+        origin the sender speaks for there, in one log commit, and record the
+        sender's claim. Nothing changes if any file is missing or refused."""
         _site(site)
         spec = _spec(table)
         desired = self._desired(spec, partitions)
+        self._check_origins(site, desired)
         table_log = TableLog(self.layout, spec)
         with table_log.writer():
             snap = table_log.snapshot()
             manifest = snap.manifest
-            present: dict[str, set[str]] = defaultdict(set)
-            for relative in snap.files:
-                partition, basename = split_relative(relative)
-                parsed = RegionName.parse(basename)
-                if parsed is not None and parsed.site == site and partition in desired:
-                    present[partition].add(relative)
-            to_add: dict[str, tuple[Path, Leaf]] = {}
-            to_remove: set[str] = set()
-            for partition, names in desired.items():
-                day, cutoff = partition_date(partition), manifest.retained_from
-                retired = cutoff is not None and day is not None and day < cutoff
-                wanted = set()
-                for leaf in names.values():
-                    base = str(RegionName(site, leaf.sha256, leaf.name))
-                    relative = f"{partition}/{base}" if partition else base
-                    wanted.add(relative)
-                    if relative not in present[partition] and not retired:
-                        to_add[relative] = (self._staged(site, leaf.sha256, leaf.size, "done"), leaf)
-                to_remove |= present[partition] - wanted
+            claim = self.claims.load(site, spec.name)
+            to_add, to_remove = self._plan(site, snap, desired, claim)
             absent = sorted(
-                f"{leaf.name} ({leaf.sha256})"
-                for relative, (staged, leaf) in to_add.items()
-                if not staged.exists() and not self._in_place(snap.root / relative, leaf)
+                f"{a.leaf.name} ({a.leaf.sha256})"
+                for relative, a in to_add.items()
+                if not a.staged.exists() and not self._in_place(snap.root / relative, a.leaf)
             )
             if absent:
                 raise NotUploaded(
@@ -414,21 +501,24 @@ class RegionStore:
                     f"{', '.join(absent[:5])}; upload them, then commit again; nothing was committed",
                     missing=absent,
                 )
+            new_claim = self._next_claim(claim, desired, manifest.retained_from)
             if not to_add and not to_remove:
+                if new_claim != claim:
+                    self.claims.save(site, spec.name, new_claim)
                 return CommitResult(table, None, 0, 0, 0)
-            self._check_files(site, spec, to_add, snap.root)
+            self._check_files(spec, to_add, snap.root)
             directories: set[Path] = set()
-            for relative, (staged, leaf) in to_add.items():
+            for relative, a in to_add.items():
                 target = snap.root / relative
                 target.parent.mkdir(parents=True, exist_ok=True)
                 # A file already there under this name (left by a commit that
                 # crashed before its log write, or removed but within its grace)
                 # holds this very content: the name holds the hash. Keep it, as
                 # a query planned on an older version may be about to open it.
-                if not self._in_place(target, leaf):
+                if not self._in_place(target, a.leaf):
                     with contextlib.suppress(FileNotFoundError):
                         target.unlink()
-                    os.link(staged, target)
+                    os.link(a.staged, target)
                 directories.add(target.parent)
             for directory in directories:
                 _fsync_dir(directory)
@@ -442,15 +532,17 @@ class RegionStore:
                 removed=tuple(r for r in manifest.removed if r.path not in to_add)
                 + tuple(Removed(r, now) for r in sorted(to_remove)),
             )
+            self.claims.save(site, spec.name, new_claim)
         # Linked into the lake and committed: the staged names can go.
-        for staged, _ in to_add.values():
+        for a in to_add.values():
             with contextlib.suppress(FileNotFoundError):
-                staged.unlink()
+                a.staged.unlink()
         if time.monotonic() - self._swept_at > SWEEP_EVERY_S:
             self.drop_stale_uploads()
-        added_bytes = sum(leaf.size for _, leaf in to_add.values())
+        added_bytes = sum(a.leaf.size for a in to_add.values())
+        origins = sorted({a.origin for a in to_add.values()})
         log.info(
-            "%s %s: version %d, %d files in (%d bytes), %d out",
-            site, table, new.version, len(to_add), added_bytes, len(to_remove),
+            "%s %s: version %d, %d files in (%d bytes; of %s), %d out",
+            site, table, new.version, len(to_add), added_bytes, ", ".join(origins) or "-", len(to_remove),
         )  # fmt: skip
-        return CommitResult(table, new.version, len(to_add), len(to_remove), added_bytes)
+        return CommitResult(table, new.version, len(to_add), len(to_remove), added_bytes, tuple(origins))

@@ -16,6 +16,7 @@ import os
 import random
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
@@ -31,6 +32,7 @@ from citylake.sync.bucket import TokenBucket
 from citylake.sync.credentials import edge_key
 from citylake.sync.edge import EdgeLake, HashCache, edge_lake
 from citylake.sync.merkle import Leaf, SiteTree, combine, differing, missing
+from citylake.sync.names import origin_of
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +92,8 @@ class PushReport:
     tables_differing: list[str] = field(default_factory=list)
     partitions_differing: int = 0
     partitions_skipped: int = 0  # changed under the round (a file vanished): next round
+    # Files shipped per origin site: the sender's own, and a region's edges' (named in synced names).
+    origins: dict[str, int] = field(default_factory=dict)
     counters: Counters = field(default_factory=Counters)
     error: str | None = None
 
@@ -348,6 +352,7 @@ class EdgeSync:
         view = edge.tree.since(retained)
         report.edge_root, report.region_root = view.root, combine(region_tables)
         report.lake_files, report.lake_bytes = view.files, view.bytes
+        report.origins = _origins(self.site, view)
         if report.edge_root != report.region_root:
             tables = differing(view.table_hashes(), region_tables)
             report.tables_differing = tables
@@ -400,6 +405,16 @@ class EdgeSync:
                 batch, batch_bytes = {}, 0
         if batch:
             self.region.commit(table, batch)
+
+
+def _origins(site: str, view: SiteTree) -> dict[str, int]:
+    found: Counter[str] = Counter(
+        origin_of(site, leaf.name)
+        for tree in view.tables.values()
+        for leaves in tree.partitions.values()
+        for leaf in leaves
+    )
+    return dict(sorted(found.items()))
 
 
 def write_status(path: Path, report: PushReport, totals: Counters, rounds: int) -> None:

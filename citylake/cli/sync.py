@@ -34,7 +34,7 @@ from citylake.sync.sender import (
 
 log = logging.getLogger(__name__)
 
-app = typer.Typer(help="Edge → region sync of the lake.", no_args_is_help=True)
+app = typer.Typer(help="Edge → region → centre sync of the lake.", no_args_is_help=True)
 
 
 @app.command()
@@ -47,7 +47,7 @@ def serve(
         typer.Option("--allow-open", help="serve without site keys off loopback (sync.allow_open)"),
     ] = False,
 ) -> None:
-    """Region: receive edges' lake files into this site's lake, verified by sha256."""
+    """Region or centre: receive edges' (or regions') lake files into this site's lake, verified by sha256."""
     setup_logging()
     loaded = load(config)
     settings = loaded.config.sync
@@ -71,7 +71,11 @@ def serve(
         )
     app_ = create_app(ReceiverSettings(loaded.config.data_dir, settings))
     scheme = "https" if settings.tls_cert_file else "http"
-    console.print(f"sync receiver on {scheme}://{bind}:{port or settings.port}/v1/sync/sites/…")
+    console.print(
+        f"sync receiver of {loaded.config.site} on {scheme}://{bind}:{port or settings.port}/v1/sync/sites/…"
+    )
+    for region, sites in sorted(settings.regions.items()):
+        console.print(f"region {region} may write for {', '.join(sites) or 'itself only'}")
     uvicorn.run(app_, host=bind, port=port or settings.port, log_level="warning", **_tls(settings))
 
 
@@ -98,10 +102,24 @@ def _size(n: float) -> str:
 
 def _print(report: PushReport, totals: Counters | None = None) -> None:
     c = totals or report.counters
-    table = Table("in sync", "lake", "uploaded", "sent", "resumed", "metadata", "commits", "in / out", "rate")
+    table = Table(
+        "site",
+        "in sync",
+        "lake",
+        "sites",
+        "uploaded",
+        "sent",
+        "resumed",
+        "metadata",
+        "commits",
+        "in / out",
+        "rate",
+    )
     table.add_row(
+        report.site,
         "yes" if report.in_sync else "no",
         f"{report.lake_files} files, {_size(report.lake_bytes)}",
+        ", ".join(f"{origin} {files}" for origin, files in report.origins.items()),
         f"{c.files_uploaded} files, {_size(c.file_bytes_uploaded)}",
         _size(c.payload_bytes),
         _size(c.resumed_bytes),
@@ -126,7 +144,7 @@ def push(
         float, typer.Option(min=1, help="one-shot: exit 1 if not in sync after this many seconds")
     ] = 600.0,
 ) -> None:
-    """Edge: ship the lake files the region lacks (resumable, paced, verified), once or --follow."""
+    """Edge or region: ship the lake files the next tier lacks (resumable, paced, verified); --follow."""
     setup_logging()
     loaded = load(config)
     settings = loaded.config.sync

@@ -467,7 +467,14 @@ class SyncConfig(BaseModel):
     tls_client_ca_file: Path | None = Field(
         default=None, description="region: require client certificates signed by these CAs (mutual TLS)"
     )
-    sites: list[Name] = Field(default_factory=list, description="region: edge sites accepted; empty: any")
+    sites: list[Name] = Field(
+        default_factory=list, description="region/centre: sending sites accepted (edges, regions); empty: any"
+    )
+    regions: dict[Name, list[Name]] = Field(
+        default_factory=dict,
+        description="centre: per region, its sites; a region's key may write its own data and its sites' "
+        "(files named synced-<site>.…); any other sender only its own",
+    )
     max_chunk_bytes: int = Field(
         default=8 * 1024 * 1024, ge=4096, description="region: largest upload chunk (decoded); larger: 413"
     )

@@ -26,10 +26,10 @@ from citylake.sync import wire
 from citylake.sync.bucket import TokenBucket
 from citylake.sync.edge import HashCache, edge_lake
 from citylake.sync.merkle import Leaf, TableTree, combine, differing, missing, partition_hash
-from citylake.sync.names import InvalidName, RegionName, check_file_name
+from citylake.sync.names import InvalidName, SyncedName, check_file_name, check_leaf_name, origin_of
 from citylake.sync.receiver import ReceiverSettings, create_app
 from citylake.sync.region import Limits, OffsetMismatch, RegionStore
-from citylake.sync.sender import EdgeSync, RegionClient
+from citylake.sync.sender import EdgeSync, RegionClient, SyncFailed
 from tests.synclake import CHECK_SQL, READINGS, part_file
 
 SHA_A = "a" * 64
@@ -94,11 +94,20 @@ def test_merkle_hashes_ignore_order_and_see_any_change() -> None:
     assert combine({}) == hashlib.sha256().hexdigest()
 
 
-def test_region_names_are_unique_per_site_and_parse_back() -> None:
-    name = RegionName("edge-a", SHA_A, "compacted-x.parquet")
-    assert str(name) == f"synced-edge-a.{SHA_A}.compacted-x.parquet"
-    assert RegionName.parse(str(name)) == name
-    assert RegionName.parse("part-0") is None and RegionName.parse("synced-x.nothex.part") is None
+def test_synced_names_are_fixed_length_per_origin_and_parse_back() -> None:
+    name = SyncedName("edge-a", SHA_A)
+    assert str(name) == f"synced-edge-a.{SHA_A}.parquet"
+    assert SyncedName.parse(str(name)) == name
+    # A region's legacy name (with the edge's file name) still parses: origin and hash.
+    legacy = SyncedName.parse(f"synced-edge-a.{SHA_A}.part-0")
+    assert legacy is not None and legacy.canonical == name
+    assert SyncedName.parse("part-0") is None and SyncedName.parse("synced-x.nothex.part") is None
+    # The longest site's synced name is over the 110 of a plain name, and a region may list it.
+    longest = str(SyncedName("e" * 63, SHA_A))
+    assert len(longest) > 110 and check_leaf_name(longest) == longest
+    with pytest.raises(InvalidName):
+        check_file_name(longest)
+    assert origin_of("region-s", longest) == "e" * 63 and origin_of("region-s", "part-0") == "region-s"
     for bad in ("../etc/passwd", "a/b", ".hidden", "x" * 111, "", "a\tb", "a\nb", "a..b", "%2e%2e"):
         with pytest.raises(InvalidName):
             check_file_name(bad)
@@ -147,7 +156,10 @@ def test_edge_compaction_is_mirrored_in_one_commit_and_region_compaction_leaves_
     after = region_log.current()
     assert after.version == before.version + 1 and after.operation == "sync"
     (compacted,) = after.added
-    assert "compacted-" in compacted and after.removed_paths == before.added
+    (edge_file,) = TableLog(edge, READINGS).snapshot().files
+    edge_sha = hashlib.sha256((edge.lake(READINGS) / edge_file).read_bytes()).hexdigest()
+    assert "compacted-" in edge_file and compacted.endswith(f"/synced-edge-a.{edge_sha}.parquet")
+    assert after.removed_paths == before.added
     assert check(region) == (400, 400, float(sum(range(400))), 400)
     # The region's own compaction must not merge a site's mirror of its files.
     assert compact_table(region, READINGS, min_files=1).files_in == 0
@@ -468,3 +480,81 @@ def test_sync_commands(tmp_path: Path) -> None:
     config.write_text(f"site: edge-a\ndata_dir: {tmp_path / 'data'}\nsync:\n  region_url: ftp://x\n")
     done = runner.invoke(cli, ["sync", "push", "-c", str(config)])
     assert done.exit_code == 2 and "region_url" in done.output
+
+
+# -- three tiers: edge -> region -> centre ------------------------------------------
+
+CENTRE_CONFIG = CONFIG.model_copy(update={"regions": {"region-s": ["edge-a", "edge-b"]}})
+
+
+def test_the_centre_counts_each_reading_once_whatever_path_it_took(tmp_path: Path) -> None:
+    a, b = DataLayout(tmp_path / "a"), DataLayout(tmp_path / "b")
+    region, centre = DataLayout(tmp_path / "region"), DataLayout(tmp_path / "centre")
+    for i in range(3):
+        part_file(a, 0, f"{i}", i * 100, 100, site="edge-a")
+        part_file(b, 0, f"{i}", 1000 + i * 100, 100, site="edge-b")
+    union = (600, 600, float(sum(range(300)) + sum(range(1000, 1300))), 600)
+    with (
+        TestClient(create_app(ReceiverSettings(region.data_dir, CONFIG))) as to_region,
+        TestClient(create_app(ReceiverSettings(centre.data_dir, CENTRE_CONFIG))) as to_centre,
+    ):
+        for layout, site in ((a, "edge-a"), (b, "edge-b")):
+            assert EdgeSync(layout, site, CONFIG, to_region).round().in_sync
+        up = EdgeSync(region, "region-s", CONFIG, to_centre)
+        report = up.round()
+        assert report.in_sync and report.origins == {"edge-a": 3, "edge-b": 3}
+        assert check(centre) == union
+        # The region's names are the centre's: one file per (origin, sha256).
+        centre_files = TableLog(centre, READINGS).snapshot().files
+        assert sorted(f.rsplit("/", 1)[1] for f in centre_files) == sorted(
+            f.rsplit("/", 1)[1] for f in TableLog(region, READINGS).snapshot().files
+        )
+        # edge-a also pushes straight to the centre: its files are there once.
+        direct = EdgeSync(a, "edge-a", CONFIG, to_centre)
+        assert direct.round().in_sync and check(centre) == union
+        # edge-a compacts and tells the centre first; the region, behind, is in
+        # sync with what it said and ships nothing; then it catches up.
+        compact_table(a, READINGS, min_files=2)
+        assert direct.round().in_sync and check(centre) == union
+        assert up.round().counters.files_uploaded == 0 and check(centre) == union
+        # edge-b writes more; the region ships it with its older view of edge-a's
+        # partition, which must not bring edge-a's replaced files back.
+        part_file(b, 0, "3", 1300, 100, site="edge-b")
+        union = (700, 700, float(sum(range(300)) + sum(range(1000, 1400))), 700)
+        assert EdgeSync(b, "edge-b", CONFIG, to_region).round().in_sync
+        assert up.round().in_sync and check(centre) == union
+        edge_a_files = [f for f in TableLog(centre, READINGS).snapshot().files if "/synced-edge-a." in f]
+        assert len(edge_a_files) == 1, "the centre keeps edge-a's compacted file, the newer snapshot"
+        assert EdgeSync(a, "edge-a", CONFIG, to_region).round().in_sync
+        caught_up = up.round()
+        assert caught_up.in_sync and caught_up.origins == {"edge-a": 1, "edge-b": 4}
+        assert check(centre) == union
+        # Rounds again (a retry of everything): nothing changes.
+        before = TableLog(centre, READINGS).current().version
+        assert up.round().counters.commits == 0 and direct.round().counters.commits == 0
+        assert TableLog(centre, READINGS).current().version == before and check(centre) == union
+
+
+def test_a_region_writes_only_its_sites_and_an_edge_only_its_own(tmp_path: Path) -> None:
+    a, b = DataLayout(tmp_path / "a"), DataLayout(tmp_path / "b")
+    region, centre = DataLayout(tmp_path / "region"), DataLayout(tmp_path / "centre")
+    part_file(a, 0, "0", 0, 100, site="edge-a")
+    part_file(b, 0, "0", 100, 100, site="edge-b")
+    only_a = CONFIG.model_copy(update={"regions": {"region-s": ["edge-a"]}})
+    with (
+        TestClient(create_app(ReceiverSettings(region.data_dir, CONFIG))) as to_region,
+        TestClient(create_app(ReceiverSettings(centre.data_dir, only_a))) as to_centre,
+    ):
+        for layout, site in ((a, "edge-a"), (b, "edge-b")):
+            assert EdgeSync(layout, site, CONFIG, to_region).round().in_sync
+        with pytest.raises(SyncFailed, match=r"403 .*data of site 'edge-b'.*sync.regions.region-s"):
+            EdgeSync(region, "region-s", CONFIG, to_centre).round()
+        assert not TableLog(centre, READINGS).snapshot().files, "nothing was committed"
+        # An edge cannot pass a file off as another site's by its name.
+        name = TableLog(region, READINGS).snapshot().files[0]
+        sha = name.rsplit("/", 1)[1].split(".")[1]
+        refused = to_centre.post(
+            "/v1/sync/sites/edge-c/tables/readings/commit",
+            json={"partitions": {"date=2026-11-20": [[name.rsplit("/", 1)[1], 10, sha]]}},
+        )
+        assert refused.status_code == 403 and refused.json()["origin"] in ("edge-a", "edge-b")
