@@ -44,3 +44,16 @@ def test_a_dev_command_without_the_dev_extra_names_it(
     assert "`citylake scale report` is a development command" in message
     assert "matplotlib is not installed" in message
     assert "citylake[dev]" in message
+
+
+def test_with_the_dev_extra_the_dev_command_runs(tmp_path: Path) -> None:
+    # The lazy import path itself: `scale report` rebuilds a report here (the
+    # shared venv has the dev extra).
+    from citylake.scalereport import build_report
+    from tests.unit.test_scale_report import synthetic
+
+    build_report(synthetic(), tmp_path)
+    (tmp_path / "index.html").unlink()
+    result = CliRunner().invoke(app, ["scale", "report", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "index.html").exists()
