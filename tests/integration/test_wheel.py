@@ -14,6 +14,7 @@ own wheel uses the index for its build backend (setuptools>=69, wheel).
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -102,7 +103,14 @@ def _product_venv(base: Path) -> ProductVenv:
     dist = base / "dist"
     venv = ProductVenv(base / "venv")
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
-    _step("build wheel", venv.timings, [*pip, "wheel", "--no-deps", "-q", "-w", str(dist), str(REPO)], 300)
+    # From a copy of what the wheel is made of: setuptools writes build/ and an
+    # egg-info into the source folder, and a stale build/lib would put deleted
+    # modules into later wheels of the checkout.
+    source = base / "source"
+    shutil.copytree(REPO / "citylake", source / "citylake", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, source / name)
+    _step("build wheel", venv.timings, [*pip, "wheel", "--no-deps", "-q", "-w", str(dist), str(source)], 300)
     [wheel] = dist.glob("citylake-*.whl")
     started = time.monotonic()
     wheelhouse = base / "wheelhouse"
