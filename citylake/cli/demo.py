@@ -13,21 +13,25 @@ import shutil
 import signal
 import threading
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import httpx
 import typer
 from rich.status import Status
 
 from citylake.cli.common import DEFAULT_CONFIG, ConfigOption, console, fail, load, setup_logging
-from citylake.devstack import ComponentUnavailable
-from citylake.devstack.demo_site import DemoSite
-from citylake.ingest.mqtt.simulator import device_topic, run_simulator
+from citylake.cli.devextra import dev_extra
 from citylake.lake import Lake
 from citylake.schemas import DataLayout
 
+if TYPE_CHECKING:
+    # Dev code: imported by the command itself (citylake/cli/devextra.py says why).
+    from citylake.devstack.demo_site import DemoSite
+
 
 def _simulate(url: str, devices: int, rate: float, stop: threading.Event, sent: list[int]) -> None:
+    from citylake.ingest.mqtt.simulator import run_simulator
+
     while not stop.is_set():
         try:
             sent.append(run_simulator(url, devices, rate, 5.0, qos=1, stop=stop.is_set).readings)
@@ -63,6 +67,8 @@ def _wait_for_first_rows(site: DemoSite, sent: list[int], status: Status, timeou
 
 
 def _show(site: DemoSite, rows: int) -> None:
+    from citylake.ingest.mqtt.simulator import device_topic
+
     health = site.health()
     endpoints = health.get("endpoints", {})
     device_id, _ = device_topic(0)
@@ -103,6 +109,9 @@ def demo(
     ] = 0,
 ) -> None:
     """Run a small simulated city through the whole pipeline and show where to look."""
+    with dev_extra("demo"):
+        from citylake.devstack import ComponentUnavailable
+        from citylake.devstack.demo_site import DemoSite
     setup_logging()
     loaded = load(config)
     workdir = loaded.config.data_dir / "demo"

@@ -15,7 +15,7 @@ import math
 import shutil
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Group
@@ -24,8 +24,12 @@ from rich.table import Table
 from rich.text import Text
 
 from citylake.cli.common import DEFAULT_CONFIG, ConfigOption, console, fail, load, setup_logging
-from citylake.scalereport import Query, RunRecord, Summary, build_report, rebuild_report
-from citylake.scalereport.summary import landed_total, per_interval, query_events, rates
+from citylake.cli.devextra import dev_extra
+
+if TYPE_CHECKING:
+    # Dev code (the report needs matplotlib, the dev extra): imported by the
+    # commands themselves (citylake/cli/devextra.py says why).
+    from citylake.scalereport import Query, RunRecord, Summary
 
 app = typer.Typer(help="The 100k-device scale run and its report.", no_args_is_help=True)
 
@@ -77,8 +81,10 @@ def run(
 ) -> None:
     """Simulated devices at city rates through the whole pipeline under query
     load for N minutes; sampled into a report directory."""
-    from citylake.devstack import ComponentUnavailable
-    from citylake.devstack.scale import ALL_JOBS, ScalePlan, ScaleRun, split_devices
+    with dev_extra("scale run"):
+        from citylake.devstack import ComponentUnavailable
+        from citylake.devstack.scale import ALL_JOBS, ScalePlan, ScaleRun, split_devices
+        from citylake.scalereport import build_report
 
     setup_logging()
     loaded = load(config)
@@ -161,6 +167,8 @@ def report(
     directory: Annotated[Path, typer.Argument(help="a report directory with samples.json")],
 ) -> None:
     """Rebuild the plots, CSV and HTML of a report directory from its samples.json."""
+    with dev_extra("scale report"):
+        from citylake.scalereport import rebuild_report
     path = directory / "samples.json"
     if not path.exists():
         fail(f"{path} not found: give a directory written by `citylake scale run`", code=2)
@@ -180,6 +188,8 @@ class _Progress:
         self.step = "starting"
 
     def _current(self, record: RunRecord) -> dict[str, str]:
+        from citylake.scalereport.summary import landed_total, per_interval, query_events, rates
+
         samples = record.samples
         last = samples[-1]
         window = samples[-2:]

@@ -8,7 +8,9 @@ from typing import Annotated
 import typer
 
 from citylake.cli.common import console, fail
-from citylake.devstack import ComponentUnavailable
+
+# Every command imports its simulator (dev code) itself, so that importing
+# citylake.cli loads none of it (citylake/cli/devextra.py says why).
 
 app = typer.Typer(help="Simulated devices speaking real protocols.", no_args_is_help=True)
 
@@ -62,6 +64,7 @@ def modbus(
     data_dir: Annotated[str, typer.Option(help="data_dir written into the config")] = "./var",
 ) -> None:
     """Simulated Modbus devices (pump stations, meters): pymodbus TCP servers on 127.0.0.1."""
+    from citylake.devstack import ComponentUnavailable
     from citylake.devstack.modbus_sim import Simulation, run_simulation, write_city_config
     from citylake.ingest.modbus.profiles import ProfileError
 
@@ -177,6 +180,7 @@ def gb28181(
     alarm, position, unregister)."""
     from urllib.parse import urlsplit
 
+    from citylake.devstack import ComponentUnavailable
     from citylake.devstack.sipp import Sipp, sim_devices
 
     parts = urlsplit(url)
