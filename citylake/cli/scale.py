@@ -29,7 +29,7 @@ from citylake.cli.devextra import dev_extra
 if TYPE_CHECKING:
     # Dev code (the report needs matplotlib, the dev extra): imported by the
     # commands themselves (citylake/cli/devextra.py says why).
-    from citylake.scalereport import Query, RunRecord, Summary
+    from citylake.scalereport import Query, Report, RunRecord, Summary
 
 app = typer.Typer(help="The 100k-device scale run and its report.", no_args_is_help=True)
 
@@ -145,7 +145,11 @@ def run(
             record = scale_run.run()
         except ComponentUnavailable as exc:  # pragma: no cover - run() catches these itself
             fail(str(exc))
-    written = build_report(record, report_dir)
+    _conclude(build_report(record, report_dir), record, scale_run.failure)
+
+
+def _conclude(written: Report, record: RunRecord, failure: str | None) -> None:
+    """Print what the run found and exit non-zero when it failed or missed a goal."""
     _print_summary(written.summary, record)
     console.print(f"report: {written.html}", highlight=False, soft_wrap=True)
     left = record.info.stop_check.get("left_running") or []
@@ -154,8 +158,8 @@ def run(
     else:
         checked = record.info.stop_check.get("checked", 0)
         console.print(f"stopped cleanly: {checked} processes of the run checked, none left", highlight=False)
-    if scale_run.failure:
-        fail(scale_run.failure)
+    if failure:
+        fail(failure)
     if written.summary.missed and not record.info.interrupted:
         fail("the run missed: " + "; ".join(written.summary.missed))
     if record.info.interrupted:

@@ -545,6 +545,7 @@ def snmp(
     community: Annotated[str, typer.Option(help="community of the v2c traps")] = "citylake-ro",
 ) -> None:
     """A UPS agent (Debian snmpd, UPS-MIB objects, v2c and v3) and its traps."""
+    from citylake.devstack import ComponentUnavailable
     from citylake.devstack.simulators.snmp import run_snmp_simulator
 
     try:
@@ -587,6 +588,7 @@ def coap(
     workdir: Annotated[Path, typer.Option(help="coap-server's log")] = Path("var/simulate/coap"),
 ) -> None:
     """Observable SenML resources on Debian's coap-server (or pushes to a server)."""
+    from citylake.devstack import ComponentUnavailable
     from citylake.devstack.simulators.coap import run_coap_simulator
 
     def started(sim: object) -> None:
