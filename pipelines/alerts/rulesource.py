@@ -81,7 +81,7 @@ class ServiceRules:
             raise RulesUnavailable(
                 f"{self.describe()} answered GET /v1/rules with {response.status_code}: {body[:300]!r}"
                 + (
-                    " (set services.alerts.api_keys to a key it accepts)"
+                    " (set services.alerts.read_keys or api_keys to a key it accepts)"
                     if response.status_code == 401
                     else ""
                 )
@@ -125,7 +125,10 @@ def rule_source(spec: str | None, config: CityConfig, config_path: Path) -> Rule
     or, when ``spec`` is None, the config file's ``pipelines.alerts``."""
     if spec is None:
         return ConfigRules(config_path)
-    keys = config.services.alerts.api_keys
+    # Reading rules needs only the read scope. A keys_file is the service's
+    # own (a Secret mounted in its pod); the job takes a key from the config
+    # lists, which a deployment fills from the env (`${ALERTS_READ_KEY}`).
+    keys = [*config.services.alerts.read_keys, *config.services.alerts.api_keys]
     api_key = keys[0] if keys else None
     if spec.startswith(("http://", "https://")):
         return ServiceRules(spec.rstrip("/"), api_key)

@@ -56,6 +56,13 @@ def test_a_url_is_the_service_and_an_api_key_goes_along() -> None:
     assert source == ServiceRules("http://127.0.0.1:8082", "k1")
 
 
+def test_a_read_key_is_enough_to_follow_the_rules() -> None:
+    alerts = ServiceConfig(port=8082, read_keys=["read-key-0123456789"], api_keys=["write-key-0123456789"])
+    config = CityConfig(site="s", services=ServicesConfig(alerts=alerts))
+    source = rule_source("http://127.0.0.1:8082", config, Path("city.yaml"))
+    assert source == ServiceRules("http://127.0.0.1:8082", "read-key-0123456789")
+
+
 def test_an_app_id_goes_through_the_sidecar(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DAPR_HTTP_PORT", "3500")
     source = rule_source("alerts", CONFIG, Path("city.yaml"))
