@@ -501,9 +501,15 @@ class HotTier:
         started = time.perf_counter()
         cursor = lake.cursor()
         select = "SELECT device_id, metric, ts, value, text, unit, quality, ingest_ts FROM readings"
+        # Each key's newest row as a hash aggregate (arg_max over (ts,
+        # ingest_ts)), not a window: a QUALIFY row_number() sorts the whole
+        # lake, and ran out of memory_limit_mb rebuilding 14.4M readings
+        # (arg_max: 7 s vs 21 s on 14.4M rows of a native table here).
         latest = cursor.execute(
-            f"{select} WHERE $from IS NULL OR ts >= $from QUALIFY row_number() OVER "
-            "(PARTITION BY device_id, metric ORDER BY ts DESC, ingest_ts DESC) = 1",
+            "SELECT device_id, metric, r.ts, r.value, r.text, r.unit, r.quality, r.ingest_ts FROM ("
+            " SELECT device_id, metric, arg_max(struct_pack(ts, value, text, unit, quality, ingest_ts),"
+            " struct_pack(ts, ingest_ts)) AS r FROM readings WHERE $from IS NULL OR ts >= $from"
+            " GROUP BY device_id, metric)",
             {"from": latest_since},
         ).to_arrow_table()
         # The window's part of the lake: all of it at the rebuild, then only

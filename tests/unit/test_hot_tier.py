@@ -119,3 +119,28 @@ def test_rebuild_from_the_lake_then_live_rows_merge_without_duplicates(tmp_path:
     assert [r["value"] for r in hot.readings("p1", ago(300), NOW)] == [200.0, 100.0, 1.0]
     assert (hot.latest("p1") or [{}])[0]["value"] == 1.0
     lake.close()
+
+
+def test_the_rebuild_takes_each_keys_newest_reading_and_a_later_ingest_on_a_tie(tmp_path: Path) -> None:
+    """What the lake's latest view answers: newest event time, and of two rows
+    at one instant the one ingested later."""
+    at = ago(3 * 86_400)  # outside the window: only the latest-value arrays hold it
+    rows = [
+        reading("p1", "level", at - timedelta(seconds=10), 9.0),
+        {**reading("p1", "level", at, 1.0), "ingest_ts": at + timedelta(seconds=1)},
+        {**reading("p1", "level", at, 2.0), "ingest_ts": at + timedelta(seconds=5)},
+        reading(
+            "p1",
+            "temp",
+            at - timedelta(seconds=1),
+            7.0,
+        ),
+    ]
+    write_lake_readings(tmp_path, rows)
+    lake = Lake(DataLayout(tmp_path))
+    hot = HotTier(window=timedelta(minutes=5))
+    hot.rebuild(lake)
+    latest = {r["metric"]: r for r in hot.latest("p1") or []}
+    assert latest["level"]["value"] == 2.0 and latest["level"]["ts"] == at
+    assert latest["temp"]["value"] == 7.0
+    lake.close()
