@@ -30,14 +30,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from citylake.devstack import ManagedProcess, free_port, start_mosquitto
 from citylake.devstack.ingest_probe import IngestProbe
 from citylake.lake import Lake
+from citylake.scalereport.summary import quantile  # the one percentile of every figure
 from citylake.schemas import DataLayout
 
 T0 = 1_764_072_000_000
-
-
-def quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def write_config(work: Path, broker_url: str, checkpoint_s: float) -> Path:

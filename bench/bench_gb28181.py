@@ -28,6 +28,7 @@ import yaml
 
 from citylake.devstack.process import ManagedProcess, free_port
 from citylake.devstack.sipp import Sipp, read_rtt, read_stats, sim_devices
+from citylake.scalereport.summary import quantile  # the one percentile of every figure
 
 PLATFORM, DOMAIN, PASSWORD = "34020000002000000001", "3402000000", "bench-pw"
 TICK = os.sysconf("SC_CLK_TCK")
@@ -46,13 +47,6 @@ def rss_mb(pid: int) -> tuple[float, float]:
         if key in ("VmRSS", "VmHWM"):
             values[key] = int(rest.split()[0]) / 1024
     return values["VmRSS"], values["VmHWM"]
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 class OnlineWatcher:
@@ -153,12 +147,12 @@ def storm(work: Path, devices: int, rate: float, keepalive_ms: int, transport: s
         "catalogs": len(watcher.catalogs),
         "all_online_s": all_online if all_online is not None else float("nan"),
         "elapsed_s": elapsed,
-        "register_p50_ms": pct(register, 0.5),
-        "register_p99_ms": pct(register, 0.99),
+        "register_p50_ms": quantile(register, 0.5),
+        "register_p99_ms": quantile(register, 0.99),
         "register_max_ms": max(register, default=float("nan")),
         "register_mean_ms": statistics.fmean(register) if register else float("nan"),
-        "keepalive_p50_ms": pct(keepalive, 0.5),
-        "keepalive_p99_ms": pct(keepalive, 0.99),
+        "keepalive_p50_ms": quantile(keepalive, 0.5),
+        "keepalive_p99_ms": quantile(keepalive, 0.99),
         "register_samples": len(register),
         "cpu_s": cpu,
         "rss_before_mb": rss_before,
@@ -214,8 +208,8 @@ def echo_baseline(work: Path, calls: int, rate: float) -> dict[str, float]:
     return {
         "exit": code,
         "successful": float(stats.get("SuccessfulCall(C)", "nan")),
-        "p50_ms": pct(rtt, 0.5),
-        "p99_ms": pct(rtt, 0.99),
+        "p50_ms": quantile(rtt, 0.5),
+        "p99_ms": quantile(rtt, 0.99),
         "samples": len(rtt),
     }
 

@@ -39,6 +39,7 @@ from citylake.ingest.modbus.adapter import ModbusSource
 from citylake.ingest.modbus.codec import ModbusRequest
 from citylake.ingest.registry import build_sources
 from citylake.ingest.runner import IngestRunner
+from citylake.scalereport.summary import quantile  # the one percentile of every figure
 from citylake.schemas import DataLayout
 
 WARM_UP_S = 3.0
@@ -272,13 +273,6 @@ def bare_devices(config_path: Path) -> list[BareDevice]:
     return [
         BareDevice(p.device.slave_id, p.connection.endpoint.key, p.plan.requests) for p in source.targets()
     ]
-
-
-def quantile(values: list[float], q: float) -> float:
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
 def report(windows: dict[str, Window], devices: int, endpoints: int, plan: int) -> None:

@@ -66,6 +66,7 @@ from citylake.devstack.components import daprd_binary
 from citylake.lake import Lake
 from citylake.lake.catalog import raw_select
 from citylake.lake.compaction import write_sorted
+from citylake.scalereport.summary import quantile  # the one percentile of every figure
 from citylake.schemas import DataLayout, table
 
 BENCH = Path(__file__).resolve().parent
@@ -121,11 +122,6 @@ def device(number: int) -> str:
 
 def iso(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
 
 
 def say(message: str) -> None:
@@ -745,8 +741,8 @@ def http_row(services: Services, inputs: list[Ask], row: Row, plan: Plan, figure
         served = ", ".join(f"{k} {v}" for k, v in sorted(result.served_from.items()))
         errors = f", errors {dict(result.errors)}" if result.errors else ""
         say(
-            f"  {row.label:38} {HEADINGS[target]:16} p50 {percentile(result.latencies_ms, 0.5):8.2f} ms "
-            f"p99 {percentile(result.latencies_ms, 0.99):9.2f} ms  {result.achieved_rate:6.1f}/s  "
+            f"  {row.label:38} {HEADINGS[target]:16} p50 {quantile(result.latencies_ms, 0.5):8.2f} ms "
+            f"p99 {quantile(result.latencies_ms, 0.99):9.2f} ms  {result.achieved_rate:6.1f}/s  "
             f"served from: {served}{errors}  (machine {busy:.0%} busy before)"
         )
 
@@ -779,8 +775,8 @@ def run_baselines(
             )
             figures.baselines[(question, name)] = latencies
             say(
-                f"  {label:30} {HEADINGS[name]:20} p50 {percentile(latencies, 0.5):8.2f} ms "
-                f"p99 {percentile(latencies, 0.99):8.2f} ms  ({len(latencies)} queries; "
+                f"  {label:30} {HEADINGS[name]:20} p50 {quantile(latencies, 0.5):8.2f} ms "
+                f"p99 {quantile(latencies, 0.99):8.2f} ms  ({len(latencies)} queries; "
                 f"machine {busy:.0%} busy before)"
             )
 
@@ -790,7 +786,7 @@ def _ms(value: float) -> str:
 
 
 def _cell(values: Sequence[float] | None, width: int) -> str:
-    text = f"{_ms(percentile(values, 0.5))} / {_ms(percentile(values, 0.99))}" if values else "—"
+    text = f"{_ms(quantile(values, 0.5))} / {_ms(quantile(values, 0.99))}" if values else "—"
     return " " + text.rjust(width - 1)
 
 
@@ -811,11 +807,11 @@ def report(figures: Figures) -> None:
         cells = [_cell(figures.http[(row, t)].latencies_ms, width) for t in targets]
         cells += [_cell(figures.baselines.get((row.question, b)), width) for b in baselines]
         best = min(
-            (percentile(figures.baselines[(row.question, b)], 0.99) for b in baselines),
+            (quantile(figures.baselines[(row.question, b)], 0.99) for b in baselines),
             default=float("nan"),
         )
         ratios = [
-            f"{t} {percentile(figures.http[(row, t)].latencies_ms, 0.99) / best:.2f}"
+            f"{t} {quantile(figures.http[(row, t)].latencies_ms, 0.99) / best:.2f}"
             for t in targets
             if t in ("direct", "daprd")
         ]
