@@ -15,7 +15,9 @@ import contextlib
 import logging
 import socket
 from collections.abc import Callable
-from typing import Protocol
+from typing import ClassVar, Protocol
+
+from citylake.ingest.base import SourceContext, SourceUnavailable, StreamingSource
 
 log = logging.getLogger(__name__)
 
@@ -194,3 +196,29 @@ class TcpListener:
             "connections_idle_closed": self.connections_idle_closed,
             "connections_dropped": self.connections_dropped,
         }
+
+
+class ListeningSource(StreamingSource):
+    """A source that is a TCP server devices connect to (HJ 212, JT/T 808):
+    binding, start and stop of its ``listener``, named by ``protocol``."""
+
+    protocol: ClassVar[str]
+    listener: TcpListener
+    _ctx: SourceContext | None
+
+    async def check(self) -> None:
+        try:
+            self.listener.probe_bind()
+        except OSError as exc:
+            raise SourceUnavailable(f"{self.protocol} {self.config.url}: cannot listen: {exc}") from exc
+
+    async def start(self, ctx: SourceContext) -> None:
+        self._ctx = ctx
+        try:
+            await self.listener.start()
+        except OSError as exc:
+            raise SourceUnavailable(f"{self.protocol} {self.config.url}: cannot listen: {exc}") from exc
+        log.info("%s %s listening on %s", self.protocol, self.name, self.config.url)
+
+    async def stop(self) -> None:
+        await self.listener.stop()

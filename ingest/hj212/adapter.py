@@ -18,14 +18,14 @@ from collections.abc import Callable, Mapping, Sequence
 
 import orjson
 
-from citylake.ingest.base import Row, SourceContext, SourceUnavailable, StreamingSource
+from citylake.ingest.base import Row, SourceContext
 from citylake.ingest.configured_devices import configured_device_row
 from citylake.ingest.hj212.codec import FrameError, FrameSplitter, Packet, data_ack, decode_frame
 from citylake.ingest.hj212.config import HJ212SourceConfig
 from citylake.ingest.hj212.pollutants import POLLUTANTS, SYSTEM_TYPES, Pollutant
 from citylake.ingest.hj212.readings import DATA_COMMANDS, REPLY_COMMANDS, decode_packet
 from citylake.ingest.known_devices import KnownDevices
-from citylake.ingest.tcp_listener import ReplyChannel, TcpListener
+from citylake.ingest.tcp_listener import ListeningSource, ReplyChannel, TcpListener
 from citylake.schemas import table
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,8 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class HJ212Source(StreamingSource):
+class HJ212Source(ListeningSource):
+    protocol = "HJ 212"
     config_model = HJ212SourceConfig
 
     def __init__(self, config: HJ212SourceConfig) -> None:
@@ -94,23 +95,6 @@ class HJ212Source(StreamingSource):
             "known_devices_evicted": self.known.evictions,
             "acks_sent": self.acks_sent,
         }
-
-    async def check(self) -> None:
-        try:
-            self.listener.probe_bind()
-        except OSError as exc:
-            raise SourceUnavailable(f"HJ 212 {self.config.url}: cannot listen: {exc}") from exc
-
-    async def start(self, ctx: SourceContext) -> None:
-        self._ctx = ctx
-        try:
-            await self.listener.start()
-        except OSError as exc:
-            raise SourceUnavailable(f"HJ 212 {self.config.url}: cannot listen: {exc}") from exc
-        log.info("HJ 212 %s listening on %s", self.name, self.config.url)
-
-    async def stop(self) -> None:
-        await self.listener.stop()
 
     def password_of(self, mn: str) -> str | None:
         station = self.stations.get(mn)

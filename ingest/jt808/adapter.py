@@ -24,14 +24,14 @@ from collections.abc import Callable, Mapping, Sequence
 
 import orjson
 
-from citylake.ingest.base import Row, SourceContext, SourceUnavailable, StreamingSource
+from citylake.ingest.base import Row, SourceContext
 from citylake.ingest.configured_devices import configured_device_row
 from citylake.ingest.jt808 import messages as m
 from citylake.ingest.jt808.codec import FrameError, FrameSplitter, Message, decode_frame, encode_message
 from citylake.ingest.jt808.config import JT808SourceConfig
 from citylake.ingest.jt808.readings import alarm_names, location_readings
 from citylake.ingest.known_devices import KnownDevices
-from citylake.ingest.tcp_listener import ReplyChannel, TcpListener
+from citylake.ingest.tcp_listener import ListeningSource, ReplyChannel, TcpListener
 from citylake.schemas import table
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,8 @@ def device_id_of(phone: str) -> str:
     return phone.lstrip("0") or "0"
 
 
-class JT808Source(StreamingSource):
+class JT808Source(ListeningSource):
+    protocol = "JT/T 808"
     config_model = JT808SourceConfig
 
     def __init__(self, config: JT808SourceConfig) -> None:
@@ -105,23 +106,6 @@ class JT808Source(StreamingSource):
             "known_devices_evicted": self.known.evictions,
             "replies_sent": self.replies_sent,
         }
-
-    async def check(self) -> None:
-        try:
-            self.listener.probe_bind()
-        except OSError as exc:
-            raise SourceUnavailable(f"JT/T 808 {self.config.url}: cannot listen: {exc}") from exc
-
-    async def start(self, ctx: SourceContext) -> None:
-        self._ctx = ctx
-        try:
-            await self.listener.start()
-        except OSError as exc:
-            raise SourceUnavailable(f"JT/T 808 {self.config.url}: cannot listen: {exc}") from exc
-        log.info("JT/T 808 %s listening on %s", self.name, self.config.url)
-
-    async def stop(self) -> None:
-        await self.listener.stop()
 
 
 class TerminalSession:
