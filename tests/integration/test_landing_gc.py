@@ -105,24 +105,44 @@ class Site:
             before = set(self.layout.landing_root.rglob("*.parquet"))
             started = time.monotonic()
             proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-            if self.runs % 2:
-                # Killed late in a run, where a whole run's work (Python start,
-                # proofs, unlinks) ends, so some kills land among the unlinks.
-                try:
-                    proc.wait(rng.uniform(0.6, 1.0) * duration)
-                except subprocess.TimeoutExpired:
-                    proc.send_signal(signal.SIGKILL)
-                    proc.wait(10)
-                    self.kills += 1
-                    # Ingest only adds files: any gone were removed by the killed run.
-                    gone = before - set(self.layout.landing_root.rglob("*.parquet"))
-                    self.kills_that_removed += bool(gone)
+            if self.runs % 4 == 1:
+                # Killed at a random moment late in a run.
+                self.kill(proc, before, rng.uniform(0.6, 1.0) * duration)
+            elif self.runs % 4 == 3:
+                # Killed the moment its first unlink shows, so the kill lands
+                # among the unlinks however long this machine takes to start
+                # Python and prove the files consumed.
+                self.kill_at_first_unlink(proc, before, 3 * duration + 10)
             elif proc.wait(120) != 0:
                 self.failures.append(f"gc-landing exited {proc.returncode}: see gc-{self.runs}.log")
             else:
                 duration = time.monotonic() - started
             log.close()
             self.runs += 1
+
+    def kill(self, proc: subprocess.Popen[bytes], before: set[Path], after_s: float) -> None:
+        try:
+            proc.wait(after_s)
+        except subprocess.TimeoutExpired:
+            self.kill_now(proc, before)
+
+    def kill_at_first_unlink(self, proc: subprocess.Popen[bytes], before: set[Path], limit_s: float) -> None:
+        deadline = time.monotonic() + limit_s
+        while proc.poll() is None and time.monotonic() < deadline:
+            if any(not path.exists() for path in before):
+                self.kill_now(proc, before)
+                return
+            time.sleep(0.002)
+        if proc.poll() is None:
+            self.kill_now(proc, before)
+
+    def kill_now(self, proc: subprocess.Popen[bytes], before: set[Path]) -> None:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        self.kills += 1
+        # Ingest only adds files: any gone were removed by the killed run.
+        gone = before - set(self.layout.landing_root.rglob("*.parquet"))
+        self.kills_that_removed += bool(gone)
 
 
 def expected_windows(landed: int, size_ms: int) -> dict[tuple[str, int], tuple[int, float]]:
