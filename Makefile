@@ -39,7 +39,7 @@ lint:
 	$(BIN)/ruff format --check .
 
 typecheck:
-	$(BIN)/mypy citylake tests bench
+	$(BIN)/mypy citylake devstack/citylake_devstack tests bench
 
 unit: setup
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)

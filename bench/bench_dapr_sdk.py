@@ -21,7 +21,7 @@ Clients:
 
 The clients take turns in blocks of --block calls, so a neighbour's load on the
 machine falls on all of them alike. p50/p99 come from
-citylake.scalereport.summary.quantile; ratio = sdk / hand
+citylake_devstack.scalereport.summary.quantile; ratio = sdk / hand
 (stdlib is shown without one: it is a floor, not a candidate).
 
     .venv/bin/python bench/bench_dapr_sdk.py [--calls 2000] [--block 100] [--rows 500]
@@ -47,11 +47,11 @@ from dapr.clients.grpc._state import Concurrency, StateOptions
 from dapr.conf import settings
 from prometheus_client import CollectorRegistry
 
-from citylake.devstack import Daprd, free_port, start_daprd, start_mosquitto
 from citylake.ingest.live import ARROW_STREAM, LivePublisher, encode
-from citylake.scalereport.summary import quantile
 from citylake.schemas import table
 from citylake.services.sidecar import DaprSidecar, SidecarAddress
+from citylake_devstack import Daprd, free_port, start_daprd, start_mosquitto
+from citylake_devstack.scalereport.summary import quantile
 
 STORE = "citylake-state"
 PUBSUB = "citylake-pubsub"

@@ -27,11 +27,11 @@ import duckdb
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from citylake.devstack import ManagedProcess, free_port, start_mosquitto
-from citylake.devstack.ingest_probe import IngestProbe
 from citylake.lake import Lake
-from citylake.scalereport.summary import quantile  # the one percentile of every figure
 from citylake.schemas import DataLayout
+from citylake_devstack import ManagedProcess, free_port, start_mosquitto
+from citylake_devstack.ingest_probe import IngestProbe
+from citylake_devstack.scalereport.summary import quantile  # the one percentile of every figure
 
 T0 = 1_764_072_000_000
 

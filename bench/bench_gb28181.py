@@ -26,9 +26,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import yaml
 
-from citylake.devstack.process import ManagedProcess, free_port
-from citylake.devstack.sipp import Sipp, read_rtt, read_stats, sim_devices
-from citylake.scalereport.summary import quantile  # the one percentile of every figure
+from citylake_devstack.process import ManagedProcess, free_port
+from citylake_devstack.scalereport.summary import quantile  # the one percentile of every figure
+from citylake_devstack.sipp import Sipp, read_rtt, read_stats, sim_devices
 
 PLATFORM, DOMAIN, PASSWORD = "34020000002000000001", "3402000000", "bench-pw"
 TICK = os.sysconf("SC_CLK_TCK")

@@ -18,11 +18,11 @@ from datetime import UTC, datetime
 import numpy as np
 import pyarrow as pa
 
-from citylake.scalereport.summary import quantile
 from citylake.services.query import hot_json
 from citylake.services.query.hot_tier import HotTier
 from citylake.services.query.latest import LATEST_SCHEMA
 from citylake.services.query.models import DeviceLatest, LatestReading
+from citylake_devstack.scalereport.summary import quantile
 
 
 def filled(devices: int, metrics: int) -> HotTier:

@@ -15,7 +15,7 @@ still waited for the line, which measures the skips, not the line.) Time per
 exchange is measured around ``MeterLink.exchange`` for citylake, which
 includes waiting for the line's lock behind the other meters (a queue, not
 cost), and around the bare write/read for the baseline; percentiles from
-``citylake.scalereport.summary.quantile``.
+``citylake_devstack.scalereport.summary.quantile``.
 
     .venv/bin/python bench/bench_meter_line.py [--meters N] [--seconds S]
 """
@@ -29,15 +29,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from citylake.devstack.simulators.dlt645 import demo_meters
-from citylake.devstack.simulators.line import start_line_simulator
 from citylake.ingest.dlt645.adapter import Dlt645Source
 from citylake.ingest.dlt645.codec import find_frame, read_request
 from citylake.ingest.dlt645.config import DEFAULT_DATA_ITEMS, Dlt645SourceConfig, resolve_data_item
 from citylake.ingest.meter_link import FrameFinder
 from citylake.ingest.runner import IngestRunner
-from citylake.scalereport.summary import quantile
 from citylake.schemas import DataLayout
+from citylake_devstack.scalereport.summary import quantile
+from citylake_devstack.simulators.dlt645 import demo_meters
+from citylake_devstack.simulators.line import start_line_simulator
 
 # The six DIs a Dlt645Source reads by default, all of which the demo meters have.
 ITEMS = [resolve_data_item(spec) for spec in DEFAULT_DATA_ITEMS]
@@ -112,7 +112,7 @@ def main() -> None:
         workdir = Path(tmp)
         table = demo_meters(args.meters)
         sim, port = start_line_simulator(
-            "citylake.devstack.simulators.dlt645", ["--meters", json.dumps(table)], workdir, "dlt645-sim"
+            "citylake_devstack.simulators.dlt645", ["--meters", json.dumps(table)], workdir, "dlt645-sim"
         )
         try:
             meters = list(table)

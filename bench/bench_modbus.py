@@ -33,14 +33,14 @@ from typing import Any
 from pymodbus.client import AsyncModbusTcpClient
 
 from citylake.config import load_config
-from citylake.devstack.modbus_sim import start_modbus_simulator
 from citylake.ingest.metrics import IngestMetrics
 from citylake.ingest.modbus.adapter import ModbusSource
 from citylake.ingest.modbus.codec import ModbusRequest
 from citylake.ingest.registry import build_sources
 from citylake.ingest.runner import IngestRunner
-from citylake.scalereport.summary import quantile  # the one percentile of every figure
 from citylake.schemas import DataLayout
+from citylake_devstack.modbus_sim import start_modbus_simulator
+from citylake_devstack.scalereport.summary import quantile  # the one percentile of every figure
 
 WARM_UP_S = 3.0
 INTERVAL_S = 1.0

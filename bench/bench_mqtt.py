@@ -23,11 +23,11 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from citylake.devstack import start_mosquitto
 from citylake.ingest.mqtt.adapter import MqttSource
 from citylake.ingest.mqtt.config import MqttSourceConfig
 from citylake.ingest.runner import IngestRunner
 from citylake.schemas import DataLayout
+from citylake_devstack import start_mosquitto
 
 TOPIC_TEMPLATE = "bench/{district}/{device_id}/telemetry"
 T0 = 1_764_072_000_000

@@ -15,8 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from citylake.devstack import ManagedProcess, free_port, start_mosquitto
-from citylake.devstack.ingest_probe import IngestProbe
+from citylake_devstack import ManagedProcess, free_port, start_mosquitto
+from citylake_devstack.ingest_probe import IngestProbe
 
 T0 = 1_764_072_000_000
 

@@ -61,13 +61,13 @@ from bench_lake import METRICS, T0, generate_sql
 from loadgen import LoadResult, open_loop
 from pg_cluster import PgCluster, PostgresUnavailable, require_binaries
 
-from citylake.devstack import ComponentUnavailable, ManagedProcess, free_port, start_daprd, start_mosquitto
-from citylake.devstack.components import daprd_binary
 from citylake.lake import Lake
 from citylake.lake.catalog import raw_select
 from citylake.lake.compaction import write_sorted
-from citylake.scalereport.summary import quantile  # the one percentile of every figure
 from citylake.schemas import DataLayout, table
+from citylake_devstack import ComponentUnavailable, ManagedProcess, free_port, start_daprd, start_mosquitto
+from citylake_devstack.components import daprd_binary
+from citylake_devstack.scalereport.summary import quantile  # the one percentile of every figure
 
 BENCH = Path(__file__).resolve().parent
 START = datetime.fromisoformat(T0).replace(tzinfo=UTC)

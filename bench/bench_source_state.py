@@ -24,12 +24,12 @@ import pyarrow.parquet as pq
 import yaml
 
 from citylake.config import load_config
-from citylake.devstack import ManagedProcess
 from citylake.ingest.batcher import ColumnBatcher
 from citylake.ingest.landing import LandingWriter
 from citylake.lake.landing_gc import collect_landing
 from citylake.lake.manifest import TableLog
 from citylake.schemas import DataLayout, table
+from citylake_devstack import ManagedProcess
 
 T0 = 1_764_072_000_000
 ROWS_PER_FILE = 4

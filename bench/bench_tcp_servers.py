@@ -13,7 +13,7 @@ clients run here on one event loop. Per server:
    frame of the same size echoed back). The adapters answer only after the
    landing commit, so their latency includes the flush (``--flush-age``).
    Message rate = answers / time for all of them; latency p50/p99 from
-   ``citylake.scalereport.summary.quantile``.
+   ``citylake_devstack.scalereport.summary.quantile``.
 
 The ratios are the adapter's rate over the echo server's. Full run:
 ``python bench/bench_tcp_servers.py --connections 10000``.
@@ -32,15 +32,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from citylake.devstack import free_port
-from citylake.devstack.simulators.hj212 import qn_of, realtime_cp, station_mn
-from citylake.devstack.simulators.jt808 import location_body, terminal_phone
 from citylake.ingest.hj212.codec import FrameSplitter as HJFrames
 from citylake.ingest.hj212.codec import encode_packet
 from citylake.ingest.jt808 import messages as jt
 from citylake.ingest.jt808.codec import FrameSplitter as JTFrames
 from citylake.ingest.jt808.codec import encode_message
-from citylake.scalereport.summary import quantile
+from citylake_devstack import free_port
+from citylake_devstack.scalereport.summary import quantile
+from citylake_devstack.simulators.hj212 import qn_of, realtime_cp, station_mn
+from citylake_devstack.simulators.jt808 import location_body, terminal_phone
 
 SERVERS = ("echo", "hj212", "jt808")
 SECRET = "bench-secret-0123456789abcdef"

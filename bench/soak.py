@@ -39,9 +39,9 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from ruamel.yaml import YAML
 
-from citylake.devstack.components import start_mosquitto
-from citylake.devstack.process import ManagedProcess, free_port
 from citylake.schemas import DataLayout
+from citylake_devstack.components import start_mosquitto
+from citylake_devstack.process import ManagedProcess, free_port
 
 GATEWAYS = 50
 REPLAY_WINDOW_S = 60.0

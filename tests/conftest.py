@@ -13,9 +13,9 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 
-from citylake.devstack import ComponentUnavailable, Daprd, Mosquitto, start_daprd, start_mosquitto
-from citylake.devstack.flink import FlinkSessionCluster
-from citylake.devstack.process import ManagedProcess
+from citylake_devstack import ComponentUnavailable, Daprd, Mosquitto, start_daprd, start_mosquitto
+from citylake_devstack.flink import FlinkSessionCluster
+from citylake_devstack.process import ManagedProcess
 
 REPO = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
@@ -106,7 +106,7 @@ class ModbusDevices:
         device_id: int = 1,
         **options: Any,
     ) -> int:
-        from citylake.devstack.modbus_device import start_modbus_device
+        from citylake_devstack.modbus_device import start_modbus_device
 
         workdir = self.workdir
         process, port = _start(lambda: start_modbus_device(workdir, holding, inputs, device_id, **options))
@@ -118,7 +118,7 @@ class ModbusDevices:
 
     def requests(self, port: int) -> list[dict[str, Any]]:
         """The requests the server on ``port`` received, oldest first."""
-        from citylake.devstack.modbus_device import read_request_log, request_log_path
+        from citylake_devstack.modbus_device import read_request_log, request_log_path
 
         return read_request_log(request_log_path(self.workdir, port))
 
@@ -140,7 +140,7 @@ def modbus_device(tmp_path: Path) -> Iterator[ModbusDevices]:
 def modbus_serial_device(tmp_path: Path) -> Iterator[Callable[..., tuple[Path, Path]]]:
     """A pymodbus serial RTU server on one end of a socat pty pair; calling it with
     ``{slave_id: DeviceRegisters}`` returns (the client's end, the request log)."""
-    from citylake.devstack.modbus_device import request_log_path, start_serial_modbus_device
+    from citylake_devstack.modbus_device import request_log_path, start_serial_modbus_device
 
     started: list[ManagedProcess] = []
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from citylake.devstack import ComponentUnavailable
+from citylake_devstack import ComponentUnavailable
 
 TIMEOUT_S = 90.0
 

@@ -22,13 +22,13 @@ from typing import Any
 import pyarrow.parquet as pq
 from ruamel.yaml import YAML
 
-from citylake.devstack import Mosquitto, start_mosquitto
-from citylake.devstack.modbus_sim import start_modbus_simulator
-from citylake.devstack.process import ManagedProcess, free_port
-from citylake.devstack.sipp import SimDevice, Sipp, sim_devices
-from citylake.ingest.mqtt.simulator import Manifest, device_topic, run_simulator
 from citylake.pipelines.jobs import JOB_NAMES
 from citylake.schemas import DataLayout, table
+from citylake_devstack import Mosquitto, start_mosquitto
+from citylake_devstack.modbus_sim import start_modbus_simulator
+from citylake_devstack.process import ManagedProcess, free_port
+from citylake_devstack.simulators.mqtt import Manifest, device_topic, run_simulator
+from citylake_devstack.sipp import SimDevice, Sipp, sim_devices
 from tests.waiting import wait_for
 
 PLATFORM = "34020000002000000001"

@@ -23,11 +23,11 @@ import pyarrow.dataset as ds
 import pytest
 import yaml
 
-from citylake.devstack import Daprd, Mosquitto, free_port, start_service
-from citylake.devstack.process import ManagedProcess
 from citylake.ingest.batcher import ColumnBatcher
 from citylake.ingest.landing import LandingWriter
 from citylake.schemas import DataLayout, table
+from citylake_devstack import Daprd, Mosquitto, free_port, start_service
+from citylake_devstack.process import ManagedProcess
 
 pytestmark = pytest.mark.integration
 CITYLAKE = [sys.executable, "-m", "citylake"]

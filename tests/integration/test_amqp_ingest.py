@@ -20,12 +20,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from citylake.config import load_config
-from citylake.devstack import ComponentUnavailable
-from citylake.devstack.rabbitmq import RabbitMq, start_rabbitmq, stop_rabbitmq
 from citylake.ingest.amqp.adapter import AmqpSource
 from citylake.ingest.amqp.config import AmqpSourceConfig
 from citylake.ingest.runner import FlushPolicy, IngestRunner
 from citylake.schemas import DataLayout, table
+from citylake_devstack import ComponentUnavailable
+from citylake_devstack.rabbitmq import RabbitMq, start_rabbitmq, stop_rabbitmq
 
 pytestmark = pytest.mark.integration
 TS = 1_764_072_000_000
@@ -203,7 +203,7 @@ async def test_unacked_deliveries_come_again_and_land_once(
 async def test_simulator_publishes_what_the_adapter_lands(
     rabbitmq: RabbitMq, city_config: Callable[..., Path]
 ) -> None:
-    from citylake.devstack.simulators.bus import run_amqp_simulator
+    from citylake_devstack.simulators.bus import run_amqp_simulator
 
     connection, exchange, _ = await setup_platform(rabbitmq.url, "c")
     raw = amqp_source(rabbitmq.url, "c")

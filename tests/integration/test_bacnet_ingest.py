@@ -21,9 +21,6 @@ from bacpypes3.local.device import DeviceObject
 from bacpypes3.pdu import Address, IPv4Address
 
 from citylake.config import load_config
-from citylake.devstack import ComponentUnavailable
-from citylake.devstack.process import ManagedProcess
-from citylake.devstack.simulators.bacnet import free_udp_port, start_bacnet_device
 from citylake.ingest import registry
 from citylake.ingest.bacnet.adapter import BacnetSource
 from citylake.ingest.bacnet.config import BacnetSourceConfig
@@ -31,6 +28,9 @@ from citylake.ingest.base import SourceUnavailable
 from citylake.ingest.registry import build_sources
 from citylake.ingest.runner import IngestRunner
 from citylake.schemas import DataLayout, table
+from citylake_devstack import ComponentUnavailable
+from citylake_devstack.process import ManagedProcess
+from citylake_devstack.simulators.bacnet import free_udp_port, start_bacnet_device
 
 pytestmark = pytest.mark.integration
 INSTANCE = 1001

@@ -25,8 +25,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from citylake.devstack import free_port
-from citylake.devstack.process import ManagedProcess
+from citylake_devstack import free_port
+from citylake_devstack.process import ManagedProcess
 
 pytestmark = pytest.mark.integration
 

@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
-from citylake.devstack.process import ManagedProcess
-from citylake.devstack.simulators.line import start_line_simulator
 from citylake.ingest.cjt188.adapter import Cjt188Source
 from citylake.ingest.cjt188.config import Cjt188SourceConfig
 from citylake.ingest.runner import IngestRunner
 from citylake.schemas import DataLayout
+from citylake_devstack.process import ManagedProcess
+from citylake_devstack.simulators.line import start_line_simulator
 from tests.meterline import landed, wait_for
 
 pytestmark = pytest.mark.integration
@@ -50,7 +50,7 @@ async def test_water_heat_and_gas_meters_through_a_serial_server(
         GARBLED: {"type": "cold_water", "corrupt": True},
     }
     args = ["--meters", json.dumps(meters), "--di-order", "high_first"]
-    sim, port = start_line_simulator("citylake.devstack.simulators.cjt188", args, tmp_path, "cjt188-sim")
+    sim, port = start_line_simulator("citylake_devstack.simulators.cjt188", args, tmp_path, "cjt188-sim")
     processes.append(sim)
     source = {
         "name": "estate", "type": "cjt188", "url": f"tcp://127.0.0.1:{port}", "interval_s": 0.5,

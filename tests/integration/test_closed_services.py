@@ -18,7 +18,7 @@ import yaml
 from typer.testing import CliRunner
 
 from citylake.cli import app as cli
-from citylake.devstack import free_port, start_service
+from citylake_devstack import free_port, start_service
 
 pytestmark = pytest.mark.integration
 

@@ -17,14 +17,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from citylake.config import load_config
-from citylake.devstack import ComponentUnavailable
-from citylake.devstack.coap_server import CoapServer, coap_client, start_coap_server
-from citylake.devstack.process import free_udp_port
 from citylake.ingest.base import Source
 from citylake.ingest.coap.adapter import CoapSource
 from citylake.ingest.coap.config import CoapSourceConfig
 from citylake.ingest.runner import IngestRunner
 from citylake.schemas import DataLayout, table
+from citylake_devstack import ComponentUnavailable
+from citylake_devstack.coap_server import CoapServer, coap_client, start_coap_server
+from citylake_devstack.process import free_udp_port
 
 pytestmark = pytest.mark.integration
 T0 = 1_764_072_000  # 2025-11-25T12:00:00Z, in seconds as SenML has it

@@ -33,9 +33,9 @@ from dapr.conf import settings
 from dapr.ext.fastapi import DaprApp
 from fastapi import FastAPI
 
-from citylake.devstack import Daprd, ManagedProcess, Mosquitto, free_port, start_service
 from citylake.schemas import DataLayout, table
 from citylake.services.sidecar import DaprSidecar, SidecarAddress
+from citylake_devstack import Daprd, ManagedProcess, Mosquitto, free_port, start_service
 from tests.conftest import mqtt_source
 from tests.waiting import wait_for
 

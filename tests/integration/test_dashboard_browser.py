@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from citylake.devstack import ComponentUnavailable, free_port, start_service
+from citylake_devstack import ComponentUnavailable, free_port, start_service
 from tests.dashboard_lake import ACTIVE_ALERTS, HOSTILE_MESSAGE, HOSTILE_NAME, LOCATED, build_dashboard_lake
 from tests.headless_chromium import decode_png, find_chromium, parse_html, run_chromium
 

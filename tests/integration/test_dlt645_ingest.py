@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
-from citylake.devstack.process import ManagedProcess
-from citylake.devstack.simulators.line import read_request_log, start_line_simulator, start_pty_pair
 from citylake.ingest.dlt645.adapter import Dlt645Source
 from citylake.ingest.dlt645.config import Dlt645SourceConfig
 from citylake.ingest.runner import IngestRunner
 from citylake.schemas import DataLayout
+from citylake_devstack.process import ManagedProcess
+from citylake_devstack.simulators.line import read_request_log, start_line_simulator, start_pty_pair
 from tests.meterline import landed, wait_for
 
 pytestmark = pytest.mark.integration
@@ -59,7 +59,7 @@ async def test_meters_over_a_serial_server_and_a_pty(tmp_path: Path, processes: 
     processes.append(socat)
     meters = {METER_A: VALUES_A, METER_B: {"voltage_a": 229.9, "frequency": 50.01}}
     sim, port = start_line_simulator(
-        "citylake.devstack.simulators.dlt645",
+        "citylake_devstack.simulators.dlt645",
         ["--meters", json.dumps(meters), "--corrupt", f"{METER_B}:frequency",
          "--request-log", str(tmp_path / "requests.jsonl")],
         tmp_path, "dlt645-sim", serial_path=meter_end,
@@ -171,7 +171,7 @@ async def test_meter_that_stops_answering_goes_offline_and_back(
     tmp_path: Path, processes: list[ManagedProcess]
 ) -> None:
     args = ["--meters", json.dumps({METER_A: {"voltage_a": 230.0}})]
-    sim, port = start_line_simulator("citylake.devstack.simulators.dlt645", args, tmp_path, "dlt645-sim")
+    sim, port = start_line_simulator("citylake_devstack.simulators.dlt645", args, tmp_path, "dlt645-sim")
     processes.append(sim)
     source = {
         "name": "feeders", "type": "dlt645", "url": f"tcp://127.0.0.1:{port}", "interval_s": 0.3,

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from citylake.config import load_config
-from citylake.devstack.flink import FlinkSessionCluster
 from citylake.ingest.batcher import ColumnBatcher
 from citylake.ingest.landing import LandingWriter
 from citylake.lake import Lake
 from citylake.schemas import DataLayout, table
+from citylake_devstack.flink import FlinkSessionCluster
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration

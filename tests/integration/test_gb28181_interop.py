@@ -18,11 +18,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from citylake.config import load_config
-from citylake.devstack.process import free_port
 from citylake.ingest.gb28181.adapter import GB28181Source
 from citylake.ingest.registry import build_sources
 from citylake.ingest.runner import IngestRunner
 from citylake.schemas import DataLayout, table
+from citylake_devstack.process import free_port
 from tests.gb28181_camera import SeparateDialogCamera
 
 pytestmark = pytest.mark.integration

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from citylake.devstack.process import free_port
 from citylake.ingest.gb28181.digest import expected_response, parse_digest
+from citylake_devstack.process import free_port
 from tests.integration.test_gb28181_sipp import (
     DOMAIN,
     PASSWORD,

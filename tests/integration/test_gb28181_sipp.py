@@ -19,13 +19,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from citylake.config import load_config
-from citylake.devstack.process import free_port
-from citylake.devstack.sipp import Sipp, SippResult, sim_devices
 from citylake.ingest.gb28181.adapter import GB28181Source
 from citylake.ingest.gb28181.digest import expected_response, parse_digest
 from citylake.ingest.registry import build_sources
 from citylake.ingest.runner import FlushPolicy, IngestRunner
 from citylake.schemas import DataLayout, table
+from citylake_devstack.process import free_port
+from citylake_devstack.sipp import Sipp, SippResult, sim_devices
 
 pytestmark = pytest.mark.integration
 PLATFORM = "34020000002000000001"

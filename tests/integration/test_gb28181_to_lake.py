@@ -15,11 +15,11 @@ import pyarrow.dataset as ds
 import pytest
 
 from citylake.config import load_config
-from citylake.devstack import ManagedProcess, free_port
-from citylake.devstack.sipp import Sipp, sim_devices
 from citylake.lake import Lake
 from citylake.pipelines import runner
 from citylake.schemas import DataLayout, table
+from citylake_devstack import ManagedProcess, free_port
+from citylake_devstack.sipp import Sipp, sim_devices
 from tests.integration.test_gb28181_sipp import DOMAIN, PASSWORD, PLATFORM, gb_source
 
 pytestmark = pytest.mark.integration

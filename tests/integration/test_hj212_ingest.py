@@ -1,6 +1,6 @@
 """HJ 212 adapter with the real IngestRunner, over real TCP sockets on
 127.0.0.1. There is no maintained open-source HJ 212 station to run as the
-peer: the stations are the project's simulator (citylake.devstack.simulators
+peer: the stations are the project's simulator (citylake_devstack.simulators
 .hj212), sending codec-built frames and the standard's published frame."""
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 
-from citylake.devstack import free_port
-from citylake.devstack.simulators.hj212 import STANDARD_FRAMES, run_station, station_mn
 from citylake.ingest.hj212.adapter import HJ212Source
 from citylake.ingest.hj212.codec import FrameSplitter, decode_frame, encode_packet
 from citylake.ingest.hj212.config import HJ212SourceConfig
 from citylake.ingest.runner import FlushPolicy, IngestRunner
 from citylake.schemas import DataLayout, table
+from citylake_devstack import free_port
+from citylake_devstack.simulators.hj212 import STANDARD_FRAMES, run_station, station_mn
 
 pytestmark = pytest.mark.integration
 

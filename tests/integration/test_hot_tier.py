@@ -17,7 +17,7 @@ import httpx
 import pytest
 from paho.mqtt import publish
 
-from citylake.devstack import Daprd, ManagedProcess, Mosquitto, free_port, start_service
+from citylake_devstack import Daprd, ManagedProcess, Mosquitto, free_port, start_service
 from tests.conftest import mqtt_source
 from tests.lakedata import reading, write_lake_readings
 from tests.waiting import wait_for

@@ -15,10 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from citylake.config import load_config
-from citylake.devstack import free_port
 from citylake.ingest.registry import build_sources
 from citylake.ingest.runner import FlushPolicy, IngestRunner
 from citylake.schemas import DataLayout, table
+from citylake_devstack import free_port
 
 pytestmark = pytest.mark.integration
 TS = 1_764_072_000_000
@@ -229,7 +229,7 @@ async def test_simulated_gateways_push_and_every_accepted_reading_is_landed(
 ) -> None:
     """``citylake simulate http-push``'s client against the real source: what
     the source answered 200 for is exactly what landing holds."""
-    from citylake.devstack.simulators.http_push import run_push_simulator
+    from citylake_devstack.simulators.http_push import run_push_simulator
 
     _runner, layout, client = pushing
     prefix = str(client.base_url.join("/v1/push"))

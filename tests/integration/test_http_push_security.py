@@ -11,7 +11,7 @@ import httpx
 import orjson
 import pytest
 
-from citylake.devstack import free_port
+from citylake_devstack import free_port
 from tests.integration.test_http_push_ingest import TOKEN, TS, landed, make_runner, push_source
 
 pytestmark = pytest.mark.integration

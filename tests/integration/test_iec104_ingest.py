@@ -20,9 +20,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from citylake.config import load_config
-from citylake.devstack import ComponentUnavailable
-from citylake.devstack.process import ManagedProcess, free_port
-from citylake.devstack.simulators.iec104 import start_iec104_rtu
 from citylake.ingest import registry
 from citylake.ingest.base import SourceUnavailable
 from citylake.ingest.iec104.adapter import Iec104Source
@@ -30,6 +27,9 @@ from citylake.ingest.iec104.config import Iec104SourceConfig
 from citylake.ingest.registry import build_sources
 from citylake.ingest.runner import IngestRunner
 from citylake.schemas import DataLayout, table
+from citylake_devstack import ComponentUnavailable
+from citylake_devstack.process import ManagedProcess, free_port
+from citylake_devstack.simulators.iec104 import start_iec104_rtu
 
 pytestmark = pytest.mark.integration
 TIME_TAG_MS = 1_764_072_000_000  # the simulator's default time tag of step 3

@@ -17,8 +17,8 @@ import httpx
 import pyarrow.dataset as ds
 import pytest
 
-from citylake.devstack import ManagedProcess, Mosquitto, free_port
-from citylake.ingest.mqtt.simulator import Manifest, run_simulator
+from citylake_devstack import ManagedProcess, Mosquitto, free_port
+from citylake_devstack.simulators.mqtt import Manifest, run_simulator
 from tests.conftest import mqtt_source
 
 pytestmark = pytest.mark.integration

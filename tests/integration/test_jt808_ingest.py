@@ -1,6 +1,6 @@
 """JT/T 808 adapter with the real IngestRunner over real TCP on 127.0.0.1.
 No maintained open-source JT/T 808 terminal exists to run as the peer: the
-terminals are the project's simulator (citylake.devstack.simulators.jt808),
+terminals are the project's simulator (citylake_devstack.simulators.jt808),
 and a maintained implementation's published frames are replayed byte for byte."""
 
 from __future__ import annotations
@@ -15,8 +15,13 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 
-from citylake.devstack import free_port
-from citylake.devstack.simulators.jt808 import (
+from citylake.ingest.jt808 import messages as m
+from citylake.ingest.jt808.adapter import JT808Source
+from citylake.ingest.jt808.config import JT808SourceConfig
+from citylake.ingest.runner import FlushPolicy, IngestRunner
+from citylake.schemas import DataLayout, table
+from citylake_devstack import free_port
+from citylake_devstack.simulators.jt808 import (
     PUBLISHED_FRAMES,
     Terminal,
     auth_body,
@@ -24,11 +29,6 @@ from citylake.devstack.simulators.jt808 import (
     run_terminal,
     terminal_phone,
 )
-from citylake.ingest.jt808 import messages as m
-from citylake.ingest.jt808.adapter import JT808Source
-from citylake.ingest.jt808.config import JT808SourceConfig
-from citylake.ingest.runner import FlushPolicy, IngestRunner
-from citylake.schemas import DataLayout, table
 
 pytestmark = pytest.mark.integration
 SECRET = "a-long-random-secret-for-tests"

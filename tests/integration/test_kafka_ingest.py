@@ -20,12 +20,12 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from citylake.config import load_config
-from citylake.devstack import ComponentUnavailable
-from citylake.devstack.kafka import KafkaBroker, start_kafka
 from citylake.ingest.kafka.adapter import KafkaSource
 from citylake.ingest.kafka.config import KafkaSourceConfig
 from citylake.ingest.runner import IngestRunner
 from citylake.schemas import DataLayout, table
+from citylake_devstack import ComponentUnavailable
+from citylake_devstack.kafka import KafkaBroker, start_kafka
 
 pytestmark = pytest.mark.integration
 TS = 1_764_072_000_000
@@ -132,7 +132,7 @@ async def test_consumes_commits_after_landing_and_resumes_from_the_commit(
 async def test_simulator_produces_what_the_adapter_lands(
     kafka: KafkaBroker, city_config: Callable[..., Path]
 ) -> None:
-    from citylake.devstack.simulators.bus import run_kafka_simulator
+    from citylake_devstack.simulators.bus import run_kafka_simulator
 
     raw = {"name": "sim", "type": "kafka", "url": kafka.url, "topics": ["sim.telemetry"], "group_id": "sim"}
     loaded = load_config(city_config(sources=[raw]))

@@ -24,11 +24,11 @@ from typing import Any
 import pytest
 
 from citylake.config import load_config
-from citylake.devstack import ManagedProcess
 from citylake.ingest.batcher import ColumnBatcher
 from citylake.ingest.landing import LandingWriter
 from citylake.lake import Lake
 from citylake.schemas import DataLayout, table
+from citylake_devstack import ManagedProcess
 
 pytestmark = pytest.mark.integration
 T0 = 1_764_072_000_000

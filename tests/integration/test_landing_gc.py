@@ -22,11 +22,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from citylake.config import load_config
-from citylake.devstack import ManagedProcess
 from citylake.ingest.batcher import ColumnBatcher
 from citylake.ingest.landing import LandingWriter
 from citylake.lake.manifest import TableLog
 from citylake.schemas import DataLayout, table
+from citylake_devstack import ManagedProcess
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration

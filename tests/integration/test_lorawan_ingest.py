@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from citylake.devstack import Mosquitto
-from citylake.devstack.simulators import lorawan as chirpstack
 from citylake.ingest.lorawan.adapter import LorawanSource
 from citylake.ingest.lorawan.config import LorawanSourceConfig
 from citylake.ingest.runner import IngestRunner
 from citylake.schemas import DataLayout
+from citylake_devstack import Mosquitto
+from citylake_devstack.simulators import lorawan as chirpstack
 from tests.meterline import landed, wait_for
 
 pytestmark = pytest.mark.integration

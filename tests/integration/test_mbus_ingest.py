@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
-from citylake.devstack.process import ManagedProcess
-from citylake.devstack.simulators.line import read_request_log, start_line_simulator
-from citylake.devstack.simulators.mbus import EN13757_EXAMPLE
 from citylake.ingest.mbus.adapter import MbusSource
 from citylake.ingest.mbus.config import MbusSourceConfig
 from citylake.ingest.runner import IngestRunner
 from citylake.schemas import DataLayout
+from citylake_devstack.process import ManagedProcess
+from citylake_devstack.simulators.line import read_request_log, start_line_simulator
+from citylake_devstack.simulators.mbus import EN13757_EXAMPLE
 from tests.meterline import landed, wait_for
 
 pytestmark = pytest.mark.integration
@@ -51,7 +51,7 @@ async def test_meters_through_an_mbus_gateway(tmp_path: Path, processes: list[Ma
     }
     log = tmp_path / "requests.jsonl"
     args = ["--meters", json.dumps(meters), "--request-log", str(log)]
-    sim, port = start_line_simulator("citylake.devstack.simulators.mbus", args, tmp_path, "mbus-sim")
+    sim, port = start_line_simulator("citylake_devstack.simulators.mbus", args, tmp_path, "mbus-sim")
     processes.append(sim)
     source = {
         "name": "district-heat", "type": "mbus", "url": f"tcp://127.0.0.1:{port}", "interval_s": 0.5,

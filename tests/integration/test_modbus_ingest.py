@@ -16,12 +16,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from citylake.config import load_config
-from citylake.devstack.modbus_device import DeviceRegisters, read_request_log
 from citylake.ingest.base import SourceUnavailable
 from citylake.ingest.modbus.adapter import ModbusSource
 from citylake.ingest.registry import build_sources
 from citylake.ingest.runner import IngestRunner
 from citylake.schemas import DataLayout, table
+from citylake_devstack.modbus_device import DeviceRegisters, read_request_log
 from tests.conftest import ModbusDevices
 
 pytestmark = pytest.mark.integration
@@ -322,7 +322,7 @@ async def test_device_restart_bad_rows_then_good_again(
 async def test_check_names_the_endpoint_that_failed(
     modbus_device: ModbusDevices, city_config: Callable[..., Path]
 ) -> None:
-    from citylake.devstack import free_port
+    from citylake_devstack import free_port
 
     live = modbus_device({0: 1})
     dead = free_port()

@@ -13,14 +13,14 @@ import pytest
 from ruamel.yaml import YAML
 
 from citylake.config import load_config
-from citylake.devstack.modbus_sim import device_image, expected_values, start_modbus_simulator
-from citylake.devstack.process import ManagedProcess
 from citylake.ingest.modbus.codec import decode_field, plan_requests
 from citylake.ingest.modbus.fields import RegisterField
 from citylake.ingest.modbus.profiles import load_profile
 from citylake.ingest.registry import build_sources
 from citylake.ingest.runner import IngestRunner
 from citylake.schemas import DataLayout
+from citylake_devstack.modbus_sim import device_image, expected_values, start_modbus_simulator
+from citylake_devstack.process import ManagedProcess
 from tests.integration.test_modbus_ingest import landed, polls, values, wait_for
 
 pytestmark = pytest.mark.integration

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from citylake.devstack import ManagedProcess, Mosquitto, free_port
+from citylake_devstack import ManagedProcess, Mosquitto, free_port
 from tests.conftest import mqtt_source
 from tests.waiting import wait_for
 

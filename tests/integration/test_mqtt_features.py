@@ -18,11 +18,11 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from citylake.config import load_config
-from citylake.devstack import Mosquitto, start_mosquitto
 from citylake.ingest.base import SourceUnavailable
 from citylake.ingest.registry import build_sources
 from citylake.ingest.runner import IngestRunner
 from citylake.schemas import DataLayout, table
+from citylake_devstack import Mosquitto, start_mosquitto
 from tests.conftest import mqtt_source
 
 pytestmark = pytest.mark.integration
@@ -252,7 +252,7 @@ def test_ingest_check_tries_each_source(mosquitto: Mosquitto, city_config: Calla
     import os
     import sys
 
-    from citylake.devstack import free_port
+    from citylake_devstack import free_port
 
     dead = {**mqtt_source(f"mqtt://127.0.0.1:{free_port()}"), "name": "nowhere"}
     config = city_config(sources=[mqtt_source(mosquitto.url), dead])

@@ -16,11 +16,11 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from citylake.config import load_config
-from citylake.devstack import Mosquitto
 from citylake.ingest.base import StreamingSource
 from citylake.ingest.registry import build_sources
 from citylake.ingest.runner import FlushPolicy, IngestRunner
 from citylake.schemas import DataLayout, table
+from citylake_devstack import Mosquitto
 from tests.conftest import mqtt_source
 
 pytestmark = pytest.mark.integration

@@ -16,11 +16,11 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 
-from citylake.devstack import ManagedProcess, free_port
 from citylake.ingest.nmea.adapter import NmeaSource
 from citylake.ingest.nmea.config import NmeaSourceConfig
 from citylake.ingest.runner import FlushPolicy, IngestRunner
 from citylake.schemas import DataLayout, table
+from citylake_devstack import ManagedProcess, free_port
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -34,7 +34,7 @@ def landed(layout: DataLayout, name: str) -> list[dict[str, Any]]:
 def talker(port: int, log: Path) -> ManagedProcess:
     # The talker of `citylake simulate nmea`, without the CLI's imports. Each
     # connection gets 10 epochs, then the talker closes it: the adapter reconnects.
-    argv = [sys.executable, "-m", "citylake.devstack.simulators.nmea", "--port", str(port)]
+    argv = [sys.executable, "-m", "citylake_devstack.simulators.nmea", "--port", str(port)]
     argv += ["--rate", "20", "--epochs", "10", "--hostile"]
     env = {"PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     return ManagedProcess("nmea-talker", argv, log, env=env, cwd=REPO)

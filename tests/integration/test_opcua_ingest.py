@@ -17,14 +17,14 @@ from asyncua import ua
 from asyncua.client.client import Client
 
 from citylake.config import ConfigError, load_config
-from citylake.devstack import ComponentUnavailable, free_port
-from citylake.devstack.opcua_server import start_opcua_server
-from citylake.devstack.process import ManagedProcess
 from citylake.ingest.base import SourceUnavailable
 from citylake.ingest.opcua.adapter import OpcUaSource
 from citylake.ingest.registry import build_sources
 from citylake.ingest.runner import IngestRunner
 from citylake.schemas import DataLayout, table
+from citylake_devstack import ComponentUnavailable, free_port
+from citylake_devstack.opcua_server import start_opcua_server
+from citylake_devstack.process import ManagedProcess
 
 pytestmark = pytest.mark.integration
 TS = 1_764_072_000_000

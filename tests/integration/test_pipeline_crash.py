@@ -17,10 +17,10 @@ import pyarrow.dataset as ds
 import pytest
 
 from citylake.config import load_config
-from citylake.devstack import ManagedProcess
 from citylake.ingest.batcher import ColumnBatcher
 from citylake.ingest.landing import LandingWriter
 from citylake.schemas import DataLayout, table
+from citylake_devstack import ManagedProcess
 
 pytestmark = pytest.mark.integration
 T0 = 1_764_072_000_000

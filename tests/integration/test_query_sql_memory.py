@@ -17,7 +17,7 @@ import httpx
 import pytest
 import yaml
 
-from citylake.devstack import ComponentUnavailable, free_port, start_service
+from citylake_devstack import ComponentUnavailable, free_port, start_service
 from tests.query_lake import build_lake
 
 pytestmark = pytest.mark.integration

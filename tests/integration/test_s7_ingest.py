@@ -18,9 +18,6 @@ from snap7.async_client import AsyncClient
 from snap7.util import set_real
 
 from citylake.config import load_config
-from citylake.devstack import ComponentUnavailable
-from citylake.devstack.process import ManagedProcess, free_port
-from citylake.devstack.simulators.s7 import start_s7_plc
 from citylake.ingest import registry
 from citylake.ingest.base import SourceUnavailable
 from citylake.ingest.registry import build_sources
@@ -28,6 +25,9 @@ from citylake.ingest.runner import IngestRunner
 from citylake.ingest.s7.adapter import S7Source
 from citylake.ingest.s7.config import S7SourceConfig
 from citylake.schemas import DataLayout, table
+from citylake_devstack import ComponentUnavailable
+from citylake_devstack.process import ManagedProcess, free_port
+from citylake_devstack.simulators.s7 import start_s7_plc
 
 pytestmark = pytest.mark.integration
 

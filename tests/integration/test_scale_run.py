@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from citylake.devstack.scale import ScalePlan, ScaleRun, split_devices
-from citylake.devstack.scale.probes import processes_mentioning
-from citylake.scalereport import build_report
+from citylake_devstack.scale import ScalePlan, ScaleRun, split_devices
+from citylake_devstack.scale.probes import processes_mentioning
+from citylake_devstack.scalereport import build_report
 
 pytestmark = pytest.mark.integration
 

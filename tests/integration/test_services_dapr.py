@@ -23,7 +23,7 @@ import httpx
 import pytest
 import yaml
 
-from citylake.devstack import Daprd, Mosquitto, free_port, start_service
+from citylake_devstack import Daprd, Mosquitto, free_port, start_service
 from tests.lakedata import alert, write_lake_table
 from tests.realcity import RealCity
 from tests.waiting import wait_for

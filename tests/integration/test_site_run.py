@@ -20,13 +20,13 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from ruamel.yaml import YAML
 
-from citylake.devstack import Mosquitto
-from citylake.devstack.modbus_sim import start_modbus_simulator
-from citylake.devstack.process import ManagedProcess, free_port
-from citylake.devstack.sipp import SimDevice, Sipp, sim_devices
-from citylake.ingest.mqtt.simulator import device_topic, run_simulator
 from citylake.lake import Lake
 from citylake.schemas import DataLayout
+from citylake_devstack import Mosquitto
+from citylake_devstack.modbus_sim import start_modbus_simulator
+from citylake_devstack.process import ManagedProcess, free_port
+from citylake_devstack.simulators.mqtt import device_topic, run_simulator
+from citylake_devstack.sipp import SimDevice, Sipp, sim_devices
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration

@@ -17,9 +17,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from citylake.config import load_config
-from citylake.devstack import ComponentUnavailable
-from citylake.devstack.process import free_udp_port
-from citylake.devstack.snmpd import AUTH_KEY, COMMUNITY, PRIV_KEY, USER, Snmpd, snmptrap, start_snmpd
 from citylake.ingest.base import Source, SourceUnavailable
 from citylake.ingest.runner import IngestRunner
 from citylake.ingest.snmp.adapter import SnmpSource
@@ -27,6 +24,9 @@ from citylake.ingest.snmp.config import SnmpSourceConfig
 from citylake.ingest.snmp_trap.adapter import SnmpTrapSource
 from citylake.ingest.snmp_trap.config import SnmpTrapSourceConfig
 from citylake.schemas import DataLayout, table
+from citylake_devstack import ComponentUnavailable
+from citylake_devstack.process import free_udp_port
+from citylake_devstack.snmpd import AUTH_KEY, COMMUNITY, PRIV_KEY, USER, Snmpd, snmptrap, start_snmpd
 
 pytestmark = pytest.mark.integration
 V3: dict[str, Any] = {"version": "3", "usm": {"user": USER, "auth_protocol": "SHA256", "auth_key": AUTH_KEY,

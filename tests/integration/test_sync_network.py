@@ -29,8 +29,6 @@ from typing import Any
 import pytest
 import yaml
 
-from citylake.devstack import ComponentUnavailable, ManagedProcess
-from citylake.devstack.netns import NetnsPair
 from citylake.lake import Lake
 from citylake.lake.compaction import compact_table
 from citylake.lake.manifest import TableLog
@@ -38,6 +36,8 @@ from citylake.lake.retention import vacuum_table
 from citylake.schemas import DataLayout
 from citylake.sync.edge import HashCache, edge_lake
 from citylake.sync.region import Limits, RegionStore
+from citylake_devstack import ComponentUnavailable, ManagedProcess
+from citylake_devstack.netns import NetnsPair
 from tests.synclake import CHECK_SQL, READINGS, part_file
 
 CUT_S = float(os.environ.get("CITYLAKE_SYNC_CUT_S", "180"))

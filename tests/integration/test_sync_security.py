@@ -26,11 +26,11 @@ from typer.testing import CliRunner
 
 from citylake.cli import app as cli
 from citylake.config.models import SyncConfig
-from citylake.devstack import free_port
-from citylake.devstack.process import ManagedProcess
 from citylake.lake import Lake
 from citylake.schemas import DataLayout
 from citylake.sync.sender import EdgeSync
+from citylake_devstack import free_port
+from citylake_devstack.process import ManagedProcess
 from tests.selfsigned import ServerCertificate, make_server_certificate
 from tests.synclake import CHECK_SQL, part_file
 

@@ -21,10 +21,10 @@ import httpx
 import pytest
 import yaml
 
-from citylake.devstack import free_port
-from citylake.devstack.process import ManagedProcess
 from citylake.lake import Lake
 from citylake.schemas import DataLayout
+from citylake_devstack import free_port
+from citylake_devstack.process import ManagedProcess
 from tests.selfsigned import make_server_certificate
 from tests.synclake import CHECK_SQL, part_file
 

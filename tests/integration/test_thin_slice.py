@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from citylake.devstack import Daprd, ManagedProcess, Mosquitto, free_port, start_service
+from citylake_devstack import Daprd, ManagedProcess, Mosquitto, free_port, start_service
 from tests.conftest import mqtt_source
 
 pytestmark = pytest.mark.integration

@@ -16,12 +16,12 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from citylake.devstack import free_port
-from citylake.devstack.simulators.websocket import run_gateway
 from citylake.ingest.runner import FlushPolicy, IngestRunner
 from citylake.ingest.websocket.adapter import WebSocketSource
 from citylake.ingest.websocket.config import WebSocketSourceConfig
 from citylake.schemas import DataLayout, table
+from citylake_devstack import free_port
+from citylake_devstack.simulators.websocket import run_gateway
 
 pytestmark = pytest.mark.integration
 TOKEN = "gateway-a-0123456789abcdef"

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from citylake.devstack import Mosquitto, free_port
+from citylake_devstack import Mosquitto, free_port
 from tests.conftest import mqtt_source
 from tests.wheelhouse import build_wheelhouse
 
@@ -36,7 +36,7 @@ INSTALL_TIMEOUT_S = 600
 
 # What a product process must never load: the dev extra's packages and
 # citylake's dev code (the test bench, the scale report, the simulators).
-DEV_ONLY = ("matplotlib", "pytest", "_pytest", "citylake.devstack", "citylake.scalereport")
+DEV_ONLY = ("matplotlib", "pytest", "_pytest", "citylake_devstack")
 
 # The modules the product commands import inside their bodies (serve, run,
 # pipeline, lake maintain, ingest's ops server), so that the check below covers
@@ -158,8 +158,12 @@ def test_the_wheel_installs_without_the_dev_extra(product: ProductVenv, tmp_path
 def test_help_lists_every_command(product: ProductVenv, tmp_path: Path) -> None:
     shown = product.run(str(product.citylake), "--help", cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
-    for command in ("ingest", "run", "serve", "sql", "pipeline", "lake", "sync", "simulate", "scale", "demo"):
+    for command in ("ingest", "run", "serve", "sql", "pipeline", "lake", "sync"):
         assert f" {command} " in shown.stdout, f"{command} missing from --help:\n{shown.stdout}"
+    # The test bench's commands are not in the product; --help says where they are.
+    for command in ("simulate", "scale", "demo"):
+        assert f" {command} " not in shown.stdout.split("demo, simulate and scale come with")[0], command
+    assert "demo, simulate and scale come with the test bench" in " ".join(shown.stdout.split())
 
 
 def test_product_modules_load_no_dev_code(product: ProductVenv, tmp_path: Path) -> None:
@@ -200,10 +204,17 @@ def test_ingest_check_against_a_real_broker(
     assert "fail sensors" in refused.stderr
 
 
-def test_a_dev_command_names_the_dev_extra(product: ProductVenv, tmp_path: Path) -> None:
-    done = product.run(str(product.citylake), "scale", "report", str(tmp_path), cwd=tmp_path)
-    assert done.returncode == 2, done.stdout + done.stderr
-    message = " ".join(done.stderr.split())
-    assert "matplotlib is not installed" in message, message
-    assert "citylake[dev]" in message and "make setup" in message, message
-    assert "Traceback" not in done.stderr
+def test_the_wheel_holds_no_test_bench(product: ProductVenv, tmp_path: Path) -> None:
+    done = product.run(
+        str(product.python),
+        "-c",
+        "import importlib.util as u; print([m for m in ('citylake_devstack', 'citylake.devstack',"
+        " 'citylake.scalereport', 'citylake.cli.simulate') if u.find_spec(m)])",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", f"test-bench modules in the product: {done.stdout}"
+    unknown = product.run(str(product.citylake), "scale", "report", str(tmp_path), cwd=tmp_path)
+    assert unknown.returncode == 2, unknown.stdout + unknown.stderr
+    assert "No such command 'scale'" in unknown.stderr
+    assert "Traceback" not in unknown.stderr

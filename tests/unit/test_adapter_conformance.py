@@ -14,10 +14,10 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from citylake.cli.simulate import app as simulate_app
 from citylake.config import SourceConfig
 from citylake.ingest.base import PollingSource, StreamingSource
 from citylake.ingest.registry import GROUP, adapter_class, adapter_types
+from citylake_devstack.commands.simulate import app as simulate_app
 
 REPO = Path(__file__).resolve().parents[2]
 DECLARED = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["entry-points"][GROUP]

@@ -14,13 +14,13 @@ from fastapi.testclient import TestClient
 from ruamel.yaml import YAML
 
 from citylake.config import AlertRule, PipelinesConfig
-from citylake.devstack import free_port
 from citylake.services.alerts.app import AlertsSettings, create_app
 from citylake.services.alerts.events import AlertAnnouncer
 from citylake.services.alerts.rules import RULES_KEY, RuleBook
 from citylake.services.publish import EmbeddedPublisher
 from citylake.services.sidecar import SidecarAddress
 from citylake.services.state import EmbeddedStateStore
+from citylake_devstack import free_port
 from tests.lakedata import T0, alert, write_lake_table
 
 T = TypeVar("T")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from citylake.devstack import ComponentUnavailable, ManagedProcess, start_mosquitto
-from citylake.devstack.process import free_port
+from citylake_devstack import ComponentUnavailable, ManagedProcess, start_mosquitto
+from citylake_devstack.process import free_port
 
 
 def test_busy_port_is_named(tmp_path: Path) -> None:

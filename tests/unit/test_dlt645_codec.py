@@ -168,7 +168,7 @@ def test_config_errors_name_the_problem() -> None:
 
 
 def test_read_address_reply() -> None:
-    from citylake.devstack.simulators.dlt645 import Dlt645Meters
+    from citylake_devstack.simulators.dlt645 import Dlt645Meters
 
     sim = Dlt645Meters({METER: {"voltage_a": 230.0}}, set())
     reply = sim.respond(READ_ADDRESS[4:])

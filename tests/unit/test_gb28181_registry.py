@@ -8,10 +8,10 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from citylake.devstack.sipp import SCENARIOS, answers_path, scenario_path, sim_devices, write_injection
 from citylake.ingest.gb28181.config import GB28181SourceConfig
 from citylake.ingest.gb28181.device_id import is_device_id
 from citylake.ingest.gb28181.registry import Event, Registry
+from citylake_devstack.sipp import SCENARIOS, answers_path, scenario_path, sim_devices, write_injection
 
 DEV = "34020000001320000001"
 ADDR = ("127.0.0.1", 5070)

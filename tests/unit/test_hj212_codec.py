@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from citylake.devstack.simulators.hj212 import STANDARD_FRAMES
 from citylake.ingest.hj212.codec import (
     FrameError,
     FrameSplitter,
@@ -21,6 +20,7 @@ from citylake.ingest.hj212.codec import (
 )
 from citylake.ingest.hj212.pollutants import POLLUTANTS
 from citylake.ingest.hj212.readings import decode_packet, parse_data_time
+from citylake_devstack.simulators.hj212 import STANDARD_FRAMES
 
 REPO = Path(__file__).resolve().parents[2]
 CHINA = dt.timezone(dt.timedelta(hours=8))

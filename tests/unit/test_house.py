@@ -25,11 +25,13 @@ FLOORS = {
     "pipelines": 4,
     "services": 4,
     "site": 5,
-    "scalereport": 5,
-    "devstack": 6,
-    "cli": 7,
-    "citylake": 8,  # citylake/__init__.py and __main__.py
+    "cli": 6,
+    "citylake": 7,  # citylake/__init__.py and __main__.py
+    # The test bench: devstack/ (its own distribution, citylake_devstack), not
+    # in the product's wheel; the product loads its commands by entry point only.
+    "devstack": 8,
 }
+BENCH = REPO / "devstack" / "citylake_devstack"
 
 
 @pytest.mark.parametrize("room", LINKED)
@@ -39,6 +41,27 @@ def test_a_room_imported_by_its_short_name_refuses_to_load(room: str) -> None:
     )
     assert done.returncode != 0
     assert f"import citylake.{room}, not {room}" in done.stderr
+
+
+def test_the_test_bench_imported_through_its_folder_refuses_to_load() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", "import devstack.citylake_devstack"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "import citylake_devstack, not devstack.citylake_devstack" in done.stderr
+
+
+def test_the_product_package_holds_no_test_bench() -> None:
+    # What the issue found shipped in the wheel: the dev stack, the scale run
+    # and its report, the simulators and the dev commands.
+    shipped = {p.relative_to(REPO / "citylake").as_posix() for p in (REPO / "citylake").rglob("*.py")}
+    assert not {
+        p for p in shipped if p.startswith(("devstack/", "scalereport/", "cli/simulate", "cli/scale"))
+    }
 
 
 def test_each_room_loads_once_under_its_one_name() -> None:
@@ -60,6 +83,8 @@ def _modules() -> Iterator[tuple[str, Path]]:
     for room in LINKED:
         for path in sorted((REPO / room).rglob("*.py")):
             yield ".".join(("citylake", *path.relative_to(REPO).with_suffix("").parts)), path
+    for path in sorted(BENCH.rglob("*.py")):
+        yield ".".join(("citylake_devstack", *path.relative_to(BENCH).with_suffix("").parts)), path
 
 
 def _imports(name: str, path: Path) -> set[str]:
@@ -79,7 +104,7 @@ def _imports(name: str, path: Path) -> set[str]:
             found.add(module)
             # `from pkg import mod` imports the module pkg.mod when there is one.
             found.update(f"{module}.{alias.name}" for alias in node.names)
-    return {m for m in found if m == "citylake" or m.startswith("citylake.")}
+    return {m for m in found if m.split(".")[0] in ("citylake", "citylake_devstack")}
 
 
 def _graph() -> dict[str, set[str]]:
@@ -92,6 +117,8 @@ def _graph() -> dict[str, set[str]]:
 
 def _room(module: str) -> str:
     parts = module.split(".")
+    if parts[0] == "citylake_devstack":
+        return "devstack"
     return parts[1] if len(parts) > 2 or (len(parts) == 2 and parts[1] in FLOORS) else "citylake"
 
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from citylake.devstack.simulators.jt808 import PUBLISHED_FRAMES, location_body
 from citylake.ingest.jt808 import messages as m
 from citylake.ingest.jt808.codec import (
     FrameError,
@@ -21,6 +20,7 @@ from citylake.ingest.jt808.codec import (
     unescape,
 )
 from citylake.ingest.jt808.readings import alarm_names, location_readings
+from citylake_devstack.simulators.jt808 import PUBLISHED_FRAMES, location_body
 
 REPO = Path(__file__).resolve().parents[2]
 PHONE_2019 = "00000000013912344329"

@@ -11,13 +11,13 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from citylake.devstack.simulators.jt808 import auth_body, location_body
 from citylake.ingest.base import SourceContext
 from citylake.ingest.jt808 import messages as m
 from citylake.ingest.jt808.adapter import JT808Source
 from citylake.ingest.jt808.codec import decode_frame, encode_message
 from citylake.ingest.jt808.config import JT808SourceConfig
 from citylake.ingest.tcp_listener import ReplyChannel
+from citylake_devstack.simulators.jt808 import auth_body, location_body
 from tests.unit.test_hj212_config import FakeContext, FakeWriter
 
 REPO = Path(__file__).resolve().parents[2]

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from citylake.devstack.simulators.mbus import EN13757_EXAMPLE, build_telegram, long_frame
 from citylake.ingest.mbus.adapter import MbusSource
 from citylake.ingest.mbus.codec import (
     DecodeError,
@@ -25,6 +24,7 @@ from citylake.ingest.mbus.codec import (
 from citylake.ingest.mbus.config import MbusSourceConfig
 from citylake.ingest.meter_link import FrameError
 from citylake.schemas import Quality
+from citylake_devstack.simulators.mbus import EN13757_EXAMPLE, build_telegram, long_frame
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = bytes.fromhex(EN13757_EXAMPLE)

@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from citylake.devstack.process import free_port
 from citylake.ingest.dlt645.codec import DATA_ITEMS, find_frame, read_reply, read_request
 from citylake.ingest.meter_link import (
     LinkBadFrame,
@@ -18,6 +17,7 @@ from citylake.ingest.meter_link import (
     parse_link_url,
 )
 from citylake.ingest.meter_presence import MeterPresence
+from citylake_devstack.process import free_port
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 REQUEST = read_request("000012345678", 0x02010100)

@@ -12,10 +12,10 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from citylake.devstack.simulators.nmea import PUBLISHED_SENTENCES, epoch_sentences
 from citylake.ingest.nmea.adapter import NmeaSource
 from citylake.ingest.nmea.codec import FixClock, SentenceError, decode, parse_line
 from citylake.ingest.nmea.config import NmeaSourceConfig
+from citylake_devstack.simulators.nmea import PUBLISHED_SENTENCES, epoch_sentences
 
 REPO = Path(__file__).resolve().parents[2]
 NOW = int(dt.datetime(1998, 9, 13, 20, 0, tzinfo=dt.UTC).timestamp() * 1000)

@@ -12,11 +12,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from citylake.config import load_config
-from citylake.devstack import free_port
 from citylake.services.registry.app import RegistrySettings, create_app
 from citylake.services.registry.catalog import BoundingBox, DeviceCatalog
 from citylake.services.registry.configured import configured_devices, source_protocols
 from citylake.services.sidecar import SidecarAddress
+from citylake_devstack import free_port
 from tests.lakedata import T0, device, device_event, write_lake_table
 
 CAMERA = "34020000001320000001"  # GB28181: civil code 34020000, type 132 (ipc)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from citylake.scalereport import (
+from citylake_devstack.scalereport import (
     Marker,
     ProcessStat,
     Query,
@@ -21,7 +21,7 @@ from citylake.scalereport import (
     rebuild_report,
     summarize,
 )
-from citylake.scalereport.summary import FLINK_JVM_RSS, per_interval, quantile, rates
+from citylake_devstack.scalereport.summary import FLINK_JVM_RSS, per_interval, quantile, rates
 
 
 def synthetic(seconds: int = 60, step: int = 5, falling_behind: bool = False) -> RunRecord:

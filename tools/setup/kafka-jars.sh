@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fetches a Kafka broker (kafka_2.13 and its runtime dependencies, from Maven
 # Central) into .cache/kafka-jars/<version>/: the real broker the Kafka
-# adapter's integration test starts in KRaft mode (citylake/devstack/kafka.py).
+# adapter's integration test starts in KRaft mode (devstack/citylake_devstack/kafka.py).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cache="${CITYLAKE_CACHE:-$root/.cache}"

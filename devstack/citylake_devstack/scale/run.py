@@ -1,0 +1,624 @@
+"""The scale run: the whole stack on this machine under a city's load, sampled.
+
+Started in order, each waited for: mosquitto; the Modbus gateways (pymodbus
+servers); the ingest sidecar (daprd, for the live feed); one ``citylake
+ingest`` process per protocol (so each one's CPU shows on its own); the
+streaming Flink jobs; the query service beside its daprd, its hot tier fed by
+the live feed. A marker reading then goes the whole way (edge -> landing ->
+Flink -> lake) before the clock starts. Under load: the GB28181 storm (SIPp),
+the MQTT fleet, freshness markers and the query load generator, sampled every
+few seconds. At the end (or on Ctrl-C) everything is stopped in reverse order
+and /proc is checked for anything of the run still alive.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+from ruamel.yaml import YAML
+
+from citylake.schemas import DataLayout
+from citylake_devstack.components import Daprd, Mosquitto, start_daprd, start_mosquitto, start_service
+from citylake_devstack.ingest_probe import IngestProbe
+from citylake_devstack.modbus_sim import start_modbus_simulator
+from citylake_devstack.process import ComponentUnavailable, ManagedProcess, free_port
+from citylake_devstack.scale.fleet import read_status
+from citylake_devstack.scale.load import MarkerPublisher, QueryLoad
+from citylake_devstack.scale.plan import (
+    GB28181,
+    GB28181_DOMAIN,
+    GB28181_PASSWORD,
+    GB28181_PLATFORM,
+    MARKER_DEVICE,
+    MODBUS,
+    MQTT,
+    SOURCE_NAMES,
+    ScalePlan,
+    write_scale_config,
+)
+from citylake_devstack.scale.probes import (
+    LakeWatcher,
+    LandingWatcher,
+    Metrics,
+    ProcessSampler,
+    by_label,
+    mem_available_mb,
+    mem_total_mb,
+    processes_mentioning,
+    read_proc,
+    scrape,
+    total,
+)
+from citylake_devstack.scalereport.record import RunInfo, RunRecord, Sample
+from citylake_devstack.scalereport.summary import FLINK_JVM_RSS
+from citylake_devstack.sipp import Sipp, read_stats, sim_devices
+
+log = logging.getLogger(__name__)
+Status = Callable[[str], None]
+WARM_UP_TIMEOUT_S = 300.0
+
+
+@dataclass
+class ScaleRun:
+    """``run()`` once; ``record`` fills as it goes (``on_sample`` is told of
+    each new sample, ``status`` of each step)."""
+
+    plan: ScalePlan
+    workdir: Path
+    status: Status = lambda _: None
+    on_sample: Callable[[RunRecord], None] = lambda _: None
+    record: RunRecord = field(init=False)
+    failure: str | None = None
+
+    def __post_init__(self) -> None:
+        self.processes: list[ManagedProcess] = []
+        self.sampler = ProcessSampler()
+        self.sampler.add("orchestrator", os.getpid())
+        self.broker: Mosquitto | None = None
+        self.query_sidecar: Daprd | None = None
+        self.ingest_ports: dict[str, int] = {}
+        self.query_port = 0
+        self.sipp: Sipp | None = None
+        self.fleet: ManagedProcess | None = None
+        self.markers: MarkerPublisher | None = None
+        self.queries: QueryLoad | None = None
+        self.data_dir = self.workdir / "data"
+        self.layout = DataLayout(self.data_dir)
+        self.landing = LandingWatcher(self.layout, frozenset({MARKER_DEVICE}))
+        self.lake = LakeWatcher(self.layout, MARKER_DEVICE)
+        self._lake_stop = threading.Event()
+        self._t0 = 0.0
+        self._wall0 = 0.0
+        self.sip_port = 0
+        self._http = httpx.Client()
+        self._dead_noted: set[str] = set()
+        self._last_metrics: dict[str, Metrics] = {}
+        self._scrapes_failed = 0
+        self.record = RunRecord(
+            RunInfo(
+                started_at="",
+                planned_s=self.plan.minutes * 60,
+                plan={**self.plan.describe(), "devices": dict(self.plan.devices)},
+                machine={
+                    "cores": os.cpu_count() or 0,
+                    "mem_total_mb": round(mem_total_mb()),
+                    "load_at_start": " ".join(f"{v:.2f}" for v in os.getloadavg()),
+                },
+                workdir=str(self.workdir),
+            )
+        )
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def run(self) -> RunRecord:
+        """Start, warm up, load, stop. Ctrl-C ends the load early; a component
+        that cannot start ends the run (``failure`` says why). Everything
+        started is stopped either way, and the record says what stopping found."""
+        wall = time.monotonic()
+        try:
+            self._start_stack()
+            self._warm_up()
+            self.record.info.warmup_s = round(time.monotonic() - wall, 1)
+            self._load()
+        except KeyboardInterrupt:
+            self.record.info.interrupted = True
+            self.record.info.notes.append("interrupted (Ctrl-C)")
+        except ComponentUnavailable as exc:
+            self.failure = str(exc)
+            self.record.info.notes.append(f"stopped early: {exc}"[:2000])
+        finally:
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if _main_thread() else None
+            try:
+                self._stop_everything()
+            finally:
+                if previous is not None:
+                    signal.signal(signal.SIGINT, previous)
+            self.record.info.wall_s = round(time.monotonic() - wall, 1)
+        return self.record
+
+    def _add(self, name: str, process: ManagedProcess) -> ManagedProcess:
+        self.processes.append(process)
+        self.sampler.add(name, process.pid)
+        return process
+
+    def _citylake(self, name: str, args: list[str], env: dict[str, str] | None = None) -> ManagedProcess:
+        argv = [sys.executable, "-m", "citylake", *args]
+        environment = {"CITYLAKE_LOG_LEVEL": "WARNING", **(env or {})}
+        return self._add(
+            name, ManagedProcess(name, argv, self.workdir / f"{name}.log", env=environment).start()
+        )
+
+    def _start_stack(self) -> None:
+        plan = self.plan
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.status("starting mosquitto")
+        self.broker = start_mosquitto(self.workdir / "mosquitto")
+        self._add("mosquitto", self.broker.process)
+
+        modbus_source = None
+        if plan.devices[MODBUS]:
+            gateways = -(-plan.devices[MODBUS] // plan.modbus_per_gateway)
+            self.status(
+                f"starting {plan.devices[MODBUS]:,} Modbus meters behind {gateways} gateways (pymodbus)"
+            )
+            server, written = start_modbus_simulator(
+                self.workdir / "modbus",
+                plan.devices[MODBUS],
+                per_endpoint=plan.modbus_per_gateway,
+                profile=plan.modbus_profile,
+                step_s=plan.modbus_interval_s,
+                interval_s=plan.modbus_interval_s,
+            )
+            self._add("modbus-gateways", server)
+            modbus_source = _plain(YAML(typ="safe").load(written.read_text())["sources"][0])
+
+        self.sip_port = free_port()
+        config = write_scale_config(
+            self.workdir / "city.yaml", plan, self.data_dir, self.broker.url, modbus_source, self.sip_port
+        )
+        self.config_path = config
+        protocols = [p for p in (GB28181, MQTT, MODBUS) if plan.devices[p] or p == MQTT]
+        self.ingest_ports = {p: free_port() for p in protocols}
+
+        self.status("starting the ingest sidecar (daprd) for the live feed")
+        ingest_sidecar = start_daprd(
+            "ingest", self.ingest_ports[MQTT], self.workdir / "dapr-ingest", self.broker.url
+        )
+        self._add("daprd-ingest", ingest_sidecar.process)
+        for protocol in protocols:
+            # One at a time: each recovers the shared landing zone at start.
+            self.status(f"starting ingest for {protocol} ({SOURCE_NAMES[protocol]})")
+            port = self.ingest_ports[protocol]
+            process = self._citylake(
+                f"ingest-{protocol}",
+                [
+                    "ingest",
+                    "--config",
+                    str(config),
+                    "--source",
+                    SOURCE_NAMES[protocol],
+                    "--metrics-port",
+                    str(port),
+                ],
+                {"DAPR_HTTP_PORT": str(ingest_sidecar.http_port)},
+            )
+            process.wait_until(IngestProbe(port).healthy, 120, "ingest healthy")
+
+        # As `citylake run` runs them (pipelines.combine): every job in ONE
+        # Flink job and mini-cluster JVM; a JVM each otherwise.
+        groups = [list(plan.jobs)] if plan.combine else [[job] for job in plan.jobs]
+        for jobs in groups:
+            name = f"flink-{'jobs' if len(jobs) > 1 else jobs[0]}"
+            self.status(f"starting the streaming Flink job {name} ({', '.join(jobs)}; mini-cluster)")
+            self._citylake(
+                name,
+                [
+                    "pipeline",
+                    "run",
+                    ",".join(jobs),
+                    "--mode",
+                    "streaming",
+                    "--config",
+                    str(config),
+                    "--fresh",
+                ],
+            )
+
+        self.status("starting the query service beside its daprd (hot tier fed by the live feed)")
+        self.query_port = free_port()
+        self.query_sidecar = start_daprd(
+            "query", self.query_port, self.workdir / "dapr-query", self.broker.url
+        )
+        self._add("daprd-query", self.query_sidecar.process)
+        service = start_service(
+            "query",
+            config,
+            self.query_port,
+            self.workdir,
+            env={"DAPR_HTTP_PORT": str(self.query_sidecar.http_port), "CITYLAKE_LOG_LEVEL": "WARNING"},
+        )
+        self._add("query", service)
+
+    def _warm_up(self) -> None:
+        """A marker through the whole path before the clock runs: JVM and job
+        start-up, Dapr subscriptions and the first checkpoint are not freshness."""
+        assert self.broker is not None and self.query_sidecar is not None
+        self.status("warming up: a marker reading through ingest, Flink and the live feed")
+        warm = MarkerPublisher(self.broker.url, 1.0, lambda: 0.0)
+        client = warm.connect("warm-up")
+        started = time.monotonic()
+        latest = self._query_url(f"v1/devices/{MARKER_DEVICE}/latest")
+        in_lake = in_hot = False
+        try:
+            while not (in_lake and in_hot):
+                if time.monotonic() - started > WARM_UP_TIMEOUT_S:
+                    missing = "the lake" if not in_lake else "the query service's hot tier"
+                    raise ComponentUnavailable(
+                        f"warm-up: no marker reading in {missing} after {WARM_UP_TIMEOUT_S:.0f}s; "
+                        f"logs in {self.workdir}"
+                    )
+                self._check_alive()
+                warm.publish_one(client, -1)
+                for _ in range(10):
+                    self.lake.poll()
+                    in_lake = in_lake or -1 in self.lake.markers
+                    with contextlib.suppress(httpx.HTTPError):
+                        in_hot = in_hot or self._http.get(latest, timeout=5).status_code == 200
+                    if in_lake and in_hot:
+                        break
+                    time.sleep(0.5)
+                self.status(
+                    f"warming up ({time.monotonic() - started:.0f}s): marker in the lake {in_lake}, "
+                    f"in the hot tier {in_hot}"
+                )
+        finally:
+            client.disconnect()
+            client.loop_stop()
+
+    def _query_url(self, path: str) -> str:
+        if self.plan.query_via_dapr and self.query_sidecar is not None:
+            return self.query_sidecar.invoke_url("query", path)
+        return f"http://127.0.0.1:{self.query_port}/{path.lstrip('/')}"
+
+    def clock(self) -> float:
+        return time.monotonic() - self._t0
+
+    def _load(self) -> None:
+        assert self.broker is not None
+        plan = self.plan
+        self._t0 = time.monotonic()
+        self._wall0 = time.time()
+        self.record.info.started_at = datetime.now(UTC).isoformat(timespec="seconds")
+        # t = 0: the counters as the load starts (the warm-up's rows are not
+        # the load's) and the baseline of CPU deltas.
+        self.record.samples.append(self._sample())
+        if plan.devices[GB28181]:
+            self.status(
+                f"GB28181 storm: {plan.devices[GB28181]:,} devices register at {plan.gb28181_rate:g}/s"
+            )
+            self.sipp = Sipp(
+                self.workdir / "sipp",
+                f"127.0.0.1:{self.sip_port}",
+                "keepalive_loop",
+                sim_devices(plan.devices[GB28181], GB28181_DOMAIN),
+                {
+                    "platform_id": GB28181_PLATFORM,
+                    "domain": GB28181_DOMAIN,
+                    "expires": str(int(max(3600, plan.minutes * 60 + 600))),
+                },
+                GB28181_PASSWORD,
+                "udp",
+                rate=plan.gb28181_rate,
+                max_concurrent=plan.devices[GB28181],
+                pause_ms=int(plan.gb28181_keepalive_s * 1000),
+                recv_timeout_ms=30_000,
+            ).start()
+            self._add("sipp", self.sipp.process)
+        self.status(
+            f"MQTT fleet: {plan.devices[MQTT]:,} sensors, one message each every {plan.mqtt_period_s:g}s"
+        )
+        self.fleet = self._add(
+            "mqtt-fleet",
+            ManagedProcess(
+                "mqtt-fleet",
+                [
+                    sys.executable,
+                    "-m",
+                    "citylake_devstack.scale.fleet",
+                    "--url",
+                    self.broker.url,
+                    "--devices",
+                    str(plan.devices[MQTT]),
+                    "--period",
+                    str(plan.mqtt_period_s),
+                    "--status",
+                    str(self.workdir / "fleet.json"),
+                ],
+                self.workdir / "mqtt-fleet.log",
+            ).start(),
+        )
+        self.markers = MarkerPublisher(self.broker.url, plan.marker_every_s, self.clock)
+        self.markers.start()
+        self.queries = QueryLoad(
+            self._query_url("").rstrip("/"), plan.query_rate, self.clock, self._mqtt_reported
+        )
+        self.queries.start()
+        lake_thread = threading.Thread(target=self._watch_lake, name="lake", daemon=True)
+        lake_thread.start()
+        # Under load Ctrl-C sets a flag the loop checks: a KeyboardInterrupt
+        # raised wherever the signal lands (a weakref callback, a destructor)
+        # would be swallowed by Python there, and the run would go on.
+        interrupted = threading.Event()
+        previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set()) if _main_thread() else None
+        try:
+            end = plan.minutes * 60
+            next_at = plan.sample_s
+            while not interrupted.wait(max(0.0, next_at - self.clock())):
+                self.record.samples.append(self._sample())
+                self.on_sample(self.record)
+                if self.clock() >= end:
+                    break
+                next_at += plan.sample_s
+            if interrupted.is_set():
+                self.record.info.interrupted = True
+                self.record.info.notes.append(f"interrupted (Ctrl-C) at t={self.clock():.0f}s")
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+            self.record.info.duration_s = round(self.clock(), 1)
+            self._stop_load()
+            self._lake_stop.set()
+            lake_thread.join(10)
+            self._collect_markers()
+
+    def _mqtt_reported(self) -> int:
+        return int(read_status(self.workdir / "fleet.json").get("devices_reported", 0))
+
+    def _watch_lake(self) -> None:
+        while not self._lake_stop.is_set():
+            try:
+                self.lake.poll()
+            except Exception:  # never let the watcher die silently: note it and go on
+                log.exception("lake watcher")
+            self._lake_stop.wait(0.5)
+
+    def _stop_load(self) -> None:
+        self.status("stopping the load")
+        if self.queries is not None:
+            self.queries.stop()
+            self.record.queries = list(self.queries.queries)
+        if self.markers is not None:
+            self.markers.stop()
+        if self.fleet is not None:
+            self.fleet.stop(20)
+        if self.sipp is not None:
+            result = self.sipp.stop()
+            self.record.info.notes.append(
+                f"SIPp: {result.stats.get('OutgoingCall(C)', '?')} devices started, "
+                f"{result.failed} failed, {result.stats.get('Retransmissions(C)', '?')} retransmissions"
+            )
+        # Markers published in the last seconds need a checkpoint or two.
+        if self.markers is not None:
+            deadline = time.monotonic() + 3 * self.plan.checkpoint_s + 15
+            self.status("waiting for the last markers to reach the lake")
+            while time.monotonic() < deadline:
+                self.lake.poll()
+                if all(m.seq in self.lake.markers for m in self.markers.markers):
+                    break
+                time.sleep(0.5)
+
+    def _collect_markers(self) -> None:
+        if self.markers is None:
+            return
+        seen = dict(self.lake.markers)
+        markers = []
+        for marker in self.markers.markers:
+            wall = seen.get(marker.seq)
+            # The watcher notes wall-clock times; the record is in seconds since t0.
+            marker.visible_at = None if wall is None else round(wall - self._wall0, 3)
+            markers.append(marker)
+        self.record.markers = markers
+
+    def _check_alive(self) -> None:
+        for process in self.processes:
+            if not process.alive() and process.name not in ("mqtt-fleet", "sipp keepalive_loop"):
+                raise ComponentUnavailable(
+                    f"{process.name} exited; log {process.log_path}:\n{process.log_tail(2000)}"
+                )
+
+    def _note_dead(self, t: float) -> None:
+        for process in self.processes:
+            if not process.alive() and process.name not in self._dead_noted:
+                self._dead_noted.add(process.name)
+                code = process.proc.returncode if process.proc else None
+                self.record.info.notes.append(
+                    f"{process.name} exited (code {code}) at t={t:.0f}s; log {process.log_path}"
+                )
+
+    # -- sampling ------------------------------------------------------------------------
+
+    def _sample(self) -> Sample:
+        t = round(self.clock(), 2)
+        sample = Sample(t=t)
+        readings_batches = self._sample_ingest(sample)
+        self._sample_others(sample, readings_batches)
+        self.landing.poll()
+        sample.landing_bytes = float(self.landing.landing_bytes)
+        sample.devices_online = {
+            MQTT: len(self.landing.reporting.get(SOURCE_NAMES[MQTT], ())),
+            MODBUS: len(self.landing.reporting.get(SOURCE_NAMES[MODBUS], ())),
+            GB28181: len(self.landing.online.get(SOURCE_NAMES[GB28181], ())),
+        }
+        rows = dict(self.lake.rows)
+        sample.lake_rows = float(rows.get("readings", 0))
+        sample.lake_tables = {k: float(v) for k, v in rows.items()}
+        sample.processes, sample.machine_cpu_percent, sample.steal_percent = self.sampler.sample()
+        sample.mem_available_mb = round(mem_available_mb())
+        self._note_dead(t)
+        self._collect_markers()
+        return sample
+
+    def _sample_ingest(self, sample: Sample) -> float:
+        """Each ingest process's /metrics into the sample; returns the readings
+        batches landed (each one offered to the live feed)."""
+        counters, gauges = sample.counters, sample.gauges
+        readings_batches = 0.0
+        for protocol, port in self.ingest_ports.items():
+            metrics = self._scrape(f"ingest-{protocol}", port)
+            readings = total(metrics, "citylake_ingest_landed_rows_total", table="readings")
+            events = total(metrics, "citylake_ingest_landed_rows_total", table="device_events")
+            if protocol != GB28181:
+                sample.landed_rows[protocol] = readings
+            if events or protocol == GB28181:
+                sample.landed_events[protocol] = events
+            sample.event_lag_s.update(by_label(metrics, "citylake_ingest_lag_seconds", "source"))
+            sample.freshest_lag_s.update(by_label(metrics, "citylake_ingest_freshest_lag_seconds", "source"))
+            counters[f"{protocol}: rejected inputs"] = total(metrics, "citylake_ingest_rejected_total")
+            counters[f"{protocol}: landing write errors"] = total(
+                metrics, "citylake_ingest_flush_errors_total"
+            )
+            gauges[f"{protocol}: buffered rows"] = total(metrics, "citylake_ingest_buffered_rows")
+            readings_batches += total(metrics, "citylake_ingest_batches_total", table="readings")
+            if protocol == MODBUS:
+                counters["modbus: failed polls"] = total(
+                    metrics, "citylake_ingest_polls_total", outcome="error"
+                )
+                counters["modbus: skipped polls"] = total(metrics, "citylake_ingest_polls_skipped_total")
+        return readings_batches
+
+    def _scrape(self, name: str, port: int) -> Metrics:
+        """A process's /metrics; the last good answer when it does not answer
+        in time (a busy machine), counted, so counters never read as 0."""
+        metrics = scrape(f"http://127.0.0.1:{port}/metrics", self._http)
+        if metrics:
+            self._last_metrics[name] = metrics
+            return metrics
+        self._scrapes_failed += 1
+        return self._last_metrics.get(name, {})
+
+    def _sample_others(self, sample: Sample, readings_batches: float) -> None:
+        """The query service, the simulators and the load generators."""
+        counters, gauges = sample.counters, sample.gauges
+        query = self._scrape("query", self.query_port)
+        merged = total(query, "citylake_hot_batches_total")
+        counters["query: live batches dropped"] = total(query, "citylake_hot_dropped_batches_total")
+        gauges["live feed: batches landed, not yet in the hot tier"] = max(0.0, readings_batches - merged)
+        fleet = read_status(self.workdir / "fleet.json")
+        if fleet:
+            counters["mqtt fleet: disconnects"] = float(fleet.get("disconnects", 0))
+            gauges["mqtt fleet: unacknowledged"] = float(fleet.get("pending", 0))
+            gauges["mqtt fleet: behind schedule"] = float(fleet.get("behind", 0))
+            gauges["mqtt fleet: published"] = float(fleet.get("published", 0))
+        if self.sipp is not None:
+            stats = read_stats(self.sipp.stats_path)
+            counters["gb28181: SIPp failed calls"] = _float(stats.get("FailedCall(C)"))
+            counters["gb28181: SIPp retransmissions"] = _float(stats.get("Retransmissions(C)"))
+            gauges["gb28181: SIPp calls up"] = _float(stats.get("CurrentCall"))
+        if self.queries is not None:
+            self.record.queries = list(self.queries.queries)
+            counters["queries: failed (no answer or 5xx)"] = float(sum(q.error for q in self.record.queries))
+        if self.markers is not None:
+            counters["markers: not acknowledged"] = float(self.markers.unacked)
+        counters["sampler: /metrics scrapes unanswered in 5 s"] = float(self._scrapes_failed)
+        gauges[FLINK_JVM_RSS] = self._flink_jvm_rss_mb()
+
+    def _flink_jvm_rss_mb(self) -> float:
+        """Resident memory of the Flink JVMs (the mini-clusters under the
+        flink-* processes; their Python drivers not counted), by psutil."""
+        total_bytes = 0
+        for process in self.processes:
+            if not process.name.startswith("flink-"):
+                continue
+            try:
+                children = psutil.Process(process.pid).children(recursive=True)
+                total_bytes += sum(c.memory_info().rss for c in children if c.name() == "java")
+            except psutil.Error:
+                continue  # gone between the listing and the read: counted at the next sample
+        return round(total_bytes / 2**20, 1)
+
+    # -- stopping ------------------------------------------------------------------------
+
+    def _stop_everything(self) -> None:
+        self.status("stopping every process of the run")
+        if self.queries is not None:
+            self.queries.stop()
+            self.record.queries = list(self.queries.queries)
+        if self.markers is not None:
+            self.markers.stop()
+        self._lake_stop.set()
+        for process in reversed(self.processes):
+            with contextlib.suppress(Exception):
+                process.stop()
+        self._http.close()
+        # What is left of the run: any process ever in its trees, or any that
+        # names its work directory (daprd's state file, a job's config).
+        # A process of the run's trees may outlive its parent's stop (a JVM
+        # started by PyFlink's gateway leaves when its pipe closes, slowly on a
+        # loaded machine). The run ends what it started: give them 2 s, then
+        # SIGKILL what is left of its trees and wait for /proc to agree. Only
+        # what survives that is "left running".
+        deadline = time.monotonic() + 2.0
+        killed = self.sampler.still_running()
+        while killed and time.monotonic() < deadline:
+            time.sleep(0.25)
+            killed = self.sampler.still_running()
+        for entry in killed:
+            with contextlib.suppress(ProcessLookupError, ValueError, PermissionError):
+                os.kill(int(entry.split()[0]), signal.SIGKILL)
+        deadline = time.monotonic() + 10.0
+        left = self.sampler.still_running()
+        while left and time.monotonic() < deadline:
+            time.sleep(0.25)
+            left = self.sampler.still_running()
+        named = processes_mentioning(str(self.workdir), exclude=ancestors())
+        self.record.info.stop_check = {
+            "checked": len(self.sampler.seen),
+            "left_running": sorted(set(left) | set(named)),
+            "killed": killed,
+        }
+
+
+def ancestors() -> list[int]:
+    """This process's parents up to init: the shell or make that started the run."""
+    found = []
+    pid = os.getppid()
+    while pid > 1:
+        found.append(pid)
+        info = read_proc(pid)
+        if info is None:
+            break
+        pid = info.ppid
+    return found
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def _float(value: str | None) -> float:
+    try:
+        return float(value) if value else 0.0
+    except ValueError:
+        return 0.0
+
+
+def _plain(value: Any) -> Any:
+    """ruamel's commented maps and sequences as plain dicts and lists."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
