@@ -171,7 +171,8 @@ class TransactionLayer:
     def _counting_evictions(self, change: Callable[[], None]) -> None:
         before = self.server.evicted
         change()
-        self.stats["answered_evicted"] += self.server.evicted - before
+        if self.server.evicted > before:
+            self.stats["answered_evicted"] += self.server.evicted - before
 
     # --- client transactions ----------------------------------------------
 
