@@ -16,13 +16,22 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from typing import ClassVar, Protocol
+from typing import ClassVar, Protocol, TypeVar
 
 from citylake.config import SourceConfig
 from citylake.schemas import TableSpec
 
 Row = Mapping[str, object]
 Ack = Callable[[], None]
+C = TypeVar("C", bound=SourceConfig)
+
+
+def config_as(config: SourceConfig, model: type[C]) -> C:
+    """``config`` as the adapter's own model (what ``configured_devices`` of
+    that adapter takes); a config of another type is a ``TypeError``."""
+    if not isinstance(config, model):
+        raise TypeError(f"expected a {model.__name__}, got a {type(config).__name__} ({config.type})")
+    return config
 
 
 class SourceContext(Protocol):
@@ -99,12 +108,21 @@ class Source(ABC):
         """Whether the source is connected (or listening) right now."""
         return True
 
-    def known_devices(self, now_ms: int) -> Sequence[Row]:
-        """``devices`` rows for what the config names (id, name, type, protocol,
-        address, coordinates where given), landed by the runner at start so a
-        configured device is in the registry before it first answers. Sources
+    @classmethod
+    def configured_devices(cls, config: SourceConfig, now_ms: int) -> Sequence[Row]:
+        """``devices`` rows for what ``config`` (of this adapter's
+        ``config_model``) names: id, name, type, protocol, address, coordinates
+        where given, and in ``attributes`` how the device is reached and what it
+        reports. From the config alone, no I/O: the registry service asks every
+        configured source's adapter type, through the entry points, without
+        building a source. ``first_seen``/``last_seen`` are ``now_ms``. Sources
         whose ids arrive with the data (topics, SIP, request paths) name none."""
         return []
+
+    def known_devices(self, now_ms: int) -> Sequence[Row]:
+        """This source's ``configured_devices``, landed by the runner at start
+        so a configured device is in the registry before it first answers."""
+        return type(self).configured_devices(self.config, now_ms)
 
     def counters(self) -> Mapping[str, int]:
         """Monotonic counts the adapter keeps itself (evictions from its own

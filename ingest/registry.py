@@ -2,15 +2,19 @@
 
 Entry points are imported only when a source of that type is configured, so a
 site that runs only MQTT never imports pymodbus, and a new protocol is one
-module plus one ``pyproject.toml`` line.
+module plus one ``pyproject.toml`` line: what runs it (``build_sources``) and
+what the registry service knows of its devices from the config
+(``configured_sources``) both come from here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 
-from citylake.config import ConfigError, ConfigProblem, LoadedConfig
-from citylake.ingest.base import Source
+from citylake.config import ConfigError, ConfigProblem, LoadedConfig, SourceConfig
+from citylake.ingest.base import Row, Source
 
 GROUP = "citylake.adapters"
 
@@ -61,3 +65,31 @@ def build_sources(loaded: LoadedConfig, only: set[str] | None = None) -> list[So
     if problems:
         raise ConfigError(document.path, problems)
     return sources
+
+
+@dataclass(frozen=True)
+class ConfiguredSource:
+    """A source of ``city.yaml`` (enabled or not) and the ``devices`` rows its
+    adapter type's ``configured_devices`` gives for it."""
+
+    config: SourceConfig
+    devices: Sequence[Row]
+
+
+def configured_sources(loaded: LoadedConfig, now_ms: int) -> tuple[list[ConfiguredSource], list[str]]:
+    """(every source whose adapter is installed and whose keys validate, first
+    first; a problem for each of the others). Builds no source: the adapter
+    type answers from its validated config alone."""
+    found: list[ConfiguredSource] = []
+    problems: list[str] = []
+    document = loaded.document
+    for index, raw in loaded.source_data():
+        base = loaded.config.sources[index]
+        try:
+            cls = adapter_class(base.type)
+            config = document.validate(cls.config_model, raw, prefix=("sources", index))
+        except (LookupError, TypeError, ConfigError) as exc:
+            problems.append(f"sources[{index}] ({base.name}): {exc}")
+            continue
+        found.append(ConfiguredSource(config, cls.configured_devices(config, now_ms)))
+    return found, problems

@@ -33,9 +33,10 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
 
+from citylake.config import SourceConfig
 from citylake.ingest.amqp.codec import RoutingKeyTemplate
 from citylake.ingest.amqp.config import AmqpQueue, AmqpSourceConfig
-from citylake.ingest.base import Row, SourceContext, SourceUnavailable, StreamingSource
+from citylake.ingest.base import Row, SourceContext, SourceUnavailable, StreamingSource, config_as
 from citylake.ingest.configured_devices import configured_device_row, without_credentials
 from citylake.ingest.known_devices import KnownDevices
 from citylake.ingest.mqtt.codec import DeviceLevels, JsonReadingsCodec, PayloadError
@@ -73,10 +74,14 @@ class AmqpSource(StreamingSource):
         self.redelivered_duplicates = 0
         self.last_error: str | None = None
 
-    def known_devices(self, now_ms: int) -> Sequence[Row]:
+    @classmethod
+    def configured_devices(cls, config: SourceConfig, now_ms: int) -> Sequence[Row]:
+        cfg = config_as(config, AmqpSourceConfig)
         return [
-            configured_device_row(d, "amqp", meta, {"broker": self.endpoint, "source": self.name}, now_ms)
-            for d, meta in self.config.devices.items()
+            configured_device_row(
+                d, "amqp", meta, {"broker": without_credentials(cfg.url), "source": cfg.name}, now_ms
+            )
+            for d, meta in cfg.devices.items()
         ]
 
     def is_up(self) -> bool:

@@ -38,6 +38,7 @@ from bacpypes3.local.device import DeviceObject
 from bacpypes3.pdu import PDU, Address, IPv4Address
 from bacpypes3.primitivedata import ObjectIdentifier
 
+from citylake.config import SourceConfig
 from citylake.ingest.bacnet.codec import (
     ANALOG,
     UnsupportedValue,
@@ -47,7 +48,7 @@ from citylake.ingest.bacnet.codec import (
     unit_symbol,
 )
 from citylake.ingest.bacnet.config import BacnetDevice, BacnetObject, BacnetSourceConfig
-from citylake.ingest.base import Row, SourceContext, SourceUnavailable, StreamingSource
+from citylake.ingest.base import Row, SourceContext, SourceUnavailable, StreamingSource, config_as
 from citylake.ingest.configured_devices import configured_device_row
 from citylake.schemas import EventKind, table
 
@@ -145,12 +146,14 @@ class BacnetSource(StreamingSource):
 
     # -- lifecycle -------------------------------------------------------------
 
-    def known_devices(self, now_ms: int) -> Sequence[Row]:
+    @classmethod
+    def configured_devices(cls, config: SourceConfig, now_ms: int) -> Sequence[Row]:
+        cfg = config_as(config, BacnetSourceConfig)
         return [
             configured_device_row(
                 device.id,
                 "bacnet",
-                self.config.metadata.get(device.id),
+                cfg.metadata.get(device.id),
                 {
                     "device_instance": device.device_instance,
                     "address": device.address,
@@ -159,7 +162,7 @@ class BacnetSource(StreamingSource):
                 },
                 now_ms,
             )
-            for device in self.config.devices
+            for device in cfg.devices
         ]
 
     def counters(self) -> Mapping[str, int]:

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from citylake.ingest.base import Row, SourceContext
+from citylake.config import SourceConfig
+from citylake.ingest.base import Row, SourceContext, config_as
 from citylake.ingest.cjt188.codec import (
     HEAT_TYPES,
     METER_TYPES,
@@ -163,5 +164,7 @@ class Cjt188Source(MeterLineSource):
             )
             self.pollers.append(Cjt188MeterPoller(meter, config, link, config.name))
 
-    def known_devices(self, now_ms: int) -> Sequence[Row]:
-        return [device_row(meter, self.config, self.name, now_ms) for meter in self.config.meters]
+    @classmethod
+    def configured_devices(cls, config: SourceConfig, now_ms: int) -> Sequence[Row]:
+        cfg = config_as(config, Cjt188SourceConfig)
+        return [device_row(meter, cfg, cfg.name, now_ms) for meter in cfg.meters]

@@ -36,7 +36,8 @@ import orjson
 from aiocoap import resource as coap_resource
 from aiocoap.numbers.codes import Code
 
-from citylake.ingest.base import Row, SourceContext, SourceUnavailable, StreamingSource
+from citylake.config import SourceConfig
+from citylake.ingest.base import Row, SourceContext, SourceUnavailable, StreamingSource, config_as
 from citylake.ingest.coap.codec import FORMAT_NAMES, CoapPayloadCodec, SenmlDecoder
 from citylake.ingest.coap.config import CoapResource, CoapSourceConfig, parse_coap_url
 from citylake.ingest.configured_devices import configured_device_row
@@ -85,8 +86,9 @@ class CoapSource(StreamingSource):
 
     # -- lifecycle ------------------------------------------------------------
 
-    def known_devices(self, now_ms: int) -> Sequence[Row]:
-        cfg = self.config
+    @classmethod
+    def configured_devices(cls, config: SourceConfig, now_ms: int) -> Sequence[Row]:
+        cfg = config_as(config, CoapSourceConfig)
         by_device: dict[str, list[str]] = {}
         for resource in cfg.resources:
             by_device.setdefault(resource.device_id, []).append(cfg.url_of(resource))
@@ -97,7 +99,7 @@ class CoapSource(StreamingSource):
                 device_id,
                 "coap",
                 cfg.devices.get(device_id),
-                {"resources": urls, "mode": cfg.mode, "source": self.name},
+                {"resources": urls, "mode": cfg.mode, "source": cfg.name},
                 now_ms,
             )
             for device_id, urls in by_device.items()

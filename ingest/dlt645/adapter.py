@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from citylake.ingest.base import Row, SourceContext
+from citylake.config import SourceConfig
+from citylake.ingest.base import Row, SourceContext, config_as
 from citylake.ingest.configured_devices import configured_device_row
 from citylake.ingest.dlt645.codec import (
     DataItem,
@@ -101,8 +102,9 @@ class Dlt645Source(MeterLineSource):
             )
             self.pollers.append(Dlt645MeterPoller(meter, config, link))
 
-    def known_devices(self, now_ms: int) -> Sequence[Row]:
-        cfg = self.config
+    @classmethod
+    def configured_devices(cls, config: SourceConfig, now_ms: int) -> Sequence[Row]:
+        cfg = config_as(config, Dlt645SourceConfig)
         return [
             configured_device_row(
                 meter.id,
@@ -113,7 +115,7 @@ class Dlt645Source(MeterLineSource):
                     "line": cfg.endpoint_of(meter).key,
                     "data_items": [i.metric for i in cfg.items_of(meter)],
                     "interval_s": meter.interval_s or cfg.interval_s,
-                    "source": self.name,
+                    "source": cfg.name,
                 },
                 now_ms,
             )

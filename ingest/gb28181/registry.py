@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from citylake.ingest.gb28181.device_id import parse_device_id
+from citylake.ingest.gb28181.peer import Peer
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,11 @@ class Registration:
     registered_at: int
     last_keepalive: int | None = None
     online: bool = True
+
+    @property
+    def peer(self) -> Peer:
+        """Where the device registered from: its MESSAGEs must come from there."""
+        return Peer(self.transport, self.addr)
 
 
 @dataclass

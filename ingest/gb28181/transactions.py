@@ -1,7 +1,12 @@
-"""The platform's client transactions (RFC 3261 17.1.2, non-INVITE): the
-requests it originates outside any dialog, their retransmission over UDP and
-the matching of the device's responses to them. Pure: no I/O, the clock is
-passed in (``now``, monotonic seconds), so the timers are unit-tested.
+"""The platform's transactions (RFC 3261 17, non-INVITE), pure: no I/O, the
+clock is passed in (``now``, monotonic seconds), so the timers are unit-tested.
+
+- ``ClientTransactions`` (17.1.2): the requests the platform originates
+  outside any dialog, their retransmission over UDP and the matching of the
+  device's responses to them.
+- ``ServerTransactions`` (17.2.2): the responses the platform sent over UDP,
+  kept for Timer J so a retransmitted request is answered again, not
+  processed again.
 
 Every request gets a fresh Call-ID, From tag and Via branch (8.1.1.4, 8.1.1.3,
 8.1.1.7): a device that files requests by Call-ID must see a new call, not
@@ -29,6 +34,15 @@ TIMER_F_S = 64 * T1_S
 # past this many the oldest is given up rather than memory growing.
 MAX_PENDING = 100_000
 BRANCH_MAGIC = "z9hG4bK"
+
+
+# RFC 3261 Timer J for non-INVITE over UDP: how long a response is kept to
+# answer the request's retransmissions.
+TIMER_J_S = 64 * T1_S
+# Marks a request whose answer waits for its rows to land: a retransmission
+# meanwhile is dropped rather than processed a second time.
+PENDING = b""
+ServerKey = tuple[str, str, str, str]
 
 
 class PendingFull(RuntimeError):
@@ -225,3 +239,68 @@ class ClientTransactions:
     def _remove(self, transaction: ClientTransaction) -> None:
         self._pending.pop(transaction.key, None)
         self._by_call.pop((transaction.call_id, transaction.cseq), None)
+
+
+class ServerTransactions:
+    """Responses sent over UDP, by request (Via branch, Call-ID, CSeq, From
+    tag), bounded in count and bytes (each response echoes its Via): a device
+    retransmitting under load would otherwise land every keepalive, catalog
+    and alarm twice, and a flood of distinct requests would grow it unbounded."""
+
+    def __init__(self, max_entries: int, max_bytes: int, ttl_s: float = TIMER_J_S) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.ttl_s = ttl_s
+        # Insertion order is age order (``remember`` moves an entry to the end).
+        self._answered: dict[ServerKey, tuple[bytes, float]] = {}
+        self.bytes = 0
+        self.evicted = 0  # entries forgotten before their Timer J ran out
+
+    def __len__(self) -> int:
+        return len(self._answered)
+
+    @staticmethod
+    def key(message: sip.SipMessage) -> ServerKey:
+        via = message.get("Via") or ""
+        return (
+            sip.header_params(via).get("branch", ""),
+            message.call_id or "",
+            message.get("CSeq") or "",
+            sip.tag_of(message.get("From") or "") or "",
+        )
+
+    @classmethod
+    def keyed(cls, message: sip.SipMessage) -> ServerKey | None:
+        """The key of ``message``, or None when it lacks a branch, Call-ID or
+        CSeq (nothing to match a retransmission by)."""
+        key = cls.key(message)
+        return key if all(key[:3]) else None
+
+    def answer_of(self, message: sip.SipMessage) -> bytes | None:
+        """The response already sent to ``message`` (``PENDING`` while its
+        rows land), or None for a new request."""
+        found = self._answered.get(self.key(message))
+        return found[0] if found is not None else None
+
+    def remember(self, key: ServerKey, data: bytes, now: float) -> None:
+        old = self._answered.pop(key, None)
+        if old is not None:
+            self.bytes -= len(old[0])
+        self._answered[key] = (data, now)
+        self.bytes += len(data)
+        if len(self._answered) > self.max_entries or self.bytes > self.max_bytes:
+            self.forget(now)
+
+    def forget(self, now: float) -> None:
+        """Drop what Timer J is done with, and the oldest beyond the bounds."""
+        before = now - self.ttl_s
+        answered = self._answered
+        # Stop at the first one young enough and within the bounds.
+        while answered:
+            key, (data, at) = next(iter(answered.items()))
+            if at >= before and len(answered) <= self.max_entries and self.bytes <= self.max_bytes:
+                break
+            del answered[key]
+            self.bytes -= len(data)
+            if at >= before:
+                self.evicted += 1

@@ -18,7 +18,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 import orjson
 
-from citylake.ingest.base import Row, SourceContext
+from citylake.config import SourceConfig
+from citylake.ingest.base import Row, SourceContext, config_as
 from citylake.ingest.configured_devices import configured_device_row
 from citylake.ingest.hj212.codec import FrameError, FrameSplitter, Packet, data_ack, decode_frame
 from citylake.ingest.hj212.config import HJ212SourceConfig
@@ -83,11 +84,10 @@ class HJ212Source(ListeningSource):
     def is_up(self) -> bool:
         return self.listener.listening
 
-    def known_devices(self, now_ms: int) -> Sequence[Row]:
-        return [
-            configured_device_row(s.mn, PROTOCOL, s, {"source": self.name}, now_ms)
-            for s in self.config.stations
-        ]
+    @classmethod
+    def configured_devices(cls, config: SourceConfig, now_ms: int) -> Sequence[Row]:
+        cfg = config_as(config, HJ212SourceConfig)
+        return [configured_device_row(s.mn, PROTOCOL, s, {"source": cfg.name}, now_ms) for s in cfg.stations]
 
     def counters(self) -> Mapping[str, int]:
         return {

@@ -35,7 +35,8 @@ from typing import Any
 
 import c104
 
-from citylake.ingest.base import Row, SourceContext, SourceUnavailable, StreamingSource
+from citylake.config import SourceConfig
+from citylake.ingest.base import Row, SourceContext, SourceUnavailable, StreamingSource, config_as
 from citylake.ingest.configured_devices import configured_device_row
 from citylake.ingest.iec104.codec import (
     DOUBLE_POINT,
@@ -106,8 +107,9 @@ class Iec104Source(StreamingSource):
 
     # -- lifecycle -------------------------------------------------------------
 
-    def known_devices(self, now_ms: int) -> Sequence[Row]:
-        cfg = self.config
+    @classmethod
+    def configured_devices(cls, config: SourceConfig, now_ms: int) -> Sequence[Row]:
+        cfg = config_as(config, Iec104SourceConfig)
         rows = []
         for device in cfg.device_ids():
             stations = [s for s in cfg.stations if cfg.station_device(s) == device]

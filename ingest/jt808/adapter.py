@@ -24,7 +24,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 import orjson
 
-from citylake.ingest.base import Row, SourceContext
+from citylake.config import SourceConfig
+from citylake.ingest.base import Row, SourceContext, config_as
 from citylake.ingest.configured_devices import configured_device_row
 from citylake.ingest.jt808 import messages as m
 from citylake.ingest.jt808.codec import FrameError, FrameSplitter, Message, decode_frame, encode_message
@@ -91,10 +92,12 @@ class JT808Source(ListeningSource):
     def is_up(self) -> bool:
         return self.listener.listening
 
-    def known_devices(self, now_ms: int) -> Sequence[Row]:
+    @classmethod
+    def configured_devices(cls, config: SourceConfig, now_ms: int) -> Sequence[Row]:
+        cfg = config_as(config, JT808SourceConfig)
         rows = []
-        for device_id, terminal in self.terminals.items():
-            row = dict(configured_device_row(device_id, PROTOCOL, terminal, {"source": self.name}, now_ms))
+        for device_id, terminal in {device_id_of(t.phone): t for t in cfg.terminals}.items():
+            row = dict(configured_device_row(device_id, PROTOCOL, terminal, {"source": cfg.name}, now_ms))
             if row.get("name") is None and terminal.plate:
                 row["name"] = terminal.plate
             rows.append(row)

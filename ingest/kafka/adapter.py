@@ -26,7 +26,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from citylake.ingest.base import Row, SourceContext, SourceUnavailable, StreamingSource
+from citylake.config import SourceConfig
+from citylake.ingest.base import Row, SourceContext, SourceUnavailable, StreamingSource, config_as
 from citylake.ingest.configured_devices import configured_device_row
 from citylake.ingest.kafka.config import KafkaSourceConfig, bootstrap_servers
 from citylake.ingest.known_devices import KnownDevices
@@ -81,12 +82,12 @@ class KafkaSource(StreamingSource):
                              "sasl.password": cfg.password})  # fmt: skip
         return settings
 
-    def known_devices(self, now_ms: int) -> Sequence[Row]:
+    @classmethod
+    def configured_devices(cls, config: SourceConfig, now_ms: int) -> Sequence[Row]:
+        cfg = config_as(config, KafkaSourceConfig)
         return [
-            configured_device_row(
-                d, "kafka", meta, {"topics": self.config.topics, "source": self.name}, now_ms
-            )
-            for d, meta in self.config.devices.items()
+            configured_device_row(d, "kafka", meta, {"topics": cfg.topics, "source": cfg.name}, now_ms)
+            for d, meta in cfg.devices.items()
         ]
 
     def is_up(self) -> bool:

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from citylake.ingest.base import Row, SourceContext
+from citylake.config import SourceConfig
+from citylake.ingest.base import Row, SourceContext, config_as
 from citylake.ingest.configured_devices import configured_device_row
 from citylake.ingest.mbus.codec import DecodeError, Readout, decode_rsp_ud, find_frame, req_ud2
 from citylake.ingest.mbus.config import MbusMeter, MbusSourceConfig
@@ -125,5 +126,7 @@ class MbusSource(MeterLineSource):
             )
             self.pollers.append(MbusMeterPoller(meter, config, link, config.name))
 
-    def known_devices(self, now_ms: int) -> Sequence[Row]:
-        return [device_row(meter, self.config, self.name, now_ms) for meter in self.config.meters]
+    @classmethod
+    def configured_devices(cls, config: SourceConfig, now_ms: int) -> Sequence[Row]:
+        cfg = config_as(config, MbusSourceConfig)
+        return [device_row(meter, cfg, cfg.name, now_ms) for meter in cfg.meters]

@@ -25,7 +25,8 @@ import logging
 import time
 from collections.abc import Sequence
 
-from citylake.ingest.base import PollingSource, PollTarget, Row, SourceContext, SourceUnavailable
+from citylake.config import SourceConfig
+from citylake.ingest.base import PollingSource, PollTarget, Row, SourceContext, SourceUnavailable, config_as
 from citylake.ingest.configured_devices import configured_device_row
 from citylake.ingest.modbus.codec import DecodeError, ModbusRequest, ModbusRequestPlan, plan_requests
 from citylake.ingest.modbus.config import ModbusDevice, ModbusSourceConfig
@@ -223,8 +224,9 @@ class ModbusSource(PollingSource):
     def targets(self) -> Sequence[ModbusDevicePoller]:
         return self._pollers
 
-    def known_devices(self, now_ms: int) -> Sequence[Row]:
-        cfg = self.config
+    @classmethod
+    def configured_devices(cls, config: SourceConfig, now_ms: int) -> Sequence[Row]:
+        cfg = config_as(config, ModbusSourceConfig)
         return [
             configured_device_row(
                 device.device_id,
@@ -235,7 +237,8 @@ class ModbusSource(PollingSource):
                     "slave_id": device.slave_id,
                     "profile": device.profile,
                     "interval_s": device.interval_s or cfg.interval_s,
-                    "source": self.name,
+                    "metrics": [f.name for f in device.register_fields],
+                    "source": cfg.name,
                 },
                 now_ms,
             )

@@ -19,7 +19,8 @@ from collections.abc import Mapping, Sequence
 
 import orjson
 
-from citylake.ingest.base import Row, SourceContext, SourceUnavailable, StreamingSource
+from citylake.config import SourceConfig
+from citylake.ingest.base import Row, SourceContext, SourceUnavailable, StreamingSource, config_as
 from citylake.ingest.configured_devices import configured_device_row
 from citylake.ingest.nmea.codec import TAKEN, FixClock, SentenceError, decode, parse_line
 from citylake.ingest.nmea.config import NmeaSourceConfig
@@ -53,12 +54,11 @@ class NmeaSource(StreamingSource):
     def is_up(self) -> bool:
         return self._connected
 
-    def known_devices(self, now_ms: int) -> Sequence[Row]:
-        cfg = self.config
+    @classmethod
+    def configured_devices(cls, config: SourceConfig, now_ms: int) -> Sequence[Row]:
+        cfg = config_as(config, NmeaSourceConfig)
         return [
-            configured_device_row(
-                cfg.device_id, "nmea", cfg, {"talker": cfg.url, "source": self.name}, now_ms
-            )
+            configured_device_row(cfg.device_id, "nmea", cfg, {"talker": cfg.url, "source": cfg.name}, now_ms)
         ]
 
     def counters(self) -> Mapping[str, int]:

@@ -36,7 +36,8 @@ from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.status_codes import StatusCodes
 from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 
-from citylake.ingest.base import Row, SourceContext, SourceUnavailable, StreamingSource
+from citylake.config import SourceConfig
+from citylake.ingest.base import Row, SourceContext, SourceUnavailable, StreamingSource, config_as
 from citylake.ingest.configured_devices import configured_device_row, without_credentials
 from citylake.ingest.opcua.codec import UnsupportedValue, parse_browse_path, reading, timestamp_ms
 from citylake.ingest.opcua.config import Deadband, OpcUaNode, OpcUaSourceConfig
@@ -110,17 +111,19 @@ class OpcUaSource(StreamingSource):
         self.last_error: str | None = None
         self.unresolved: list[str] = []
 
-    def known_devices(self, now_ms: int) -> Sequence[Row]:
+    @classmethod
+    def configured_devices(cls, config: SourceConfig, now_ms: int) -> Sequence[Row]:
+        cfg = config_as(config, OpcUaSourceConfig)
         metrics: dict[str, list[str]] = {}
-        for node in self.config.nodes:
+        for node in cfg.nodes:
             metrics.setdefault(node.device_id, []).append(node.metric)
-        endpoint = without_credentials(self.config.url)
+        endpoint = without_credentials(cfg.url)
         return [
             configured_device_row(
                 device_id,
                 "opcua",
-                self.config.devices.get(device_id),
-                {"endpoint": endpoint, "metrics": names, "source": self.name},
+                cfg.devices.get(device_id),
+                {"endpoint": endpoint, "metrics": names, "source": cfg.name},
                 now_ms,
             )
             for device_id, names in metrics.items()

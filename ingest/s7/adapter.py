@@ -24,7 +24,8 @@ from collections.abc import Mapping, Sequence
 from snap7.async_client import AsyncClient
 from snap7.type import Area
 
-from citylake.ingest.base import PollingSource, PollTarget, Row, SourceContext, SourceUnavailable
+from citylake.config import SourceConfig
+from citylake.ingest.base import PollingSource, PollTarget, Row, SourceContext, SourceUnavailable, config_as
 from citylake.ingest.configured_devices import configured_device_row
 from citylake.ingest.s7.codec import ReadSpan, UnsupportedValue, decode, plan_reads
 from citylake.ingest.s7.config import S7SourceConfig, S7Tag
@@ -182,8 +183,9 @@ class S7Source(PollingSource):
     def is_up(self) -> bool:
         return bool(self.poller.online)
 
-    def known_devices(self, now_ms: int) -> Sequence[Row]:
-        cfg = self.config
+    @classmethod
+    def configured_devices(cls, config: SourceConfig, now_ms: int) -> Sequence[Row]:
+        cfg = config_as(config, S7SourceConfig)
         attributes = {
             "plc": cfg.url,
             "rack": cfg.rack,

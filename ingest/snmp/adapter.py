@@ -40,7 +40,8 @@ from pysnmp.hlapi.v3arch.asyncio import (
 )
 from pysnmp.proto import errind
 
-from citylake.ingest.base import PollingSource, PollTarget, Row, SourceContext, SourceUnavailable
+from citylake.config import SourceConfig
+from citylake.ingest.base import PollingSource, PollTarget, Row, SourceContext, SourceUnavailable, config_as
 from citylake.ingest.configured_devices import configured_device_row
 from citylake.ingest.snmp.auth import SnmpAuth, UsmUser
 from citylake.ingest.snmp.codec import SYS_UPTIME, SnmpValueError, column_index, decode, exception_of, reading
@@ -334,22 +335,23 @@ class SnmpSource(PollingSource):
     def targets(self) -> Sequence[SnmpAgentPoller]:
         return self._pollers
 
-    def known_devices(self, now_ms: int) -> Sequence[Row]:
-        cfg = self.config
+    @classmethod
+    def configured_devices(cls, config: SourceConfig, now_ms: int) -> Sequence[Row]:
+        cfg = config_as(config, SnmpSourceConfig)
         rows = []
-        for poller in self._pollers:
-            device = poller.device
+        for device in cfg.devices:
+            host, port = cfg.endpoint_of(device)
             rows.append(
                 configured_device_row(
                     device.device_id,
                     "snmp",
                     device,
                     {
-                        "endpoint": poller.endpoint,
+                        "endpoint": f"udp://{host}:{port}",
                         "version": cfg.auth_of(device).version,
                         "oids": [o.oid for o in device.objects],
-                        "interval_s": poller.interval_s,
-                        "source": self.name,
+                        "interval_s": device.interval_s if device.interval_s is not None else cfg.interval_s,
+                        "source": cfg.name,
                     },
                     now_ms,
                 )

@@ -35,7 +35,8 @@ from pysnmp.entity import engine as snmp_engine
 from pysnmp.entity.rfc3413 import ntfrcv
 from pysnmp.proto import api
 
-from citylake.ingest.base import Row, SourceContext, SourceUnavailable, StreamingSource
+from citylake.config import SourceConfig
+from citylake.ingest.base import Row, SourceContext, SourceUnavailable, StreamingSource, config_as
 from citylake.ingest.configured_devices import configured_device_row
 from citylake.ingest.known_devices import KnownDevices
 from citylake.ingest.reject_budget import RejectBudget
@@ -141,16 +142,18 @@ class SnmpTrapSource(StreamingSource):
     def is_up(self) -> bool:
         return self._engine is not None
 
-    def known_devices(self, now_ms: int) -> Sequence[Row]:
+    @classmethod
+    def configured_devices(cls, config: SourceConfig, now_ms: int) -> Sequence[Row]:
+        cfg = config_as(config, SnmpTrapSourceConfig)
         return [
             configured_device_row(
                 agent.device_id,
                 "snmp",
                 agent,
-                {"address": agent.address, "engine_id": agent.engine_id, "source": self.name},
+                {"address": agent.address, "engine_id": agent.engine_id, "source": cfg.name},
                 now_ms,
             )
-            for agent in self.config.agents
+            for agent in cfg.agents
         ]
 
     def counters(self) -> Mapping[str, int]:

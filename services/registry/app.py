@@ -86,7 +86,7 @@ def create_app(settings: RegistrySettings) -> FastAPI:
     app = FastAPI(
         title="citylake registry",
         version="1",
-        summary="The city's devices: GB28181 catalogs, configured Modbus/OPC UA devices, first sight",
+        summary="The city's devices: what sources reported, what city.yaml names, first sight",
         lifespan=lifespan,
     )
     add_readable_validation_errors(app)

@@ -1,9 +1,11 @@
 """The device catalog: one row per device, merged from three places.
 
-- the lake's ``devices`` table (GB28181 catalogs and registrations): the newest
+- the lake's ``devices`` table (what sources reported: signalling catalogs and
+  registrations, topic levels, the devices ingest landed from its config): the newest
   row of each device wins, ``first_seen`` is the earliest of all its rows;
-- the devices ``city.yaml`` names (``configured.py``): protocol, source,
-  endpoint and register map of devices no message has described yet;
+- the devices ``city.yaml`` names, as each source's adapter says
+  (``configured.py``): protocol, source, endpoint and what they report, for
+  devices no message has described yet;
 - ``device_events``: first and last sight, the source that last reported the
   device (and so its protocol) and, from online/offline events, its status.
 
@@ -87,7 +89,7 @@ SELECT ids.device_id,
        greatest(d.last_seen, s.last_seen) AS last_seen,
        list_sort(list_distinct(list_concat(coalesce(c.sources, []), coalesce(s.sources, [])))) AS sources,
        -- What city.yaml says of a device is the operator's word; what a source
-       -- reported (an MQTT topic's extra levels) fills in when it says nothing.
+       -- reported (a topic's extra levels) fills in when it says nothing.
        coalesce(c.attributes, d.lake_attributes) AS attributes
 FROM ids
 LEFT JOIN lake_devices d USING (device_id)

@@ -1,21 +1,24 @@
-"""Devices that ``city.yaml`` names: Modbus slaves and OPC UA nodes.
+"""Devices that ``city.yaml`` names, as each source's adapter says.
 
-Each source is validated by its adapter's own config model (the single source
-of truth for its keys), imported without the adapter, so the registry never
-loads pymodbus or asyncua. MQTT, GB28181 and HTTP push sources name no devices:
-their ids arrive in topics, SIP messages and request paths, and the registry
-learns them from the lake (``devices``, ``device_events``).
+The registry keeps no table of protocols: for every configured source it asks
+the adapter type installed for it (``citylake.ingest.registry``, the
+``citylake.adapters`` entry points) which devices the source's config names
+(``Source.configured_devices``, validated by the adapter's own config model,
+the single source of truth for its keys). A new protocol is known here the
+moment its entry point is. Sources whose ids arrive with the data (topics,
+signalling, request paths) name none; the registry learns those from the lake
+(``devices``, ``device_events``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from citylake.config import ConfigError, LoadedConfig
-from citylake.ingest.configured_devices import without_credentials
+from citylake.config import LoadedConfig
+from citylake.ingest.registry import configured_sources
 
 log = logging.getLogger(__name__)
 
@@ -28,65 +31,29 @@ class ConfiguredDevice:
     attributes: dict[str, Any] = field(default_factory=dict)
 
 
-def _modbus(loaded: LoadedConfig, index: int, raw: dict[str, Any]) -> Iterable[ConfiguredDevice]:
-    from citylake.ingest.modbus.config import ModbusSourceConfig
-
-    source = loaded.document.validate(ModbusSourceConfig, raw, prefix=("sources", index))
-    for device in source.devices:
-        yield ConfiguredDevice(
-            device_id=device.device_id,
-            protocol="modbus",
-            source=source.name,
-            attributes={
-                "endpoint": source.endpoint_of(device).key,
-                "slave_id": device.slave_id,
-                "interval_s": device.interval_s or source.interval_s,
-                "profile": device.profile,
-                "metrics": [f.name for f in device.register_fields],
-                "enabled": source.enabled,
-            },
-        )
-
-
-def _opcua(loaded: LoadedConfig, index: int, raw: dict[str, Any]) -> Iterable[ConfiguredDevice]:
-    from citylake.ingest.opcua.config import OpcUaSourceConfig
-
-    source = loaded.document.validate(OpcUaSourceConfig, raw, prefix=("sources", index))
-    metrics: dict[str, list[str]] = {}
-    for node in source.nodes:
-        metrics.setdefault(node.device_id, []).append(node.metric)
-    for device_id, names in metrics.items():
-        yield ConfiguredDevice(
-            device_id=device_id,
-            protocol="opcua",
-            source=source.name,
-            attributes={
-                "endpoint": without_credentials(source.url),
-                "metrics": names,
-                "enabled": source.enabled,
-            },
-        )
-
-
-_READERS: dict[str, Callable[[LoadedConfig, int, dict[str, Any]], Iterable[ConfiguredDevice]]] = {
-    "modbus": _modbus,
-    "opcua": _opcua,
-}
-
-
 def configured_devices(loaded: LoadedConfig) -> list[ConfiguredDevice]:
     """Every device a source names, first source first. A source whose keys do
-    not validate is skipped with a warning: ingest refuses it with the same
-    message, and the registry still serves everything else."""
+    not validate (or whose adapter is not installed) is skipped with a
+    warning: ingest refuses it with the same message, and the registry still
+    serves everything else."""
+    sources, problems = configured_sources(loaded, now_ms=0)
+    for problem in problems:
+        log.warning("registry: skipping the devices of an invalid source: %s", problem)
     devices: list[ConfiguredDevice] = []
-    for index, raw in loaded.source_data():
-        reader = _READERS.get(loaded.config.sources[index].type)
-        if reader is None:
-            continue
-        try:
-            devices.extend(reader(loaded, index, raw))
-        except ConfigError as exc:
-            log.warning("registry: skipping the devices of an invalid source: %s", exc)
+    for source in sources:
+        for row in source.devices:
+            text = row.get("attributes")
+            attributes: dict[str, Any] = json.loads(str(text)) if text else {}
+            attributes.pop("source", None)  # the device's own field below
+            attributes["enabled"] = source.config.enabled
+            devices.append(
+                ConfiguredDevice(
+                    device_id=str(row["device_id"]),
+                    protocol=str(row["protocol"]),
+                    source=source.config.name,
+                    attributes=attributes,
+                )
+            )
     return devices
 
 

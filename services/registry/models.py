@@ -22,7 +22,7 @@ class Device(BaseModel):
     parent_id: str | None = None
     civil_code: str | None = Field(default=None, description="GB/T 2260 administrative division code")
     district: str | None = Field(
-        default=None, description="the district's name as a source reports it (an MQTT topic level)"
+        default=None, description="the district's name as a source reports it (e.g. a topic level)"
     )
     address: str | None = None
     longitude: float | None = None

@@ -31,7 +31,7 @@ def search_devices(
         Query(alias="status", pattern=_WORD, max_length=32, description="online or offline"),
     ] = None,
     protocol: Annotated[
-        str | None, Query(pattern=_WORD, max_length=32, description="gb28181, modbus, mqtt, opcua, ...")
+        str | None, Query(pattern=_WORD, max_length=32, description="an adapter type (sources[].type)")
     ] = None,
     bbox: Annotated[
         str | None,

@@ -241,7 +241,7 @@ async def test_tables_and_caches_fed_by_the_network_stay_bounded(city_config: Ca
     for i in range(200):
         data = request("OPTIONS", NVR, via_host=long_via)
         assert await ask(peer, data) == 200, i
-        assert len(source._answered) <= 50 and source._answered_bytes <= 65536
+        assert len(source.layer.server) <= 50 and source.layer.server.bytes <= 65536
     assert source.stats["answered_evicted"] > 0
     # Methods of the sender's choosing do not become stats keys.
     for i in range(100):
@@ -303,5 +303,5 @@ async def test_tcp_connections_are_capped_idle_ones_closed_and_non_readers_cut(
                 return
 
     await asyncio.to_thread(send_until_cut)
-    await wait_for(lambda: source.stats["tcp_slow_reader_closed"] == 1 and not source._streams, 10)
+    await wait_for(lambda: source.stats["tcp_slow_reader_closed"] == 1 and not source.transport.streams, 10)
     await runner.stop()

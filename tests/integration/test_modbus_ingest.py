@@ -404,7 +404,10 @@ async def test_configured_devices_land_in_devices_at_start(
     assert started - 1 <= meter["first_seen"].timestamp() == meter["last_seen"].timestamp() <= time.time()
     assert json.loads(meter["attributes"]) == {
         "endpoint": f"tcp://127.0.0.1:{port}", "interval_s": 10.0, "profile": "power-meter",
-        "slave_id": 1, "source": "plant",
+        "slave_id": 1, "source": "plant", "metrics": [
+            "voltage_l1", "voltage_l2", "voltage_l3", "current_l1", "current_l2", "current_l3",
+            "power_total", "frequency", "energy_import",
+        ],
     }  # fmt: skip
     mute = rows["mute-2"]
     assert (mute["protocol"], mute["name"], json.loads(mute["attributes"])["endpoint"]) == (

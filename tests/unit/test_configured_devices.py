@@ -26,6 +26,12 @@ def sample(protocol: str) -> dict[str, object]:
     return data
 
 
+POWER_METER = [  # the power-meter profile's fields, in its order
+    "voltage_l1", "voltage_l2", "voltage_l3", "current_l1", "current_l2", "current_l3",
+    "power_total", "frequency", "energy_import",
+]  # fmt: skip
+
+
 def test_modbus_devices_with_their_metadata_and_endpoint() -> None:
     source = ModbusSource(ModbusSourceConfig.model_validate(sample("modbus")))
     rows = source.known_devices(NOW)
@@ -39,7 +45,7 @@ def test_modbus_devices_with_their_metadata_and_endpoint() -> None:
     )  # fmt: skip
     assert json.loads(str(rows[2]["attributes"])) == {
         "endpoint": "rtu+tcp://127.0.0.1:4001", "interval_s": 60.0, "profile": "power-meter",
-        "slave_id": 1, "source": "pump-stations",
+        "slave_id": 1, "source": "pump-stations", "metrics": POWER_METER,
     }  # fmt: skip
     assert (rows[1]["name"], rows[1]["longitude"], rows[1]["first_seen"], rows[1]["last_seen"]) == (
         None, None, NOW, NOW,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from citylake.ingest.gb28181.digest import DigestAuthenticator, Verdict, expected_response, parse_digest
+from citylake.ingest.gb28181.peer import Peer, PeerAuth
 
 
 def test_rfc2617_example_vector() -> None:
@@ -71,3 +72,21 @@ def test_parse_digest_handles_quotes_and_commas() -> None:
     params = parse_digest('Digest realm="a, b", nonce="n\\"q", qop=auth, nc=00000001')
     assert params == {"realm": "a, b", "nonce": 'n"q', "qop": "auth", "nc": "00000001"}
     assert parse_digest("Bearer x") is None
+
+
+def test_wrong_passwords_are_limited_per_source_address_and_the_addresses_bounded() -> None:
+    auth = PeerAuth("3402000000", 300.0, max_nonces=3, failures_max=2, failure_window_s=60.0)
+    camera, other = Peer("udp", ("10.0.0.5", 5060)), Peer("tcp", ("10.0.0.6", 40000))
+    auth.failed(camera)
+    assert not auth.limited(camera)
+    auth.failed(Peer("tcp", ("10.0.0.5", 41000)))  # the same host on another port and transport
+    assert auth.limited(camera) and not auth.limited(other)
+    for n in range(3):  # three more hosts: the oldest (the camera's) is forgotten
+        auth.failed(Peer("udp", (f"10.0.1.{n}", 5060)))
+    assert not auth.limited(camera)
+
+
+def test_a_registration_is_bound_to_its_peer() -> None:
+    assert Peer("udp", ("10.0.0.5", 5060)) == Peer("udp", ("10.0.0.5", 5060))
+    assert Peer("udp", ("10.0.0.5", 5060)) != Peer("tcp", ("10.0.0.5", 5060))
+    assert str(Peer("tcp", ("10.0.0.5", 5061))) == "tcp://10.0.0.5:5061"

@@ -1,5 +1,6 @@
 """The platform's client transactions: fresh identifiers, RFC 3261 timers
-(E doubling to T2, F giving up), matching by branch or Call-ID + CSeq, bound."""
+(E doubling to T2, F giving up), matching by branch or Call-ID + CSeq, bound;
+and the server side's response cache (Timer J, bounded by count and bytes)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,15 @@ import pytest
 
 from citylake.ingest.gb28181 import sip
 from citylake.ingest.gb28181.transactions import (
+    PENDING,
     T1_S,
     T2_S,
     TIMER_F_S,
+    TIMER_J_S,
     ClientTransactions,
     NewRequest,
     PendingFull,
+    ServerTransactions,
 )
 
 ADDR = ("127.0.0.1", 5070)
@@ -120,3 +124,49 @@ def test_a_device_going_away_drops_its_requests() -> None:
     ids = started(pending)
     assert [t.call_id for t in pending.drop_device("34020000001327000001")] == [ids.call_id]
     assert len(pending) == 0 and pending.due(1.0) == ([], [])
+
+
+def request(branch: str, call_id: str = "c1@dev", cseq: str = "1 MESSAGE") -> sip.SipMessage:
+    return sip.SipMessage(
+        method="MESSAGE",
+        uri="sip:34020000002000000001@3402000000",
+        headers=[
+            ("Via", f"SIP/2.0/UDP 10.0.0.5:5060;branch={branch}"),
+            ("From", "<sip:34020000001320000001@3402000000>;tag=f1"),
+            ("Call-ID", call_id),
+            ("CSeq", cseq),
+        ],
+    )
+
+
+def test_a_retransmitted_request_finds_its_answer_until_timer_j() -> None:
+    cache = ServerTransactions(max_entries=10, max_bytes=10_000)
+    first = request("z9hG4bK-1")
+    key = ServerTransactions.keyed(first)
+    assert key is not None and cache.answer_of(first) is None
+    cache.remember(key, PENDING, 0.0)  # rows still landing
+    assert cache.answer_of(request("z9hG4bK-1")) == PENDING
+    cache.remember(key, b"SIP/2.0 200 OK", 1.0)
+    assert cache.answer_of(request("z9hG4bK-1")) == b"SIP/2.0 200 OK" and cache.bytes == 14
+    # Another branch, Call-ID or CSeq is another request.
+    assert cache.answer_of(request("z9hG4bK-2")) is None
+    assert cache.answer_of(request("z9hG4bK-1", cseq="2 MESSAGE")) is None
+    cache.forget(1.0 + TIMER_J_S - 0.1)
+    assert len(cache) == 1
+    cache.forget(1.0 + TIMER_J_S + 0.1)
+    assert len(cache) == 0 and cache.bytes == 0 and cache.evicted == 0  # expired, not evicted
+
+
+def test_the_response_cache_is_bounded_by_count_and_bytes_oldest_first() -> None:
+    cache = ServerTransactions(max_entries=3, max_bytes=100)
+    for n in range(5):
+        cache.remember((f"b{n}", "c", "1 MESSAGE", "t"), b"x" * 10, float(n))
+    assert len(cache) == 3 and cache.evicted == 2
+    assert cache.answer_of(request("b0", call_id="c")) is None
+    cache.remember(("big", "c", "1 MESSAGE", "t"), b"y" * 90, 5.0)
+    assert cache.bytes <= 100 and cache.evicted == 4
+
+
+def test_a_request_without_branch_call_id_or_cseq_is_not_cached() -> None:
+    bare = sip.SipMessage(method="MESSAGE", uri="sip:x@y", headers=[("Via", "SIP/2.0/UDP 10.0.0.5:5060")])
+    assert ServerTransactions.keyed(bare) is None
