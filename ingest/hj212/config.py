@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Literal
-from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from citylake.config import DeviceMetadata, SourceConfig
+from citylake.config import DeviceMetadata
 from citylake.ingest.hj212.codec import MAX_DATA_LENGTH
+from citylake.ingest.tcp_listen_config import TcpListenConfig
 
 
 class HJ212Station(DeviceMetadata):
@@ -27,7 +27,7 @@ class HJ212Code(BaseModel):
     cou_unit: str | None = Field(default=None, max_length=32, description="unit of its -Cou amounts")
 
 
-class HJ212SourceConfig(SourceConfig):
+class HJ212SourceConfig(TcpListenConfig):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     type: Literal["hj212"] = "hj212"
@@ -45,34 +45,10 @@ class HJ212SourceConfig(SourceConfig):
     utc_offset_minutes: int = Field(
         default=480, ge=-720, le=840, description="stations' DataTime is local time: UTC+8 in China"
     )
-    max_connections: int = Field(default=20_000, ge=1, description="more connections are refused")
     max_data_length: int = Field(
         default=4096, ge=64, le=MAX_DATA_LENGTH, description="longer data segments are rejected"
     )
-    idle_timeout_s: float = Field(default=600, gt=0, description="close a connection silent this long")
-    max_unacked: int = Field(
-        default=64, ge=1, description="packets of one connection waiting for landing; beyond, it is not read"
-    )
-    max_errors_per_connection: int = Field(
-        default=100, ge=1, description="drop a connection after this many rejected frames in a row"
-    )
     max_devices: int = Field(default=100_000, ge=1, description="MN codes remembered for `devices` rows")
-
-    @field_validator("url")
-    @classmethod
-    def _tcp_listen_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme != "tcp" or not parts.hostname or parts.port is None:
-            raise ValueError(f"expected tcp://host:port to listen on, got {value!r}")
-        return value
-
-    @property
-    def listen_host(self) -> str:
-        return urlsplit(self.url).hostname or "0.0.0.0"
-
-    @property
-    def listen_port(self) -> int:
-        return urlsplit(self.url).port or 0
 
     @property
     def utc_offset(self) -> dt.timezone:
