@@ -148,11 +148,7 @@ class ColumnBatcher:
         arrays = []
         for field in self.spec.schema:
             values = columns[field.name]
-            if pa.types.is_dictionary(field.type):
-                array = pa.array(values, field.type.value_type).dictionary_encode().cast(field.type)
-            else:
-                array = pa.array(values, field.type)
-            arrays.append(array)
+            arrays.append(pa.array(values, field.type))
         return pa.RecordBatch.from_arrays(arrays, schema=self.spec.schema)
 
     def _vector_checks(self, batch: pa.RecordBatch) -> pa.BooleanArray | None:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import operator
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -250,13 +251,32 @@ class LandingBuffer:
             self._count_input(source, spec, raw, len(rows))
         else:
             self._metrics_for(source, spec.name).rows.inc(len(rows))
+        names = spec.schema.names
+        # Rows become columns here, one list comprehension per column (a third
+        # of the cost of appending row by row); a row with a key that is no
+        # column goes the row-by-row way, which rejects it with the reason.
+        columns: Mapping[str, Sequence[object]] | None = None
+        if rows and set().union(*rows).issubset(names):
+            if min(map(len, rows)) == len(names):
+                # Every row has every column: one C-level tuple per row, transposed by zip.
+                get = operator.itemgetter(*names)
+                columns = dict(zip(names, map(list, zip(*map(get, rows), strict=True)), strict=True))
+            else:
+                columns = {name: [row.get(name) for row in rows] for name in names}
         with self._lock:
             batcher = self._batchers[spec.name]
-            if spec.name == READINGS_NAME and rows:
-                rows = self._typed_rows(source, rows, raw)
-            for row in rows:
-                batcher.append(row, raw, source)
-            self._buffered += len(rows)
+            if columns is not None:
+                count = len(rows)
+                if spec.name == READINGS_NAME:
+                    columns, count = self._typed_columns(source, columns, count, raw)
+                batcher.extend(columns, count, raw, source)
+                self._buffered += count
+            else:
+                if spec.name == READINGS_NAME and rows:
+                    rows = self._typed_rows(source, rows, raw)
+                for row in rows:
+                    batcher.append(row, raw, source)
+                self._buffered += len(rows)
             self._received(source, raw, ack, input_id)
 
     def add_columns(
