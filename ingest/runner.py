@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pyarrow as pa
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 from citylake.ingest.base import Ack, PollingSource, PollTarget, Row, Source, StreamingSource
 from citylake.ingest.batcher import ColumnBatcher, TimeWindow
@@ -90,6 +90,13 @@ class _SourceMetrics:
     received: Counter
     received_bytes: Counter
     rows: Counter
+
+
+@dataclass(frozen=True)
+class _PollMetrics:
+    ok: Counter
+    error: Counter
+    seconds: Histogram
 
 
 class _Context:
@@ -550,6 +557,12 @@ class IngestRunner:
         ``offset_s`` in so thousands of targets do not all fire at once."""
         metrics = self.metrics
         lateness = metrics.poll_lateness.labels(source.name)
+        # A poll's counters looked up once (labels() costs a lock and a tuple).
+        counted = _PollMetrics(
+            metrics.polls.labels(source.name, "ok"),
+            metrics.polls.labels(source.name, "error"),
+            metrics.poll_seconds.labels(source.name),
+        )
         interval = target.interval_s
         start = time.monotonic() + offset_s
         tick = 0
@@ -570,7 +583,7 @@ class IngestRunner:
                 log.warning("%s/%s: poll skipped, landing buffer full", source.name, target.name)
                 continue
             lateness.observe(max(0.0, time.monotonic() - scheduled))
-            running = asyncio.create_task(self._poll_once(source, target, ctx))
+            running = asyncio.create_task(self._poll_once(source, target, ctx, counted))
             # Catch up without a burst: skip ticks already in the past.
             behind = int((time.monotonic() - start) / interval) - tick
             if behind > 0:
@@ -593,17 +606,19 @@ class IngestRunner:
             timer.cancel()
             self._sleeping.discard(waiter)
 
-    async def _poll_once(self, source: PollingSource, target: PollTarget, ctx: _Context) -> None:
+    async def _poll_once(
+        self, source: PollingSource, target: PollTarget, ctx: _Context, counted: _PollMetrics
+    ) -> None:
         started = time.perf_counter()
         try:
             await target.poll(ctx)
         except Exception:
-            self.metrics.polls.labels(source.name, "error").inc()
+            counted.error.inc()
             log.exception("%s/%s: poll failed", source.name, target.name)
         else:
-            self.metrics.polls.labels(source.name, "ok").inc()
+            counted.ok.inc()
         finally:
-            self.metrics.poll_seconds.labels(source.name).observe(time.perf_counter() - started)
+            counted.seconds.observe(time.perf_counter() - started)
 
     def _export_counts(self) -> None:
         """Counts kept outside prometheus (the metric type guard, the adapters'
