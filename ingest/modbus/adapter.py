@@ -150,7 +150,7 @@ class ModbusDevicePoller(PollTarget):
         ts: int,
         metrics: list[str],
         units: list[str | None],
-    ) -> dict[str, list[object]]:
+    ) -> dict[str, Sequence[object]]:
         """One request's readings as columns (the batcher's fast path)."""
         values: list[object] = []
         texts: list[object] = []

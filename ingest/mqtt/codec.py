@@ -7,7 +7,7 @@ import operator
 import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Literal
+from typing import Literal, cast
 
 import orjson
 
@@ -173,7 +173,8 @@ def _typed_columns(
             texts.append(column)
         elif kinds <= _NUMBER_TYPES:
             try:
-                values.append(column if kinds == {float} else tuple(map(float, column)))
+                numbers = cast("Sequence[float]", column)
+                values.append(column if kinds == {float} else tuple(map(float, numbers)))
             except OverflowError:
                 return None
             texts.append(itertools.repeat(None, count))
