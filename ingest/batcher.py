@@ -112,16 +112,20 @@ class ColumnBatcher:
             return
         if self._first_at is None:
             self._first_at = time.monotonic()
-        for name in self._names:
+        for name, target in self._columns.items():
             values = columns.get(name)
             if values is None:
-                self._columns[name].extend([None] * count)
+                target.extend([None] * count)
             elif len(values) != count:
                 raise ValueError(f"{self.spec.name}.{name}: {len(values)} values for {count} rows")
             else:
-                self._columns[name].extend(values)
-        self._raws.extend([raw] * count)
-        self._sources.extend([source] * count)
+                target.extend(values)
+        if count == 1:  # a live stream's message: one reading
+            self._raws.append(raw)
+            self._sources.append(source)
+        else:
+            self._raws.extend([raw] * count)
+            self._sources.extend([source] * count)
         self._bytes += len(raw) + _FIXED_WIDTH_BYTES * len(self._names) * count
 
     def take(self) -> tuple[pa.RecordBatch, list[RejectedRow]]:
@@ -148,11 +152,7 @@ class ColumnBatcher:
         arrays = []
         for field in self.spec.schema:
             values = columns[field.name]
-            if pa.types.is_dictionary(field.type):
-                array = pa.array(values, field.type.value_type).dictionary_encode().cast(field.type)
-            else:
-                array = pa.array(values, field.type)
-            arrays.append(array)
+            arrays.append(pa.array(values, field.type))
         return pa.RecordBatch.from_arrays(arrays, schema=self.spec.schema)
 
     def _vector_checks(self, batch: pa.RecordBatch) -> pa.BooleanArray | None:

@@ -25,6 +25,7 @@ import math
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal, Protocol
 
 RegisterType = Literal["holding", "input", "coil", "discrete"]
@@ -220,6 +221,10 @@ class FieldSlice:
     width: int
 
 
+# offset, width, low word first, the words' Struct, the value's Struct, scale, offset
+_NumberDecoder = tuple[int, int, bool, struct.Struct, struct.Struct, float, float]
+
+
 @dataclass(frozen=True)
 class ModbusRequest:
     """One read: ``count`` registers (or bits) of ``register_type`` from ``address``."""
@@ -248,6 +253,49 @@ class ModbusRequest:
     def pdu(self) -> bytes:
         """The request PDU (function code, address, count), for ``raw`` records."""
         return struct.pack(">BHH", self.function_code, self.address, self.count)
+
+    @cached_property
+    def _number_decoders(self) -> tuple[_NumberDecoder, ...] | None:
+        """Per field (offset, width, reversed words, pack, unpack, scale, offset)
+        when every field of a register read is a number: ``numbers`` then
+        decodes with two struct calls a field. None for bits and strings."""
+        if self.reads_bits:
+            return None
+        decoders = []
+        for part in self.fields:
+            layout = part.field
+            if layout.data_type not in _NUMERIC:
+                return None
+            fmt, width = _NUMERIC[layout.data_type]
+            order = layout.byte_order
+            # A little-endian word is a byte swap within the word; CDAB and DCBA
+            # send the low word first.
+            pack = struct.Struct(("<" if order in ("DCBA", "BADC") else ">") + "H" * width)
+            swap_words = order in ("DCBA", "CDAB")
+            decoders.append(
+                (part.offset, width, swap_words, pack, struct.Struct(fmt), layout.scale, layout.offset)
+            )
+        return tuple(decoders)
+
+    def numbers(self, words: Sequence[int] | None) -> list[float | None] | None:
+        """Every field's value (None for NaN or infinity) when all of them are
+        numbers and the answer holds them, the same values ``decode`` gives;
+        None otherwise (``decode`` then decodes, or names what is wrong)."""
+        decoders = self._number_decoders
+        if decoders is None or words is None or len(words) < self.count:
+            return None
+        values: list[float | None] = []
+        isfinite = math.isfinite
+        try:
+            for start, width, swap_words, pack, unpack, scale, offset in decoders:
+                field_words = words[start : start + width]
+                if swap_words:
+                    field_words = field_words[::-1]
+                value = float(unpack.unpack(pack.pack(*field_words))[0]) * scale + offset
+                values.append(value if isfinite(value) else None)
+        except struct.error:  # a word outside 0..0xFFFF: decode names it
+            return None
+        return values
 
     def decode(
         self, words: Sequence[int] | None, bits: Sequence[bool] | None

@@ -312,3 +312,26 @@ def test_limits_are_checked() -> None:
 
 def test_empty_map_plans_nothing() -> None:
     assert plan_requests([]) == []
+
+
+@pytest.mark.parametrize("order", ORDERS)
+def test_numbers_give_what_decode_gives_and_leave_the_rest_to_it(order: ByteOrder) -> None:
+    fields = [
+        F(t, address=10 * i, data_type=t, byte_order=order, scale=0.5, offset=1.0)
+        for i, t in enumerate(FORMATS)
+    ]
+    [request] = plan_requests(fields, max_gap=10)
+    words = [0] * request.count
+    for i, data_type in enumerate(FORMATS):
+        value = VALUES[data_type][-1]
+        encoded = wire_words(data_type, value, order)
+        words[10 * i : 10 * i + len(encoded)] = encoded
+    nan = wire_words("FLOAT32", float("nan"), order)
+    words[60 : 60 + len(nan)] = nan  # FLOAT32 sits at 60: NaN is no value
+    expected = [v.number for _, v in request.decode(words, None)]
+    assert request.numbers(words) == expected
+    assert expected[6] is None and len(expected) == len(FORMATS)
+    assert request.numbers(words[:-1]) is None  # short: decode names the field
+    assert request.numbers([*words[:-1], 0x10000]) is None  # not a word: decode names it
+    [mixed] = plan_requests([F("flow"), F("model", address=1, data_type="STRING", length=2)])
+    assert mixed.numbers([1, 0x5053, 0x2D32]) is None

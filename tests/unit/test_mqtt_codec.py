@@ -106,3 +106,39 @@ def test_timestamp_units() -> None:
     assert parse_timestamp("2025-11-25T20:00:00+08:00", "iso8601", "ts") == TS
     with pytest.raises(PayloadError, match="no UTC offset"):
         parse_timestamp("2025-11-25T12:00:00", "iso8601", "ts")
+
+
+def _uniform(i: int) -> dict[str, Any]:
+    return {"ts": TS + i, "v": i, "t": 2.5, "s": "on", "quality": 3}
+
+
+@pytest.mark.parametrize(
+    ("items", "ids"),
+    [
+        ([{"ts": TS + i, "v": float(i)} for i in range(20)], {"device_id": "d"}),
+        ([_uniform(i) for i in range(20)], {"device_id": "d"}),
+        ([{"ts": TS + i, "v": True, "device_id": f"d{i % 3}"} for i in range(20)], {}),
+        # each of these leaves the column-wise pass for the reading-by-reading one
+        ([{"ts": TS + i, "v": None if i == 3 else 1.0} for i in range(20)], {"device_id": "d"}),
+        ([{"ts": TS + i, "v": [1]} for i in range(20)], {"device_id": "d"}),
+        ([{"ts": TS + i, **({"w": 2.0} if i == 5 else {"x": 3.0})} for i in range(20)], {"device_id": "d"}),
+        ([{"ts": TS + i + 0.5, "v": 1.0} for i in range(20)], {"device_id": "d"}),
+        ([{"ts": TS + i, "v": 1.0, "device_id": ""} for i in range(20)], {}),
+    ],
+)
+def test_batched_arrays_decode_column_wise_to_the_same_readings_in_the_same_order(
+    items: list[dict[str, Any]], ids: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    codec = JsonReadingsCodec(units={"v": "ug/m3"})
+    payload = orjson.dumps(items)
+
+    def decode() -> object:
+        try:
+            return codec.decode(payload, ids, "s", "x", 1)
+        except PayloadError as exc:
+            return str(exc)
+
+    fast = decode()
+    monkeypatch.setattr("citylake.ingest.mqtt.codec._UNIFORM_MIN_ITEMS", 10**9)
+    assert fast == decode()
+    assert fast != []
