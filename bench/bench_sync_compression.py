@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import pyarrow as pa
@@ -165,6 +166,14 @@ def cpu(work: Callable[[], object], repeat: int) -> float:
     return quantile(runs, 0.0)  # the least disturbed run
 
 
+def encode_all(codec: Codec, chunks: list[bytes]) -> list[bytes]:
+    return [codec.encode(c) for c in chunks]
+
+
+def decode_all(codec: Codec, packed: list[bytes], sizes: list[int]) -> list[bytes]:
+    return [codec.decode(p, n) for p, n in zip(packed, sizes, strict=True)]
+
+
 def measure(files: list[Path], chunk: int, repeat: int) -> dict[str, Measured]:
     found = {c.name: Measured() for c in CODECS}
     for path in files:
@@ -177,13 +186,8 @@ def measure(files: list[Path], chunk: int, repeat: int) -> dict[str, Measured]:
             m = found[codec.name]
             m.raw += len(data)
             m.packed += sum(len(p) for p in packed)
-            m.encode_s += cpu(lambda codec=codec, chunks=chunks: [codec.encode(c) for c in chunks], repeat)
-            m.decode_s += cpu(
-                lambda codec=codec, packed=packed, chunks=chunks: [
-                    codec.decode(p, len(c)) for p, c in zip(packed, chunks, strict=True)
-                ],
-                repeat,
-            )
+            m.encode_s += cpu(partial(encode_all, codec, chunks), repeat)
+            m.decode_s += cpu(partial(decode_all, codec, packed, [len(c) for c in chunks]), repeat)
     return found
 
 

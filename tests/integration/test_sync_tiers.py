@@ -9,6 +9,7 @@ and the centre refuses a region's data of a site `sync.regions` does not give it
 
 from __future__ import annotations
 
+import contextlib
 import os
 import ssl
 import subprocess
@@ -244,14 +245,15 @@ def test_conflicts_resolve_by_one_rule_at_every_tier_and_sites_carry_their_regio
     site) and the moved device's later state. The centre's query service
     filters by site and region."""
     region_keys_ = {site: [KEYS[site]] for site in ("edge-a", "edge-b")}
-    region_ = _serve(tmp_path_factory.mktemp("region2"), "region-s", {"site_keys": region_keys_})
-    centre_ = _serve(
-        tmp_path_factory.mktemp("centre2"),
-        "centre",
-        {"site_keys": {"region-s": [KEYS["region-s"]]}, "regions": {"region-s": ["edge-a", "edge-b"]}},
-    )
-    region, centre = next(region_), next(centre_)
-    try:
+    serving = contextlib.contextmanager(_serve)
+    with (
+        serving(tmp_path_factory.mktemp("region2"), "region-s", {"site_keys": region_keys_}) as region,
+        serving(
+            tmp_path_factory.mktemp("centre2"),
+            "centre",
+            {"site_keys": {"region-s": [KEYS["region-s"]]}, "regions": {"region-s": ["edge-a", "edge-b"]}},
+        ) as centre,
+    ):
         a, b = DataLayout(tmp_path / "a"), DataLayout(tmp_path / "b")
         # meter-moved at 0 s: heard by both edges, edge-b's copy ingested later.
         # meter-moved at 60 s: both edges at the same ingest time: the larger site, edge-b.
@@ -306,6 +308,3 @@ def test_conflicts_resolve_by_one_rule_at_every_tier_and_sites_carry_their_regio
             assert latest(site="edge-a") == [("meter-a", "edge-a", "region-s", 5.5)]
             assert latest(region="region-x") == []
             assert http.get("/v1/metrics/flow/latest", params={"site": "Edge A"}).status_code == 422
-    finally:
-        for generator in (centre_, region_):
-            generator.close()

@@ -172,9 +172,9 @@ def reading(site: str, ingest: float, value: float | None, minute: float = 0, **
     }  # fmt: skip
 
 
-def winners(rows: list[Row]) -> list[tuple[object, ...]]:
+def winners(rows: list[Row]) -> list[tuple[Any, ...]]:
     """The view's rows as (ts, site, ingest_ts, value), for rows in both orders."""
-    found = []
+    found: list[list[tuple[Any, ...]]] = []
     for ordered in (rows, rows[::-1]):
         _, got = run_view("readings", ordered)
         found.append(sorted((r["ts"], r["site"], r["ingest_ts"], r["value"]) for r in got))
