@@ -26,19 +26,54 @@ import time
 import uuid
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import yaml
 
 from citylake.devstack.netns import NetnsPair
 from citylake.devstack.process import ManagedProcess
 from citylake.lake import Lake
 from citylake.scalereport.summary import quantile
-from citylake.schemas import DataLayout
+from citylake.schemas import DataLayout, table
 from citylake.sync.edge import HashCache, edge_lake
 from citylake.sync.region import Limits, RegionStore
-from tests.synclake import CHECK_SQL, READINGS, part_file
 
 SITE, KEY, PORT = "edge-north", "edge-north-key-0123456789", 8090
 CITYLAKE = [sys.executable, "-m", "citylake"]
+READINGS = table("readings")
+T0 = 1_795_132_800_000  # 2026-11-20, ms
+DAY_MS = 86_400_000
+CHECK_SQL = (
+    "SELECT count(*), count(DISTINCT (device_id, ts)), coalesce(sum(value), 0), count(DISTINCT value) "
+    "FROM readings"
+)
+
+
+def part_file(layout: DataLayout, day: int, name: str, first: int, n: int) -> Path:
+    """Readings ``first`` .. ``first + n - 1`` (value = number) as Flink's sink
+    commits a part file (hidden, then renamed); noise in ``source`` makes the
+    file as incompressible as real measurements (tests/synclake.py's files)."""
+    numbers = np.arange(first, first + n, dtype=np.int64)
+    noise = np.random.default_rng(first).random(n)
+    rows = pa.table({
+        "device_id": pa.array([f"dev-{i % 50}" for i in numbers], pa.string()),
+        "ts": pa.array(T0 + day * DAY_MS + numbers, pa.timestamp("ms")),
+        "metric": pa.array(["level"] * n, pa.string()),
+        "value": pa.array(numbers.astype(np.float64)),
+        "text": pa.array([None] * n, pa.string()),
+        "unit": pa.array(["m"] * n, pa.string()),
+        "quality": pa.array(np.zeros(n, dtype=np.int32)),
+        "source": pa.array([f"{noise[i]:.12f}" for i in range(n)], pa.string()),
+        "site": pa.array([SITE] * n, pa.string()),
+        "ingest_ts": pa.array(np.full(n, T0, dtype=np.int64), pa.timestamp("ms")),
+    })  # fmt: skip
+    path = layout.lake(READINGS) / f"date=2026-11-{20 + day}" / f"part-{name}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    hidden = path.with_name(f".{path.name}.inprogress")
+    pq.write_table(rows, hidden, compression="zstd")
+    hidden.rename(path)
+    return path
 
 
 def edge_root(layout: DataLayout) -> str:
@@ -111,9 +146,7 @@ def main() -> None:  # noqa: PLR0915 - one run, in order: network, processes, ou
         try:
             for outage in range(args.outages):
                 for _ in range(args.files):
-                    path = part_file(
-                        edge, files % 2, f"{uuid.uuid4()}-0-{files}", written, args.rows, site=SITE
-                    )
+                    path = part_file(edge, files % 2, f"{uuid.uuid4()}-0-{files}", written, args.rows)
                     file_bytes += path.stat().st_size
                     written += args.rows
                     files += 1
