@@ -1,16 +1,19 @@
-"""Outages heal by themselves: many short link cuts between an edge and its
+"""Outages heal by themselves: many short outages between an edge and its
 region in network namespaces, and how often and how fast the sync heals.
 
 An edge namespace runs `citylake sync push --follow`, a region namespace
 `citylake sync serve` (real processes, joined by a veth pair with a 2 Mbit/s
 tbf on the edge's uplink and random loss both ways, `devstack/netns.py`).
-Each outage: the edge's lake gains a few part files (Flink's layout), after a
-random 0..1.5 s (so a cut lands in an upload, a commit or between rounds) the
-link goes down for a random 0.3..3 s and comes back. The outage heals when
-the region's tree for the edge equals the edge's (one Merkle root), within
-``--deadline`` seconds of the link's return; its time to consistent is from
-the return to that moment. At the end the region's lake must hold every
-reading once (count, distinct keys, sum). Needs root; not part of make test.
+Each outage: the edge's lake gains a few part files (Flink's layout); after a
+random 0..1 s (so the outage lands in an upload, a commit or between rounds)
+the link goes down for a random 0.3..3 s and comes back, or, every
+``--kill-every``-th outage, the receiver is killed (SIGKILL, wherever it is)
+and a new one started after that long. The outage heals when the region's
+tree for the edge equals the edge's (one Merkle root) within ``--deadline``
+seconds of the link's return (the new receiver listening); its time to
+consistent is from the return to that moment. At the end the region's lake
+must hold every reading once (count, distinct keys, sum). Needs root; not
+part of make test (`make bench-sync`).
 
     sudo PYTHONPATH=$PWD .venv/bin/python bench/bench_sync_outages.py [--outages 100 --loss 0.02]
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import signal
 import sys
 import tempfile
 import time
@@ -94,7 +98,7 @@ def lake_check(layout: DataLayout) -> tuple[object, ...]:
         lake.close()
 
 
-def main() -> None:  # noqa: PLR0915 - one run, in order: network, processes, outages, figures
+def main() -> None:  # noqa: PLR0912, PLR0915 - one run, in order: network, processes, outages, figures
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--outages", type=int, default=100)
     parser.add_argument("--files", type=int, default=3, help="part files written before each outage")
@@ -103,6 +107,9 @@ def main() -> None:  # noqa: PLR0915 - one run, in order: network, processes, ou
     parser.add_argument("--rate", default="2mbit", help="tbf on the edge's uplink")
     parser.add_argument("--deadline", type=float, default=120.0, help="s after the link's return")
     parser.add_argument("--seed", type=int, default=16)
+    parser.add_argument(
+        "--kill-every", type=int, default=10, help="every Nth outage kills the receiver instead (0: never)"
+    )
     parser.add_argument("--out", type=Path, help="write the figures as JSON here too")
     args = parser.parse_args()
     rng = random.Random(args.seed)
@@ -125,11 +132,14 @@ def main() -> None:  # noqa: PLR0915 - one run, in order: network, processes, ou
                      "chunk_bytes": 64 * 1024, "interval_s": 0.5, "timeout_s": 3, "retry_max_s": 1,
                      "retry_window_s": 10, "wire_codec": "zstd-9"},
         }))  # fmt: skip
-        serve = ManagedProcess(
-            "sync-serve", net.exec_argv(net.region, [*CITYLAKE, "sync", "serve", "--config", str(serve_cfg)]),
-            work / "serve.log",
-        ).start()  # fmt: skip
-        serve.wait_until(lambda: net.listening(net.region, PORT), 60, "sync receiver")
+        serve_argv = net.exec_argv(net.region, [*CITYLAKE, "sync", "serve", "--config", str(serve_cfg)])
+
+        def start_serve(n: int) -> ManagedProcess:
+            process = ManagedProcess("sync-serve", serve_argv, work / f"serve-{n}.log").start()
+            process.wait_until(lambda: net.listening(net.region, PORT), 60, "sync receiver")
+            return process
+
+        serve = start_serve(0)
         push = ManagedProcess(
             "sync-push",
             net.exec_argv(net.edge, [*CITYLAKE, "sync", "push", "--follow", "--config", str(push_cfg)]),
@@ -139,7 +149,7 @@ def main() -> None:  # noqa: PLR0915 - one run, in order: network, processes, ou
         healed: list[float] = []
         failed: list[int] = []
         cut_s: list[float] = []
-        behind = 0
+        behind = kills = 0
         file_bytes = 0
         sent_before, _ = net.edge_bytes()
         started = time.monotonic()
@@ -153,11 +163,21 @@ def main() -> None:  # noqa: PLR0915 - one run, in order: network, processes, ou
                 time.sleep(rng.uniform(0, 1.0))
                 down = rng.uniform(0.3, 3.0)
                 target = edge_root(edge)
-                net.cut()
-                # The cut found the region behind: an upload or commit in flight, cut.
+                killing = args.kill_every > 0 and (outage + 1) % args.kill_every == 0
+                if killing:
+                    # The receiver dies (kill -9) where it is: in an upload, a commit, or idle.
+                    serve.signal(signal.SIGKILL)
+                    serve.stop()
+                else:
+                    net.cut()
+                # The outage found the region behind: an upload or commit in flight, cut.
                 behind += region_root(region) != target
                 time.sleep(down)
-                net.restore()
+                if killing:
+                    kills += 1
+                    serve = start_serve(kills)
+                else:
+                    net.restore()
                 cut_s.append(down)
                 back = time.monotonic()
                 while time.monotonic() - back < args.deadline:
@@ -170,7 +190,8 @@ def main() -> None:  # noqa: PLR0915 - one run, in order: network, processes, ou
                 else:
                     failed.append(outage)
                 result = "NOT healed" if failed and failed[-1] == outage else f"healed in {healed[-1]:.1f} s"
-                print(f"outage {outage + 1}/{args.outages}: cut {down:.1f} s, {result}", flush=True)
+                what = "receiver killed, restarted after" if killing else "cut"
+                print(f"outage {outage + 1}/{args.outages}: {what} {down:.1f} s, {result}", flush=True)
         finally:
             sent_after, _ = net.edge_bytes()
             push.stop()
@@ -182,7 +203,8 @@ def main() -> None:  # noqa: PLR0915 - one run, in order: network, processes, ou
         "outages": args.outages,
         "healed": len(healed),
         "success_ratio": len(healed) / args.outages,
-        "cuts_with_the_region_behind": behind,
+        "receiver_kills": kills,
+        "outages_with_the_region_behind": behind,
         "lake_exact": exact,
         "edge_check": edge_check,
         "region_check": region_check,
