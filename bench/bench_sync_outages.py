@@ -11,16 +11,21 @@ the link goes down for a random 0.3..3 s and comes back, or, every
 and a new one started after that long. The outage heals when the region's
 tree for the edge equals the edge's (one Merkle root) within ``--deadline``
 seconds of the link's return (the new receiver listening); its time to
-consistent is from the return to that moment. At the end the region's lake
-must hold every reading once (count, distinct keys, sum). Needs root; not
+consistent is from the return to that moment. With ``--tiers 3`` a second
+pair of namespaces joins the region's `sync push` to a centre's `sync
+serve` (the region's lake is on the shared file system); the links take
+turns, and an outage heals when both receivers hold their sender's snapshot.
+At the end each tier's lake must hold every reading once (count, distinct
+keys, sum). Needs root; not
 part of make test (`make bench-sync`).
 
-    sudo PYTHONPATH=$PWD .venv/bin/python bench/bench_sync_outages.py [--outages 100 --loss 0.02]
+    sudo PYTHONPATH=$PWD .venv/bin/python bench/bench_sync_outages.py [--outages 100 --tiers 3 --loss 0.02]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import signal
@@ -28,7 +33,9 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -43,7 +50,8 @@ from citylake.schemas import DataLayout, table
 from citylake.sync.edge import HashCache, edge_lake
 from citylake.sync.region import Limits, RegionStore
 
-SITE, KEY, PORT = "edge-north", "edge-north-key-0123456789", 8090
+SITE, REGION, PORT = "edge-north", "region-south", 8090
+KEYS = {SITE: "edge-north-key-0123456789", REGION: "region-south-key-0123456789"}
 CITYLAKE = [sys.executable, "-m", "citylake"]
 READINGS = table("readings")
 T0 = 1_795_132_800_000  # 2026-11-20, ms
@@ -84,11 +92,6 @@ def edge_root(layout: DataLayout) -> str:
     return edge_lake(layout, [READINGS], HashCache(layout.data_dir / "bench-hashes.json")).tree.root
 
 
-def region_root(layout: DataLayout) -> str:
-    tree, _ = RegionStore(layout, Limits(1, 1, 1)).tree(SITE)
-    return tree.root
-
-
 def lake_check(layout: DataLayout) -> tuple[object, ...]:
     lake = Lake(layout)
     try:
@@ -98,9 +101,79 @@ def lake_check(layout: DataLayout) -> tuple[object, ...]:
         lake.close()
 
 
+@dataclass
+class Link:
+    """One tier's uplink: a sender's `sync push --follow` in ``net.edge``, its
+    receiver's `sync serve` in ``net.region`` (the sender's lake files are on
+    the shared file system; only the network is namespaced)."""
+
+    net: NetnsPair
+    work: Path
+    sender: str
+    sender_layout: DataLayout
+    receiver: str
+    receiver_layout: DataLayout
+    receiver_sync: dict[str, Any]
+    push: ManagedProcess | None = None
+    serve: ManagedProcess | None = None
+    serves: int = 0
+
+    def start(self, codec: str) -> None:
+        serve_cfg = self.work / f"{self.receiver}.yaml"
+        sync = {"host": self.net.region_ip, "port": PORT, "request_timeout_s": 20} | self.receiver_sync
+        serve_cfg.write_text(
+            yaml.safe_dump(
+                {"site": self.receiver, "data_dir": str(self.receiver_layout.data_dir), "sync": sync}
+            )
+        )
+        self.serve_argv = self.net.exec_argv(
+            self.net.region, [*CITYLAKE, "sync", "serve", "--config", str(serve_cfg)]
+        )
+        self.start_serve()
+        push_cfg = self.work / f"{self.sender}-push.yaml"
+        push_cfg.write_text(yaml.safe_dump({
+            "site": self.sender, "data_dir": str(self.sender_layout.data_dir),
+            "sync": {"region_url": f"http://{self.net.region_ip}:{PORT}", "api_key": KEYS[self.sender],
+                     "tables": ["readings"], "chunk_bytes": 64 * 1024, "interval_s": 0.5, "timeout_s": 3,
+                     "retry_max_s": 1, "retry_window_s": 10, "wire_codec": codec},
+        }))  # fmt: skip
+        argv = self.net.exec_argv(
+            self.net.edge, [*CITYLAKE, "sync", "push", "--follow", "--config", str(push_cfg)]
+        )
+        self.push = ManagedProcess(f"push-{self.sender}", argv, self.work / f"push-{self.sender}.log").start()
+
+    def start_serve(self) -> None:
+        log = self.work / f"serve-{self.receiver}-{self.serves}.log"
+        self.serve = ManagedProcess(f"serve-{self.receiver}", self.serve_argv, log).start()
+        self.serve.wait_until(lambda: self.net.listening(self.net.region, PORT), 60, "sync receiver")
+        self.serves += 1
+
+    def kill_receiver(self) -> None:
+        assert self.serve is not None
+        self.serve.signal(signal.SIGKILL)
+        self.serve.stop()
+
+    def consistent(self) -> bool:
+        """The receiver holds the sender's snapshot (the receiver's tree for
+        the sender, its claim, against the sender's own)."""
+        tree, _ = RegionStore(self.receiver_layout, Limits(1, 1, 1)).tree(self.sender)
+        return tree.root == edge_root(self.sender_layout)
+
+    def check_alive(self) -> None:
+        for process in (self.push, self.serve):
+            if process is not None and not process.alive():
+                raise RuntimeError(f"{process.name} died: {process.log_tail()}")
+
+    def stop(self) -> None:
+        for process in (self.push, self.serve):
+            if process is not None:
+                process.stop()
+
+
 def main() -> None:  # noqa: PLR0912, PLR0915 - one run, in order: network, processes, outages, figures
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--outages", type=int, default=100)
+    parser.add_argument("--tiers", type=int, choices=(2, 3), default=2, help="edge, region (and centre)")
     parser.add_argument("--files", type=int, default=3, help="part files written before each outage")
     parser.add_argument("--rows", type=int, default=3500, help="readings per part file")
     parser.add_argument("--loss", type=float, default=0.02, help="random loss each way")
@@ -114,100 +187,81 @@ def main() -> None:  # noqa: PLR0912, PLR0915 - one run, in order: network, proc
     args = parser.parse_args()
     rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="citylake-outages-"))
-    edge, region = DataLayout(work / "edge"), DataLayout(work / "region")
-    with NetnsPair() as net:
-        if args.loss > 0:
-            net.loss(args.loss)
-        net.limit(args.rate)
-        serve_cfg = work / "region.yaml"
-        serve_cfg.write_text(yaml.safe_dump({
-            "site": "region-south", "data_dir": str(region.data_dir),
-            "sync": {"host": net.region_ip, "port": PORT, "site_keys": {SITE: [KEY]},
-                     "request_timeout_s": 20},
-        }))  # fmt: skip
-        push_cfg = work / "edge.yaml"
-        push_cfg.write_text(yaml.safe_dump({
-            "site": SITE, "data_dir": str(edge.data_dir),
-            "sync": {"region_url": f"http://{net.region_ip}:{PORT}", "api_key": KEY, "tables": ["readings"],
-                     "chunk_bytes": 64 * 1024, "interval_s": 0.5, "timeout_s": 3, "retry_max_s": 1,
-                     "retry_window_s": 10, "wire_codec": "zstd-9"},
-        }))  # fmt: skip
-        serve_argv = net.exec_argv(net.region, [*CITYLAKE, "sync", "serve", "--config", str(serve_cfg)])
-
-        def start_serve(n: int) -> ManagedProcess:
-            process = ManagedProcess("sync-serve", serve_argv, work / f"serve-{n}.log").start()
-            process.wait_until(lambda: net.listening(net.region, PORT), 60, "sync receiver")
-            return process
-
-        serve = start_serve(0)
-        push = ManagedProcess(
-            "sync-push",
-            net.exec_argv(net.edge, [*CITYLAKE, "sync", "push", "--follow", "--config", str(push_cfg)]),
-            work / "push.log",
-        ).start()
-        written = files = 0
+    edge, region, centre = (DataLayout(work / t) for t in ("edge", "region", "centre"))
+    with contextlib.ExitStack() as stack:
+        nets = [stack.enter_context(NetnsPair()) for _ in range(args.tiers - 1)]
+        for net in nets:
+            if args.loss > 0:
+                net.loss(args.loss)
+        nets[0].limit(args.rate)  # the edge's uplink; region → centre is a WAN without a tbf
+        links = [Link(nets[0], work, SITE, edge, REGION, region, {"site_keys": {SITE: [KEYS[SITE]]}})]
+        if args.tiers == 3:
+            centre_sync = {"site_keys": {REGION: [KEYS[REGION]]}, "regions": {REGION: [SITE]}}
+            links.append(Link(nets[1], work, REGION, region, "centre", centre, centre_sync))
+        for link, codec in zip(links, ("zstd-9", "zstd-3"), strict=False):
+            stack.callback(link.stop)
+            link.start(codec)
+        written = files = file_bytes = behind = kills = 0
         healed: list[float] = []
         failed: list[int] = []
         cut_s: list[float] = []
-        behind = kills = 0
-        file_bytes = 0
-        sent_before, _ = net.edge_bytes()
+        sent_before = [net.edge_bytes()[0] for net in nets]
         started = time.monotonic()
-        try:
-            for outage in range(args.outages):
-                for _ in range(args.files):
-                    path = part_file(edge, files % 2, f"{uuid.uuid4()}-0-{files}", written, args.rows)
-                    file_bytes += path.stat().st_size
-                    written += args.rows
-                    files += 1
-                time.sleep(rng.uniform(0, 1.0))
-                down = rng.uniform(0.3, 3.0)
-                target = edge_root(edge)
-                killing = args.kill_every > 0 and (outage + 1) % args.kill_every == 0
-                if killing:
-                    # The receiver dies (kill -9) where it is: in an upload, a commit, or idle.
-                    serve.signal(signal.SIGKILL)
-                    serve.stop()
-                else:
-                    net.cut()
-                # The outage found the region behind: an upload or commit in flight, cut.
-                behind += region_root(region) != target
-                time.sleep(down)
-                if killing:
-                    kills += 1
-                    serve = start_serve(kills)
-                else:
-                    net.restore()
-                cut_s.append(down)
-                back = time.monotonic()
-                while time.monotonic() - back < args.deadline:
-                    if not push.alive() or not serve.alive():
-                        raise RuntimeError(f"a sync process died: {push.log_tail()} {serve.log_tail()}")
-                    if region_root(region) == target:
-                        healed.append(time.monotonic() - back)
-                        break
-                    time.sleep(0.1)
-                else:
-                    failed.append(outage)
-                result = "NOT healed" if failed and failed[-1] == outage else f"healed in {healed[-1]:.1f} s"
-                what = "receiver killed, restarted after" if killing else "cut"
-                print(f"outage {outage + 1}/{args.outages}: {what} {down:.1f} s, {result}", flush=True)
-        finally:
-            sent_after, _ = net.edge_bytes()
-            push.stop()
-            serve.stop()
+        for outage in range(args.outages):
+            for _ in range(args.files):
+                path = part_file(edge, files % 2, f"{uuid.uuid4()}-0-{files}", written, args.rows)
+                file_bytes += path.stat().st_size
+                written += args.rows
+                files += 1
+            time.sleep(rng.uniform(0, 1.0))
+            down = rng.uniform(0.3, 3.0)
+            killing = args.kill_every > 0 and (outage + 1) % args.kill_every == 0
+            # The tiers' links take turns, and so do their receivers' kills.
+            link = links[kills % len(links)] if killing else links[outage % len(links)]
+            # The outage finds the tiers behind: an upload or commit in flight, or not begun.
+            behind += not all(each.consistent() for each in links)
+            if killing:  # the receiver dies (kill -9) where it is: in an upload, a commit, or idle
+                link.kill_receiver()
+            else:
+                link.net.cut()
+            time.sleep(down)
+            if killing:
+                kills += 1
+                link.start_serve()
+            else:
+                link.net.restore()
+            cut_s.append(down)
+            back = time.monotonic()
+            while time.monotonic() - back < args.deadline:
+                for each in links:
+                    each.check_alive()
+                if all(each.consistent() for each in links):
+                    healed.append(time.monotonic() - back)
+                    break
+                time.sleep(0.1)
+            else:
+                failed.append(outage)
+            result = "NOT healed" if failed and failed[-1] == outage else f"healed in {healed[-1]:.1f} s"
+            what = "receiver killed, restarted after" if killing else "link cut"
+            print(
+                f"outage {outage + 1}/{args.outages} ({link.sender} → {link.receiver}): {what} {down:.1f} s, "
+                f"{result}",
+                flush=True,
+            )
+        sent = [net.edge_bytes()[0] - before for net, before in zip(nets, sent_before, strict=True)]
         elapsed = time.monotonic() - started
-    edge_check, region_check = lake_check(edge), lake_check(region)
-    exact = edge_check == region_check == (written, written, float(sum(range(written))), written)
+    checks = {layout.data_dir.name: lake_check(layout) for layout in (edge, region, centre)[: args.tiers]}
+    expected = (written, written, float(sum(range(written))), written)
+    exact = all(check == expected for check in checks.values())
     figures = {
+        "tiers": args.tiers,
         "outages": args.outages,
         "healed": len(healed),
         "success_ratio": len(healed) / args.outages,
         "receiver_kills": kills,
-        "outages_with_the_region_behind": behind,
+        "outages_with_a_tier_behind": behind,
         "lake_exact": exact,
-        "edge_check": edge_check,
-        "region_check": region_check,
+        "checks": checks,
         "cut_s_total": round(sum(cut_s), 1),
         "time_to_consistent_s": {
             "p50": round(quantile(healed, 0.5), 2),
@@ -215,8 +269,8 @@ def main() -> None:  # noqa: PLR0912, PLR0915 - one run, in order: network, proc
             "max": round(max(healed, default=float("nan")), 2),
         },
         "file_bytes_written": file_bytes,
-        "bytes_on_link_edge_to_region": sent_after - sent_before,
-        "link_over_file_bytes": round((sent_after - sent_before) / max(1, file_bytes), 3),
+        "bytes_on_each_uplink": sent,
+        "link_over_file_bytes": [round(b / max(1, file_bytes), 3) for b in sent],
         "readings": written,
         "elapsed_s": round(elapsed, 1),
         "loss": args.loss,
