@@ -56,7 +56,7 @@ bench: setup
 .PHONY: bench-sync
 bench-sync:
 	PYTHONPATH=$(CURDIR) $(BIN)/python bench/bench_sync_compression.py
-	PYTHONPATH=$(CURDIR) $(BIN)/python bench/bench_sync_outages.py --outages 100
+	PYTHONPATH=$(CURDIR) $(BIN)/python bench/bench_sync_outages.py --outages 100 --tiers 3
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache
