@@ -51,5 +51,12 @@ bench: setup
 	@bash tools/setup/bench.sh
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
+# The sync's two benches alone (issue 16): codecs per link, and >= 100 link
+# cuts in network namespaces (root). Not part of make test.
+.PHONY: bench-sync
+bench-sync:
+	PYTHONPATH=$(CURDIR) $(BIN)/python bench/bench_sync_compression.py
+	PYTHONPATH=$(CURDIR) $(BIN)/python bench/bench_sync_outages.py --outages 100 --tiers 3
+
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

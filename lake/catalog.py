@@ -22,6 +22,7 @@ import duckdb
 import pyarrow as pa
 
 from citylake.lake.manifest import FLINK_PART_PREFIX, TableLog, TableSnapshot
+from citylake.lake.sites import load_site_regions, sites_mtime, sites_view_sql
 from citylake.schemas import PARTITION_COLUMN, TABLES, DataLayout, TableSpec
 
 VIEWS_DIR = Path(__file__).parent / "views"
@@ -140,6 +141,7 @@ class Lake:
         self._logs = {name: TableLog(layout, spec) for name, spec in TABLES.items()}
         self._signatures: dict[str, tuple[tuple[str, int], ...] | None] = {}
         self._snapshots: dict[str, TableSnapshot] = {}
+        self._sites_mtime: int | None = None
         self.refresh(force=True)
 
     def refresh(self, force: bool = False) -> None:
@@ -148,6 +150,11 @@ class Lake:
             return
         with self._lock:
             self._refreshed_at = time.monotonic()
+            # The sites' regions change only when a receiver restarts with new config.
+            mtime = sites_mtime(self.layout)
+            if force or mtime != self._sites_mtime:
+                self.conn.execute(sites_view_sql(load_site_regions(self.layout)))
+                self._sites_mtime = mtime
             for name, table_log in self._logs.items():
                 signature = _signature(table_log)
                 if not force and signature is not None and self._signatures.get(name) == signature:
@@ -244,4 +251,5 @@ def all_views_sql(layout: DataLayout) -> str:
         table_log = TableLog(layout, spec)
         table_log.publish_for_readers()
         lines.extend(f"{s};" for s in live_views_sql(table_log))
+    lines.append(f"{sites_view_sql(load_site_regions(layout))};")
     return "\n".join(lines) + "\n"

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from citylake.config.models import SyncConfig
+from citylake.lake.sites import site_regions, write_site_regions
 from citylake.schemas import DataLayout
 from citylake.sync import wire
 from citylake.sync.credentials import SiteKeys, region_keys
@@ -54,6 +55,9 @@ class Forbidden(SyncRejected):
 class ReceiverSettings:
     data_dir: Path
     config: SyncConfig
+    # This receiver's own site: the region of the sites it receives when it
+    # is a region (no sync.regions), for the lake's `sites` view.
+    site: str | None = None
 
 
 class LeavesRequest(BaseModel):
@@ -198,12 +202,17 @@ def create_app(settings: ReceiverSettings) -> FastAPI:
         config.regions,
     )
     store.drop_stale_uploads()
+    keys = region_keys(config)
+    if settings.site is not None:
+        keyed = [site for site, _ in keys.pairs]
+        mapping = site_regions(settings.site, config.regions, [*config.sites, *keyed])
+        write_site_regions(DataLayout(settings.data_dir), mapping)
     metrics = Metrics()
     # No /docs or /openapi.json: a machine API, and a map of it helps only an attacker.
     app = FastAPI(
         title="citylake sync receiver", version="1", docs_url=None, redoc_url=None, openapi_url=None
     )
-    app.state.receiver = Receiver(config, store, metrics, region_keys(config))
+    app.state.receiver = Receiver(config, store, metrics, keys)
 
     @app.exception_handler(SyncRejected)
     async def rejected(request: Request, exc: SyncRejected) -> JSONResponse:

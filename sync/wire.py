@@ -17,7 +17,8 @@ import zstandard
 ZSTD = "zstd"
 COMPRESS_MIN_BYTES = 512
 MIN_SAVING = 0.1
-# Level 3 (zstd's default): a few hundred MB/s on one edge core.
+# Level 3 (zstd's default) for JSON and where no link says otherwise: within
+# 1 % of the best codec on every link measured (sync/README.md, Compression).
 LEVEL = 3
 
 
@@ -29,16 +30,27 @@ class BadEncoding(ValueError):
     """A body that does not decode as its Content-Encoding says."""
 
 
-def compress(data: bytes) -> bytes:
-    return zstandard.ZstdCompressor(level=LEVEL).compress(data)
+def codec_level(codec: str) -> int | None:
+    """``sync.wire_codec`` as a zstd level; None for ``none``."""
+    if codec == "none":
+        return None
+    name, _, level = codec.partition("-")
+    if name != ZSTD or not level.isdigit():
+        raise ValueError(f"unknown wire codec {codec!r}: expected zstd-<level> or none")
+    return int(level)
 
 
-def maybe_compress(data: bytes) -> tuple[bytes, str | None]:
-    """``data`` zstd-compressed if that saves at least ``MIN_SAVING``, with its
-    Content-Encoding; else ``data`` itself and None."""
-    if len(data) < COMPRESS_MIN_BYTES:
+def compress(data: bytes, level: int = LEVEL) -> bytes:
+    return zstandard.ZstdCompressor(level=level).compress(data)
+
+
+def maybe_compress(data: bytes, level: int | None = LEVEL) -> tuple[bytes, str | None]:
+    """``data`` zstd-compressed at ``level`` if that saves at least
+    ``MIN_SAVING``, with its Content-Encoding; else ``data`` itself and None
+    (always for level None: the link's codec is ``none``)."""
+    if len(data) < COMPRESS_MIN_BYTES or level is None:
         return data, None
-    packed = compress(data)
+    packed = compress(data, level)
     if len(packed) <= len(data) * (1 - MIN_SAVING):
         return packed, ZSTD
     return data, None

@@ -69,7 +69,7 @@ def serve(
             "sync.tls_cert_file and sync.tls_key_file, or keep it behind a mesh with mTLS",
             bind,
         )
-    app_ = create_app(ReceiverSettings(loaded.config.data_dir, settings))
+    app_ = create_app(ReceiverSettings(loaded.config.data_dir, settings, loaded.config.site))
     scheme = "https" if settings.tls_cert_file else "http"
     console.print(
         f"sync receiver of {loaded.config.site} on {scheme}://{bind}:{port or settings.port}/v1/sync/sites/…"

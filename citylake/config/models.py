@@ -438,6 +438,12 @@ class SyncConfig(BaseModel):
     commit_batch_bytes: int = Field(
         default=64 * 1024 * 1024, ge=1, description="edge: partitions are committed after this many bytes"
     )
+    wire_codec: str = Field(
+        default="zstd-3",
+        pattern=r"^(none|zstd-([1-9]|1[0-9]))$",
+        description="edge/region pushing: codec of upload chunks on this sender's link, `zstd-<level>` or "
+        "`none` (sync/README.md, Compression: zstd-9 on a slow edge uplink, zstd-1 on a LAN)",
+    )
     interval_s: float = Field(default=10.0, gt=0, description="edge: time between rounds with --follow")
     timeout_s: float = Field(default=30.0, gt=0, description="edge: connect/read/write timeout of a request")
     retry_max_s: float = Field(

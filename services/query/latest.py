@@ -27,6 +27,11 @@ DeviceId = Annotated[
     str, Path(min_length=1, max_length=128, description="device id as in readings.device_id")
 ]
 MetricName = Annotated[str, Path(min_length=1, max_length=128, description="metric as in readings.metric")]
+# The config's site names (citylake.config.models.Name).
+SITE_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
+SiteQuery = Annotated[
+    str | None, Query(pattern=SITE_PATTERN, description="a site: readings.site, where the reading came from")
+]
 
 
 LATEST_SCHEMA = pa.schema(
@@ -61,15 +66,18 @@ chosen AS (
     WHERE {DISTRICT_SQL} AND ($type IS NULL OR type = $type)
 ),
 latest AS (
-    SELECT device_id, ts, value, text, unit, quality FROM readings
+    SELECT device_id, ts, value, text, unit, quality, site FROM readings
     WHERE metric = $metric
       AND ($after IS NULL OR device_id > $after)
+      AND ($site IS NULL OR site = $site)
+      AND ($region IS NULL OR site IN (SELECT site FROM sites WHERE region = $region))
       AND (($district_code IS NULL AND $district_name IS NULL AND $type IS NULL)
            OR device_id IN (SELECT device_id FROM chosen))
     QUALIFY row_number() OVER (PARTITION BY device_id ORDER BY ts DESC, ingest_ts DESC) = 1
 )
-SELECT l.device_id, r.type, r.civil_code, r.district, l.ts, l.value, l.text, l.unit, l.quality
-FROM latest l LEFT JOIN registry r USING (device_id)
+SELECT l.device_id, r.type, r.civil_code, r.district, l.site, s.region, l.ts, l.value, l.text, l.unit,
+       l.quality
+FROM latest l LEFT JOIN registry r USING (device_id) LEFT JOIN sites s USING (site)
 ORDER BY l.device_id
 LIMIT $limit
 """
@@ -130,7 +138,9 @@ def router(config: ServiceConfig) -> APIRouter:
         description="One row per device that has ever reported `metric`, ordered by device id and "
         "paged with `limit` and `cursor`. `district` and `type` narrow the devices through the "
         "`devices` table (both together: devices in both); without either, every device. "
-        "An unknown metric is an empty list, not a 404.\n\n**district**: " + DISTRICT_DOC,
+        "`site` keeps readings of one site (`readings.site`), `region` those of the sites of one "
+        "region (the lake's `sites` view: at the centre, `sync.regions`); each device's latest "
+        "value among those. An unknown metric is an empty list, not a 404.\n\n**district**: " + DISTRICT_DOC,
         responses={**tabular_openapi("one row per device"), **error_responses(400, 401, 408, 503)},
     )
     def metric_latest(
@@ -140,6 +150,10 @@ def router(config: ServiceConfig) -> APIRouter:
         district: DistrictQuery = None,
         type: Annotated[
             str | None, Query(min_length=1, max_length=64, description="devices.type, e.g. ipc, air_quality")
+        ] = None,
+        site: SiteQuery = None,
+        region: Annotated[
+            str | None, Query(pattern=SITE_PATTERN, description="a region: the sites `sync.regions` gives it")
         ] = None,
         limit: Annotated[
             int, Query(ge=1, le=config.page_max_rows, description="rows per page")
@@ -153,7 +167,14 @@ def router(config: ServiceConfig) -> APIRouter:
             ),
         ] = None,
     ) -> Response:
-        identity = {"route": "metric_latest", "metric": metric, "district": district, "type": type}
+        identity = {
+            "route": "metric_latest",
+            "metric": metric,
+            "district": district,
+            "type": type,
+            "site": site,
+            "region": region,
+        }
         after = None
         if page is not None:
             position = paging.decode(page, identity)
@@ -164,6 +185,8 @@ def router(config: ServiceConfig) -> APIRouter:
             "metric": metric,
             **DistrictFilter.parse(district).parameters(),
             "type": type,
+            "site": site,
+            "region": region,
             "after": after,
             "limit": limit + 1,
         }
@@ -179,6 +202,8 @@ def router(config: ServiceConfig) -> APIRouter:
                 metric=metric,
                 district=district,
                 type=type,
+                site=site,
+                region=region,
                 items=[DeviceValue.model_validate(row) for row in table.to_pylist()],
                 next_cursor=next_cursor,
             ),

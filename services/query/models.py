@@ -37,6 +37,10 @@ class DeviceValue(BaseModel):
     type: str | None = Field(description="devices.type; null for a device the registry does not know")
     civil_code: str | None = Field(description="devices.civil_code")
     district: str | None = Field(default=None, description="devices.district (the name a source reports)")
+    site: str | None = Field(default=None, description="readings.site of this reading: the site it came from")
+    region: str | None = Field(
+        default=None, description="the site's region (the lake's `sites` view); null where none is known"
+    )
     ts: Instant
     value: float | None
     text: str | None
@@ -48,6 +52,8 @@ class MetricLatest(BaseModel):
     metric: str
     district: str | None = Field(description="the district filter as asked: a civil_code prefix or a name")
     type: str | None
+    site: str | None = Field(default=None, description="the site filter as asked")
+    region: str | None = Field(default=None, description="the region filter as asked")
     items: list[DeviceValue] = Field(description="one per device, ordered by device_id")
     next_cursor: str | None = Field(description=NEXT_CURSOR)
 

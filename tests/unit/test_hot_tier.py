@@ -144,3 +144,24 @@ def test_the_rebuild_takes_each_keys_newest_reading_and_a_later_ingest_on_a_tie(
     assert latest["level"]["value"] == 2.0 and latest["level"]["ts"] == at
     assert latest["temp"]["value"] == 7.0
     lake.close()
+
+
+def test_the_rebuild_agrees_with_the_readings_view_on_equal_ingest_times(tmp_path: Path) -> None:
+    """Two edges' copies of one key, ingested at the same instant: the rebuild
+    (over every copy) takes the one the lake's deduplicated view shows (the
+    larger site, then the larger value)."""
+    at = ago(3 * 86_400)
+    rows = [
+        {**reading("p1", "level", at, 9.0), "site": "edge-a"},
+        {**reading("p1", "level", at, 1.0), "site": "edge-b"},
+        {**reading("p1", "temp", at, 3.0), "site": "edge-a"},
+        {**reading("p1", "temp", at, 4.0), "site": "edge-a"},
+    ]
+    write_lake_readings(tmp_path, rows)
+    lake = Lake(DataLayout(tmp_path))
+    view = dict(lake.cursor().execute("SELECT metric, value FROM readings WHERE device_id = 'p1'").fetchall())
+    assert view == {"level": 1.0, "temp": 4.0}
+    hot = HotTier(window=timedelta(minutes=5))
+    hot.rebuild(lake)
+    assert {r["metric"]: r["value"] for r in hot.latest("p1") or []} == view
+    lake.close()

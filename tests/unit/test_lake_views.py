@@ -159,3 +159,85 @@ def test_devices_view_ranks_an_untimed_row_below_every_timed_one() -> None:
     rows = [said("p-1", None, None, name="untimed", model="X"), said("p-1", 5, 5, name="timed")]
     _, got = run_view("devices", rows)
     assert got == [device("p-1", 5, 5, name="timed", model="X")]
+
+
+# --- readings: the conflict rule ------------------------------------------------
+
+
+def reading(site: str, ingest: float, value: float | None, minute: float = 0, **columns: object) -> Row:
+    return {
+        "device_id": "meter-1", "ts": at(minute), "metric": "flow", "value": value, "text": None,
+        "unit": "m3/h", "quality": 0, "source": "mqtt", "site": site, "ingest_ts": at(ingest),
+        "date": date(2025, 11, 25), **columns,
+    }  # fmt: skip
+
+
+def winners(rows: list[Row]) -> list[tuple[Any, ...]]:
+    """The view's rows as (ts, site, ingest_ts, value), for rows in both orders."""
+    found: list[list[tuple[Any, ...]]] = []
+    for ordered in (rows, rows[::-1]):
+        _, got = run_view("readings", ordered)
+        found.append(sorted((r["ts"], r["site"], r["ingest_ts"], r["value"]) for r in got))
+    assert found[0] == found[1], "the pick depends on the order the files were read in"
+    return found[0]
+
+
+def test_readings_view_has_the_contract_columns() -> None:
+    columns, _ = run_view("readings", [reading("edge-a", 1, 1.0)])
+    assert columns == contract("readings").names
+
+
+def test_readings_view_keeps_one_row_per_key_from_two_edges_the_later_ingest() -> None:
+    """Two edges heard the same meter at the same instant and both shipped it:
+    the copy ingested later wins, whichever site's name is larger."""
+    got = winners([reading("edge-b", 1, 5.0), reading("edge-a", 2, 7.0)])
+    assert got == [(at(0), "edge-a", at(2), 7.0)]
+
+
+def test_readings_view_keeps_one_row_of_a_replayed_key() -> None:
+    """A backfill replayed past the job's dedupe window: one row, the replay's."""
+    got = winners(
+        [reading("edge-a", 1, 5.0), reading("edge-a", 30, 5.0), reading("edge-a", 1, 6.0, minute=1)]
+    )
+    assert got == [(at(0), "edge-a", at(30), 5.0), (at(1), "edge-a", at(1), 6.0)]
+
+
+def test_readings_view_resolves_a_device_that_moved_sites() -> None:
+    """A meter moved from edge-a to edge-b: its readings before and after stay
+    (different instants are different keys), the instant both sites sent
+    resolves by the rule."""
+    rows = [
+        reading("edge-a", 0.5, 1.0, minute=0),
+        reading("edge-a", 1.5, 2.0, minute=1),
+        reading("edge-b", 1.6, 2.5, minute=1),  # the moment of the move, heard by both
+        reading("edge-b", 2.5, 3.0, minute=2),
+    ]
+    assert winners(rows) == [
+        (at(0), "edge-a", at(0.5), 1.0),
+        (at(1), "edge-b", at(1.6), 2.5),
+        (at(2), "edge-b", at(2.5), 3.0),
+    ]
+
+
+def test_readings_view_breaks_equal_times_by_site_then_value() -> None:
+    assert winners([reading("edge-b", 1, 5.0), reading("edge-a", 1, 9.0)]) == [(at(0), "edge-b", at(1), 5.0)]
+    assert winners([reading("edge-a", 1, 10.5), reading("edge-a", 1, 9.5)]) == [
+        (at(0), "edge-a", at(1), 10.5)
+    ]
+    # A text reading (no value) against a value: a null never wins over a value.
+    got = winners([reading("edge-a", 1, None, text="ok"), reading("edge-a", 1, 1.0)])
+    assert got == [(at(0), "edge-a", at(1), 1.0)]
+
+
+def test_device_events_view_keeps_one_row_per_event_by_the_same_rule() -> None:
+    def event(site: str, ingest: float, attributes: str | None) -> Row:
+        return {
+            "device_id": "cam-1", "ts": at(0), "kind": "alarm", "attributes": attributes, "source": "gb",
+            "site": site, "ingest_ts": at(ingest), "date": date(2025, 11, 25),
+        }  # fmt: skip
+
+    rows = [event("edge-b", 1, '{"a": 1}'), event("edge-a", 2, '{"a": 2}'), event("edge-b", 2, None)]
+    for ordered in (rows, rows[::-1]):
+        columns, got = run_view("device_events", ordered)
+        assert columns == contract("device_events").names
+        assert [(r["site"], r["attributes"]) for r in got] == [("edge-b", None)]

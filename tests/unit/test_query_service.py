@@ -120,6 +120,8 @@ def test_metric_latest_by_district_and_type(tmp_path: Path) -> None:
             "type": "air_quality",
             "civil_code": "32010601",
             "district": "Gulou",
+            "site": "s1",
+            "region": None,  # an edge's lake knows no regions
             "ts": "2026-11-25T08:09:00.000Z",
             "value": 20.9,
             "text": None,

@@ -11,6 +11,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import httpx
+import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
@@ -278,6 +279,34 @@ def test_token_bucket_holds_the_rate() -> None:
     # 5,000 bytes at 1,000 B/s with a 100-byte burst: 4.9 s.
     assert now[0] == pytest.approx(4.9)
     assert bucket.take(5000) == pytest.approx(5.0), "a take larger than the burst waits for all of it"
+
+
+@pytest.mark.parametrize(("codec", "level"), [("zstd-9", 9), ("zstd-1", 1), ("none", None)])
+def test_uploads_use_the_links_codec(
+    tmp_path: Path, edge: DataLayout, region: DataLayout, codec: str, level: int | None
+) -> None:
+    """sync.wire_codec decides the chunks' encoding on this sender's link: the
+    level's bytes where it pays, none at all with ``none``."""
+    path = part_file(edge, 0, "0", 0, 3000)
+    pq.write_table(pq.read_table(path), path, compression="none")  # bytes that compress
+    chunk = path.read_bytes()[: CONFIG.chunk_bytes]
+    config = CONFIG.model_copy(update={"wire_codec": codec})
+    with TestClient(create_app(ReceiverSettings(region.data_dir, config))) as client:
+        recorder = Recorder(client)
+        assert EdgeSync(edge, "edge-a", config, client).round().in_sync
+    first = recorder.paths("PATCH", "/uploads/")[0]
+    if level is None:
+        assert "content-encoding" not in first.headers and first.content == chunk
+    else:
+        assert first.headers["content-encoding"] == "zstd"
+        assert first.content == wire.compress(chunk, level), f"not level {level}"
+    assert check(region) == check(edge)
+
+
+def test_wire_codec_is_checked() -> None:
+    with pytest.raises(ValueError, match="wire_codec"):
+        SyncConfig(wire_codec="lz4")
+    assert wire.codec_level("zstd-19") == 19 and wire.codec_level("none") is None
 
 
 def test_wire_compresses_json_but_not_zstd_parquet_and_bounds_decoding(edge: DataLayout) -> None:
