@@ -10,6 +10,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from citylake.config import LoadedConfig, PipelinesConfig
+from citylake.pipelines.catalog import job_catalog
 from citylake.site.daprd import SidecarPorts, daprd_argv, daprd_env, find_daprd
 
 
@@ -102,6 +103,9 @@ def plan_site(
     if "alerts" in service_ports and config.pipelines.alerts_from is None:
         # The site's own alerts service holds the rules its API changes.
         alerts_url = f"http://{_local(config.services.alerts.host)}:{service_ports['alerts']}"
+    # The one list of jobs (pipelines/catalog.py): a name neither built in
+    # nor in pipelines.user_jobs fails the plan, not a child minutes later.
+    job_catalog(config, config_path, loaded.document).job_set(config.pipelines.jobs)
     units.extend(_job_units(config.pipelines, base, cfg, alerts_url))
 
     if run.maintenance:
