@@ -46,8 +46,21 @@ def flink_reason(text: str) -> tuple[str, int | None]:
         message = f"{message}: {causes[-1][1]}"
     position = _POSITION.search(message)
     line = int(position.group(1)) if position else None
+    message = re.sub(r"^(?:[\w.$]+(?:Exception|Error): )+", "", message)
     message = re.sub(r"^SQL (?:parse|validation) failed\. ", "", message)
+    if "doesn't support consuming update changes" in message:
+        message += (
+            "; the lake's files are append-only: aggregate in an event-time window "
+            "(TUMBLE, HOP, CUMULATE) so each result row is final when written"
+        )
     return message, line
+
+
+def _first_line(sql: str, keyword: str) -> int | None:
+    for number, line in enumerate(sql.splitlines(), 1):
+        if re.search(rf"\b{keyword}\b", line.split("--", 1)[0], re.IGNORECASE):
+            return number
+    return None
 
 
 def _column_line(sql: str, column: str | None) -> int | None:
@@ -74,7 +87,10 @@ def _code_frame(the_job: UserJob, exc: BaseException) -> tuple[str, int | None] 
 def _problem(the_job: UserJob, exc: BaseException, mode: Mode) -> JobProblem:
     source = str(the_job.source_file or the_job.declared_in)
     if isinstance(exc, OutputMismatch):
-        line = _column_line(the_job.sql_text(), exc.column) if the_job.config.sql else None
+        line = None
+        if the_job.config.sql:
+            sql = the_job.sql_text()
+            line = _column_line(sql, exc.column) or _first_line(sql, "SELECT")
         frame = None if the_job.config.sql else _code_frame(the_job, exc)
         return JobProblem(frame[0] if frame else source, line or (frame[1] if frame else None), str(exc))
     message, line = flink_reason(str(exc))
@@ -83,6 +99,10 @@ def _problem(the_job: UserJob, exc: BaseException, mode: Mode) -> JobProblem:
         frame = _code_frame(the_job, exc)
         if frame is not None:
             return JobProblem(frame[0], frame[1], f"{message} ({mode} mode)")
+    if line is None and the_job.config.sql is not None:
+        sql = the_job.sql_text()
+        keyword = "GROUP BY" if "update changes" in message else "SELECT"
+        line = _first_line(sql, keyword) or _first_line(sql, "SELECT")
     return JobProblem(source, line, f"{message} ({mode} mode)")
 
 
