@@ -85,10 +85,9 @@ class JobSet:
         if not self.names:
             raise ValueError("a job set needs at least one job")
         for name in self.names:
-            if name not in self.user:
-                known = ", ".join([*JOB_NAMES, *self.user])
-                if name not in JOB_NAMES:
-                    raise KeyError(f"unknown job {name!r}; known jobs: {known}")
+            if name not in self.user and name not in JOB_NAMES:
+                known = ", ".join([*JOB_NAMES, *sorted(self.user)])
+                raise KeyError(f"unknown job {name!r}; known jobs: {known}")
         if len(set(self.names)) != len(self.names):
             raise ValueError(f"a job appears twice in {', '.join(self.names)}")
 

@@ -191,12 +191,6 @@ def _declared_types(spec: TableSpec) -> list[tuple[str, str]]:
     return [(f.name, names[f.type]) for f in spec.schema]
 
 
-@dataclass(frozen=True)
-class EntryPointJob:
-    name: str
-    module: ModuleType
-
-
 def entry_point_jobs() -> list[tuple[str, str, object]]:
     """(job name, module name, its ``JOB`` mapping) of each installed ``citylake.jobs`` entry point."""
     found = []
