@@ -30,8 +30,8 @@ from typing import Protocol
 
 from citylake.config import LakeConfig
 from citylake.lake.compaction import compact_table
-from citylake.lake.retention import retain_table, vacuum_table
 from citylake.lake.registry import lake_tables
+from citylake.lake.retention import retain_table, vacuum_table
 from citylake.schemas import DataLayout, TableSpec
 
 log = logging.getLogger(__name__)

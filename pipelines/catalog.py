@@ -113,7 +113,8 @@ def static_problems(
                 )
             )
     if config.sql is not None and not config.sql.is_file():
-        problems.append(JobProblem(declared_in, _line(document, name, "sql"), f"sql file {config.sql} not found"))
+        line = _line(document, name, "sql")
+        problems.append(JobProblem(declared_in, line, f"sql file {config.sql} not found"))
     if config.path is not None and not config.path.is_dir():
         problems.append(
             JobProblem(declared_in, _line(document, name, "path"), f"path {config.path} is not a directory")

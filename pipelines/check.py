@@ -45,7 +45,7 @@ def flink_reason(text: str) -> tuple[str, int | None]:
     if causes and ("line" not in message) and causes[-1][1] not in message:
         message = f"{message}: {causes[-1][1]}"
     position = _POSITION.search(message)
-    line = int(position.group(1)) if position else None
+    number = int(position.group(1)) if position else None
     message = re.sub(r"^(?:[\w.$]+(?:Exception|Error): )+", "", message)
     message = re.sub(r"^SQL (?:parse|validation) failed\. ", "", message)
     if "doesn't support consuming update changes" in message:
@@ -53,7 +53,7 @@ def flink_reason(text: str) -> tuple[str, int | None]:
             "; the lake's files are append-only: aggregate in an event-time window "
             "(TUMBLE, HOP, CUMULATE) so each result row is final when written"
         )
-    return message, line
+    return message, number
 
 
 def _first_line(sql: str, keyword: str) -> int | None:

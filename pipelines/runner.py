@@ -18,8 +18,8 @@ from citylake.lake.registry import register
 from citylake.pipelines.catalog import job_catalog
 from citylake.pipelines.jars import pipeline_jars
 from citylake.pipelines.jobs import JobSet, PlannedJob
-from citylake.pipelines.user_jobs import UserJob
 from citylake.pipelines.tables import Mode, lake_sink_ddl, landing_source_ddl, landing_view_ddl
+from citylake.pipelines.user_jobs import UserJob
 from citylake.schemas import DataLayout
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from citylake.config import CityConfig
 from citylake.lake.registry import lake_tables
 from citylake.pipelines.catalog import LANDING_TABLES
-from citylake.pipelines.jars import pipeline_jars
+from citylake.pipelines.jars import cache_dir, flink_version, pipeline_jars
 from citylake.pipelines.tables import Mode, lake_sink_ddl, landing_source_ddl, landing_view_ddl
 from citylake.schemas import DataLayout, table
 
@@ -41,13 +41,15 @@ def init_sql(config: CityConfig, mode: Mode) -> str:
         f"SET 'parallelism.default' = '{flink.parallelism}';",
     ]
     if mode == "streaming":
-        lines.append(f"SET 'execution.checkpointing.interval' = '{int(flink.checkpoint_interval_s * 1000)} ms';")
+        interval_ms = int(flink.checkpoint_interval_s * 1000)
+        lines.append(f"SET 'execution.checkpointing.interval' = '{interval_ms} ms';")
     for name in LANDING_TABLES:
         spec = table(name)
         layout.landing(spec).mkdir(parents=True, exist_ok=True)
         lines.append(landing_source_ddl(spec, layout, mode, flink) + ";")
         lines.append(landing_view_ddl(spec, None) + ";")
-    lines.append(f"CREATE TEMPORARY VIEW readings_deduped AS\n{_without_comments(DEDUPE_SQL.read_text('utf-8'))};")
+    dedupe = _without_comments(DEDUPE_SQL.read_text("utf-8"))
+    lines.append(f"CREATE TEMPORARY VIEW readings_deduped AS\n{dedupe};")
     for spec in lake_tables(layout).values():
         lines.append(lake_sink_ddl(spec, layout, flink) + ";")
     return "\n\n".join(lines) + "\n"
@@ -60,6 +62,31 @@ def write_init_file(config: CityConfig, mode: Mode, path: Path | None = None) ->
     return target
 
 
+class SqlGatewayMissing(RuntimeError):
+    pass
+
+
+def opt_dir(work_dir: Path) -> Path:
+    """An ``opt/`` for sql-client.sh: the wheel's own jars and flink-sql-gateway
+    (which the wheel leaves out; tools/setup/flink-sql-client.sh fetches it)."""
+    from citylake.pipelines.runner import flink_home
+
+    gateway = cache_dir() / "flink-sql-client" / flink_version()
+    jars = sorted(gateway.glob("flink-sql-gateway-*.jar"))
+    if not (gateway / ".complete").exists() or not jars:
+        raise SqlGatewayMissing(
+            f"flink-sql-gateway not found in {gateway}; run `make setup` "
+            "(tools/setup/flink-sql-client.sh fetches it with Maven)"
+        )
+    target = work_dir / "opt"
+    target.mkdir(parents=True, exist_ok=True)
+    for jar in [*sorted((flink_home() / "opt").glob("*.jar")), *jars]:
+        link = target / jar.name
+        if not link.exists():
+            link.symlink_to(jar)
+    return target
+
+
 def sql_client_command(
     init_file: Path, rest_url: str | None = None, script: Path | None = None
 ) -> tuple[list[str], dict[str, str]]:
@@ -68,6 +95,7 @@ def sql_client_command(
     from citylake.pipelines.runner import flink_home
 
     home = flink_home()
+    opt = opt_dir(init_file.parent)
     command = ["bash", str(home / "bin" / "sql-client.sh"), "embedded", "-i", str(init_file)]
     for jar in pipeline_jars():
         command += ["-j", str(jar)]
@@ -80,5 +108,5 @@ def sql_client_command(
         ]
     if script is not None:
         command += ["-f", str(script)]
-    env = {**os.environ, "FLINK_HOME": str(home)}
+    env = {**os.environ, "FLINK_HOME": str(home), "FLINK_OPT_DIR": str(opt)}
     return command, env

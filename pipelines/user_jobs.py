@@ -178,9 +178,8 @@ def conform(t_env: TableEnvironment, job_name: str, output: str, result: Table, 
     t_env.create_temporary_view(view, result)
     columns = [f"CAST(`{f.name}` AS {flink_type(f.type)}) AS `{f.name}`" for f in spec.schema]
     if spec.time_column is not None:
-        columns.append(
-            f"DATE_FORMAT(CAST(`{spec.time_column}` AS TIMESTAMP_LTZ(3)), 'yyyy-MM-dd') AS `{PARTITION_COLUMN}`"
-        )
+        instant = f"CAST(`{spec.time_column}` AS TIMESTAMP_LTZ(3))"
+        columns.append(f"DATE_FORMAT({instant}, 'yyyy-MM-dd') AS `{PARTITION_COLUMN}`")
     return t_env.sql_query(f"SELECT {', '.join(columns)} FROM `{view}`")
 
 

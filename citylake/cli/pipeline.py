@@ -317,7 +317,7 @@ def sql_client(
     import subprocess
 
     from citylake.pipelines.jars import FlinkJarsMissing
-    from citylake.pipelines.sql_client import sql_client_command, write_init_file
+    from citylake.pipelines.sql_client import SqlGatewayMissing, sql_client_command, write_init_file
 
     loaded = load(config)
     init_file = write_init_file(loaded.config, mode.value)
@@ -327,6 +327,6 @@ def sql_client(
     url = rest_url or loaded.config.pipelines.flink.rest_url
     try:
         command, env = sql_client_command(init_file, url, file)
-    except FlinkJarsMissing as exc:
+    except (FlinkJarsMissing, SqlGatewayMissing) as exc:
         fail(str(exc))
     raise typer.Exit(subprocess.run(command, env=env, check=False).returncode)

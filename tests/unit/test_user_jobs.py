@@ -5,6 +5,7 @@ Flink's own refusals are in tests/integration/test_user_jobs.py."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -23,7 +24,6 @@ from citylake.lake.compaction import compact_table
 from citylake.lake.maintenance import build_tasks
 from citylake.lake.registry import Registration, SchemaChanged, lake_tables, register
 from citylake.lake.retention import retain_table
-from citylake.pipelines import user_jobs
 from citylake.pipelines.catalog import LANDING_TABLES, JobRefused, job_catalog
 from citylake.pipelines.check import flink_reason
 from citylake.pipelines.jobs import JOB_NAMES, job
@@ -103,7 +103,7 @@ def test_the_catalog_lists_built_in_jobs_then_user_jobs(tmp_path: Path) -> None:
     assert job_set.names == ("readings", "rollups", "water_leak")
     assert [spec.name for spec in job_set.outputs] == ["readings", "readings_1m", "readings_1h", "night_flow"]
     assert job_set.inputs == [TABLES["readings"]]
-    with pytest.raises(KeyError, match="known jobs: readings, .*, events, a_first, water_leak"):
+    with pytest.raises(KeyError, match=r"known jobs: readings, .*, events, a_first, water_leak"):
         catalog.job_set(["leak"])
 
 
@@ -141,7 +141,8 @@ def test_what_is_wrong_before_flink_is_said_with_city_yaml_lines(tmp_path: Path)
         f"{path}:{line_of('devices:')}: output 'devices' is a built-in table; a user job writes a table of "
         f"its own (built-in: {', '.join(TABLES)})",
         f"{path}:{line_of('- meters')}: input 'meters' is not a landing table; inputs: "
-        "readings, device_events, devices, rejected (read as landing_<input>; readings also as readings_deduped)",
+        "readings, device_events, devices, rejected "
+        "(read as landing_<input>; readings also as readings_deduped)",
         f"{path}:{line_of('sql:')}: sql file {tmp_path / 'missing.sql'} not found",
     ]
 
@@ -155,7 +156,7 @@ def test_an_entry_point_job_joins_the_catalog(tmp_path: Path, monkeypatch: pytes
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     point = SimpleNamespace(name="leaks", value="site_jobs_pkg")
-    monkeypatch.setattr(user_jobs.importlib.metadata, "entry_points", lambda group: [point])
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: [point])
     path = write_config(tmp_path, {})
     catalog = job_catalog(load_config(path).config, path)
     assert catalog.names[-1] == "leaks"
@@ -177,7 +178,9 @@ def test_the_select_is_held_to_the_declared_columns() -> None:
         check_columns("o", declared, [("meter_id", "VARCHAR"), ("readings", "BIGINT"), ("min_flow", "DOUBLE"),
                                       ("extra", "INTEGER")])  # fmt: skip
     with pytest.raises(OutputMismatch, match="readings is declared bigint but the SELECT gives DOUBLE"):
-        check_columns("o", declared, [("meter_id", "VARCHAR"), ("readings", "DOUBLE"), ("min_flow", "DOUBLE")])
+        check_columns(
+            "o", declared, [("meter_id", "VARCHAR"), ("readings", "DOUBLE"), ("min_flow", "DOUBLE")]
+        )
 
 
 def test_flinks_message_is_read_without_its_java_stack() -> None:
@@ -210,7 +213,12 @@ def write_part(layout: DataLayout, day: str, name: str, rows: list[dict[str, Any
 
 
 def night(day: int, meter: str, readings: int) -> dict[str, Any]:
-    return {"meter_id": meter, "night": datetime(2026, 11, day, tzinfo=UTC), "min_flow": 0.1, "readings": readings}
+    return {
+        "meter_id": meter,
+        "night": datetime(2026, 11, day, tzinfo=UTC),
+        "min_flow": 0.1,
+        "readings": readings,
+    }
 
 
 def test_a_registered_table_is_viewed_compacted_and_retained(tmp_path: Path) -> None:
@@ -223,12 +231,17 @@ def test_a_registered_table_is_viewed_compacted_and_retained(tmp_path: Path) -> 
     write_part(layout, "2026-11-24", "part-b-0", [night(24, "water-2", 6)])
     write_part(layout, "2026-11-25", "part-a-1", [night(25, "water-1", 2)])
     cursor = lake.cursor()
-    assert cursor.execute("SELECT sum(readings), min(date) FROM night_flow").fetchone() == (20, date(2026, 11, 24))
+    assert cursor.execute("SELECT sum(readings), min(date) FROM night_flow").fetchone() == (
+        20,
+        date(2026, 11, 24),
+    )
     assert "night_flow" in all_views_sql(layout)
 
     spec = lake_tables(layout)["night_flow"]
     assert compact_table(layout, spec, min_files=2).files_in == 2
-    assert retain_table(layout, spec, 1, today=date(2026, 11, 25), max_clock_lead_days=None).files_removed == 1
+    assert (
+        retain_table(layout, spec, 1, today=date(2026, 11, 25), max_clock_lead_days=None).files_removed == 1
+    )
     assert lake.cursor().execute("SELECT sum(readings) FROM night_flow").fetchone() == (2,)
     lake.close()
     tasks = build_tasks(layout, LakeConfig(retention_days={"night_flow": 30}))
