@@ -106,6 +106,9 @@ def sql_client_command(
             f"-Drest.address={address.hostname}",
             f"-Drest.port={address.port or 8081}",
         ]
+    else:
+        # Otherwise the client looks for a cluster on localhost:8081.
+        command.append("-Dexecution.target=local")
     if script is not None:
         command += ["-f", str(script)]
     env = {**os.environ, "FLINK_HOME": str(home), "FLINK_OPT_DIR": str(opt)}
