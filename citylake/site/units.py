@@ -105,7 +105,8 @@ def plan_site(
         alerts_url = f"http://{_local(config.services.alerts.host)}:{service_ports['alerts']}"
     # The one list of jobs (pipelines/catalog.py): a name neither built in
     # nor in pipelines.user_jobs fails the plan, not a child minutes later.
-    job_catalog(config, config_path, loaded.document).job_set(config.pipelines.jobs)
+    if config.pipelines.jobs:
+        job_catalog(config, config_path, loaded.document).job_set(config.pipelines.jobs)
     units.extend(_job_units(config.pipelines, base, cfg, alerts_url))
 
     if run.maintenance:
