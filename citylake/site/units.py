@@ -103,10 +103,7 @@ def plan_site(
     if "alerts" in service_ports and config.pipelines.alerts_from is None:
         # The site's own alerts service holds the rules its API changes.
         alerts_url = f"http://{_local(config.services.alerts.host)}:{service_ports['alerts']}"
-    # The one list of jobs (pipelines/catalog.py): a name neither built in
-    # nor in pipelines.user_jobs fails the plan, not a child minutes later.
-    if config.pipelines.jobs:
-        job_catalog(config, config_path, loaded.document).job_set(config.pipelines.jobs)
+    _known_jobs(loaded, config_path)
     units.extend(_job_units(config.pipelines, base, cfg, alerts_url))
 
     if run.maintenance:
@@ -130,6 +127,14 @@ def plan_site(
         units.append(Unit(name, UnitKind.SERVICE, argv, env, f"{url}/healthz"))
         endpoints[name] = url
     return SitePlan(config.site, _sidecars_after_apps(units), endpoints)
+
+
+def _known_jobs(loaded: LoadedConfig, config_path: Path) -> None:
+    """The one list of jobs (pipelines/catalog.py): a name neither built in
+    nor in pipelines.user_jobs fails the plan, not a child minutes later."""
+    jobs = loaded.config.pipelines.jobs
+    if jobs:
+        job_catalog(loaded.config, config_path, loaded.document).job_set(jobs)
 
 
 def _job_units(

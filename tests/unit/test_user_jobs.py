@@ -271,3 +271,17 @@ def test_the_sql_client_init_file_declares_landing_and_lake_tables(tmp_path: Pat
     assert "CREATE TEMPORARY VIEW readings_deduped AS" in text
     # One statement per `;` at a line end: the SQL Client splits there.
     assert all(not line.lstrip().startswith("--") for line in text.splitlines())
+
+
+def test_the_query_services_sql_endpoint_answers_from_a_user_table(tmp_path: Path) -> None:
+    from tests.query_lake import build_lake, client
+
+    data = tmp_path / "data"
+    build_lake(data)
+    layout = DataLayout(data)
+    register(layout, registration())
+    write_part(layout, "2026-11-24", "part-a-0", [night(24, "water-1", 12), night(24, "water-2", 6)])
+    with client(data) as http:
+        response = http.post("/v1/sql", json={"sql": "SELECT meter_id, readings FROM night_flow ORDER BY 1"})
+    assert response.status_code == 200, response.text
+    assert response.json()["rows"] == [["water-1", 12], ["water-2", 6]]
