@@ -289,7 +289,13 @@ def check(
     setup_logging()
     loaded = load(config)
     job_set = _checked_job_set(loaded, config, job)
-    console.print(f"ok: {', '.join(job_set.names)} plan(s) in streaming and batch mode")
+    from citylake.pipelines.jobs import JOB_NAMES
+
+    own = [n for n in job_set.names if n not in JOB_NAMES]
+    if own:
+        console.print(f"ok: {', '.join(own)} planned in streaming and batch mode")
+    else:
+        console.print(f"ok: {', '.join(job_set.names)} (built-in jobs, tested with citylake)")
 
 
 @app.command("sql-client")
