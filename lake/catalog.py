@@ -22,8 +22,9 @@ import duckdb
 import pyarrow as pa
 
 from citylake.lake.manifest import FLINK_PART_PREFIX, TableLog, TableSnapshot
+from citylake.lake.registry import lake_tables, registered_tables
 from citylake.lake.sites import load_site_regions, sites_mtime, sites_view_sql
-from citylake.schemas import PARTITION_COLUMN, TABLES, DataLayout, TableSpec
+from citylake.schemas import PARTITION_COLUMN, DataLayout, TableSpec
 
 VIEWS_DIR = Path(__file__).parent / "views"
 # Directory times are as fine as the kernel's clock tick: a change within the
@@ -138,7 +139,7 @@ class Lake:
         # lake files never change once written, so repeat queries skip them.
         self.conn.execute("SET parquet_metadata_cache = true")
         self._lock = threading.Lock()
-        self._logs = {name: TableLog(layout, spec) for name, spec in TABLES.items()}
+        self._logs = {name: TableLog(layout, spec) for name, spec in lake_tables(layout).items()}
         self._signatures: dict[str, tuple[tuple[str, int], ...] | None] = {}
         self._snapshots: dict[str, TableSnapshot] = {}
         self._sites_mtime: int | None = None
@@ -155,6 +156,10 @@ class Lake:
             if force or mtime != self._sites_mtime:
                 self.conn.execute(sites_view_sql(load_site_regions(self.layout)))
                 self._sites_mtime = mtime
+            # A user job registers its table when it starts (lake/registry.py):
+            # a long-running service sees it from then on.
+            for name, spec in registered_tables(self.layout).items():
+                self._logs.setdefault(name, TableLog(self.layout, spec))
             for name, table_log in self._logs.items():
                 signature = _signature(table_log)
                 if not force and signature is not None and self._signatures.get(name) == signature:
@@ -247,7 +252,7 @@ def all_views_sql(layout: DataLayout) -> str:
     each table's ``current.json`` and schema file first (a lake no commit has
     touched yet has neither)."""
     lines = ["SET TimeZone = 'UTC';", "SET parquet_metadata_cache = true;"]
-    for spec in TABLES.values():
+    for spec in lake_tables(layout).values():
         table_log = TableLog(layout, spec)
         table_log.publish_for_readers()
         lines.extend(f"{s};" for s in live_views_sql(table_log))

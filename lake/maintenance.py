@@ -30,8 +30,9 @@ from typing import Protocol
 
 from citylake.config import LakeConfig
 from citylake.lake.compaction import compact_table
+from citylake.lake.registry import lake_tables
 from citylake.lake.retention import retain_table, vacuum_table
-from citylake.schemas import TABLES, DataLayout, TableSpec
+from citylake.schemas import DataLayout, TableSpec
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +135,7 @@ class RetainTask:
         for table, days in sorted(self.keep_days.items()):
             if should_stop():
                 return
-            spec = TABLES[table]
+            spec = lake_tables(self.layout)[table]
 
             def work(spec: TableSpec = spec, days: int = days) -> dict[str, int]:
                 r = retain_table(self.layout, spec, days)
@@ -173,13 +174,14 @@ def build_tasks(
     """The tasks ``lake.maintenance`` asks for, plus ``extra`` (landing
     collection goes here). Raises ``ConfigProblem`` naming unknown tables."""
     schedule = lake.maintenance
-    unknown = sorted((set(schedule.tables) | set(lake.retention_days)) - set(TABLES))
+    tables = lake_tables(layout)
+    unknown = sorted((set(schedule.tables) | set(lake.retention_days)) - set(tables))
     if unknown:
         raise ConfigProblem(
             f"lake.maintenance.tables or lake.retention_days name unknown tables {', '.join(unknown)}; "
-            f"tables: {', '.join(TABLES)}"
+            f"tables: {', '.join(tables)} (a user job's table is known once the job has run)"
         )
-    specs = [TABLES[n] for n in schedule.tables] if schedule.tables else list(TABLES.values())
+    specs = [tables[n] for n in schedule.tables] if schedule.tables else list(tables.values())
     tasks: list[MaintenanceTask] = [
         CompactTask(
             layout,

@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 import pyarrow.parquet as pq
 
 from citylake.lake.manifest import TableLog
-from citylake.schemas import TABLES, DataLayout
+from citylake.lake.registry import lake_tables
+from citylake.schemas import DataLayout
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ def _as_utc(value: object) -> datetime | None:
 
 def table_stats(layout: DataLayout) -> list[TableStats]:
     stats = []
-    for spec in TABLES.values():
+    for spec in lake_tables(layout).values():
         snap = TableLog(layout, spec).snapshot()
         rows = size = 0
         first: datetime | None = None

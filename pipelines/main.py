@@ -7,7 +7,7 @@ from datetime import datetime
 from pathlib import Path
 
 from citylake.config import load_config
-from citylake.pipelines.jobs import JobSet
+from citylake.pipelines.catalog import job_catalog
 from citylake.pipelines.runner import start
 
 
@@ -25,7 +25,7 @@ def main() -> None:
     if (args.from_ is None) != (args.to is None):
         parser.error("give both --from and --to")
     config = load_config(args.config).config
-    job_set = JobSet.of(args.job.split(","))
+    job_set = job_catalog(config, args.config).job_set(args.job.split(","))
     if "alerts" in job_set.names:
         # Read once: a job on the session cluster is planned from the rules of
         # its submission (see `citylake pipeline submit --help`).

@@ -14,9 +14,12 @@ from pathlib import Path
 from pyflink.table import EnvironmentSettings, TableEnvironment, TableResult
 
 from citylake.config import CityConfig, FlinkConfig
+from citylake.lake.registry import register
+from citylake.pipelines.catalog import job_catalog
 from citylake.pipelines.jars import pipeline_jars
-from citylake.pipelines.jobs import Job, JobSet
+from citylake.pipelines.jobs import JobSet, PlannedJob
 from citylake.pipelines.tables import Mode, lake_sink_ddl, landing_source_ddl, landing_view_ddl
+from citylake.pipelines.user_jobs import UserJob
 from citylake.schemas import DataLayout
 
 log = logging.getLogger(__name__)
@@ -90,7 +93,7 @@ def latest_checkpoint(config: CityConfig, job_name: str) -> Path | None:
 def declare_tables(
     t_env: TableEnvironment,
     config: CityConfig,
-    the_job: Job | JobSet,
+    the_job: PlannedJob | JobSet,
     mode: Mode,
     continuous: bool = True,
     time_range: tuple[datetime, datetime] | None = None,
@@ -121,7 +124,7 @@ def start(
     ``continuous=False`` runs streaming mode over what has landed and ends (the
     same operators, watermarks and state as a live job): how tests hold both
     modes to the same input. ``time_range`` limits the input to ``[from, to)``."""
-    job_set = JobSet.of(jobs) if isinstance(jobs, str) else jobs
+    job_set = job_catalog(config).job_set(jobs) if isinstance(jobs, str) else jobs
     t_env = table_environment(config, job_set.key, mode)
     if len(job_set.names) > 1:
         t_env.get_config().set("pipeline.name", f"citylake-{'+'.join(job_set.names)}-{mode}")
@@ -130,7 +133,12 @@ def start(
     declare_tables(t_env, config, job_set, mode, continuous, time_range)
     statements = t_env.create_statement_set()
     for the_job in job_set.jobs:
-        for name, result in the_job.module.transform(t_env, config).items():
+        if isinstance(the_job, UserJob):
+            # In the lake's log before the first file: readers list the table
+            # from now on, and a changed schema is refused here at the latest.
+            for registration in the_job.registrations:
+                register(DataLayout(config.data_dir), registration)
+        for name, result in the_job.transform(t_env, config).items():
             statements.add_insert(f"lake_{name}", result)
     if mode == "streaming" and len(job_set.names) > 1:
         record_job_set(config, job_set)
@@ -203,7 +211,7 @@ def run(
     streaming run resumes from the newest checkpoint an earlier run left (after
     a crash or Ctrl-C): files already read are not read again, lake files
     pending at that checkpoint are committed, nothing is lost or doubled."""
-    job_set = JobSet.of(jobs) if isinstance(jobs, str) else jobs
+    job_set = job_catalog(config).job_set(jobs) if isinstance(jobs, str) else jobs
     if mode == "streaming":
         prepare_state(config, job_set, fresh)
     resume_from = None if fresh or mode != "streaming" else latest_checkpoint(config, job_set.key)
@@ -239,7 +247,7 @@ def submit(
     """Submit detached to a session cluster; returns Flink's job id. ``main.py``
     plans the job on the client side, so ``time_range`` and ``rules_from`` travel
     as its arguments."""
-    JobSet.of(job_name.split(","))  # fail fast on a wrong name, before starting a JVM
+    job_catalog(config, config_path).job_set(job_name.split(","))  # a wrong name fails before a JVM starts
     extra = [*(["--rules-from", rules_from] if rules_from else [])]
     if time_range is not None:
         extra += ["--from", time_range[0].isoformat(), "--to", time_range[1].isoformat()]

@@ -20,9 +20,10 @@ from citylake.lake.compaction import compact_table
 from citylake.lake.landing_gc import LandingTask, TableCollection, collect_landing
 from citylake.lake.maintenance import Action, ConfigProblem, MaintenanceScheduler, build_tasks
 from citylake.lake.manifest import TableLog
+from citylake.lake.registry import lake_tables
 from citylake.lake.retention import retain_table, vacuum_table
 from citylake.lake.stats import table_stats
-from citylake.schemas import TABLES, DataLayout, TableSpec
+from citylake.schemas import DataLayout, TableSpec
 
 app = typer.Typer(
     help="Lake maintenance: stats, compaction, retention, the scheduled maintainer, DuckDB CLI views.",
@@ -34,13 +35,15 @@ TableOption = Annotated[
 ]
 
 
-def _tables(names: list[str] | None) -> list[TableSpec]:
+def _tables(layout: DataLayout, names: list[str] | None) -> list[TableSpec]:
+    """Built-in tables and those user jobs registered in this lake."""
+    known = lake_tables(layout)
     if not names:
-        return list(TABLES.values())
-    unknown = [n for n in names if n not in TABLES]
+        return list(known.values())
+    unknown = [n for n in names if n not in known]
     if unknown:
-        fail(f"unknown table {', '.join(unknown)}; tables: {', '.join(TABLES)}")
-    return [TABLES[n] for n in names]
+        fail(f"unknown table {', '.join(unknown)}; tables: {', '.join(known)}")
+    return [known[n] for n in names]
 
 
 def _size(n: int) -> str:
@@ -89,7 +92,7 @@ def compact(
     layout = DataLayout(loaded.config.data_dir)
     results = []
     with Progress(console=console, transient=True) as progress:
-        specs = _tables(tables)
+        specs = _tables(layout, tables)
         task = progress.add_task("compacting", total=len(specs))
         for spec in specs:
             progress.update(task, description=f"compacting {spec.name}")
@@ -132,16 +135,17 @@ def retain(
     loaded = load(config)
     lake_config = loaded.config.lake
     layout = DataLayout(loaded.config.data_dir)
-    unknown = sorted(set(lake_config.retention_days) - set(TABLES))
+    known = lake_tables(layout)
+    unknown = sorted(set(lake_config.retention_days) - set(known))
     if unknown:
-        fail(f"lake.retention_days names unknown tables {', '.join(unknown)}; tables: {', '.join(TABLES)}")
+        fail(f"lake.retention_days names unknown tables {', '.join(unknown)}; tables: {', '.join(known)}")
     if days is None and not tables:
-        chosen = [(TABLES[n], d) for n, d in sorted(lake_config.retention_days.items())]
+        chosen = [(known[n], d) for n, d in sorted(lake_config.retention_days.items())]
         if not chosen:
             fail("no retention configured: set lake.retention_days in city.yaml, or pass --table and --days")
     else:
         chosen = []
-        for spec in _tables(tables):
+        for spec in _tables(layout, tables):
             keep = days or lake_config.retention_days.get(spec.name)
             if keep is None:
                 fail(f"no retention for {spec.name}: pass --days or set lake.retention_days.{spec.name}")
@@ -203,7 +207,7 @@ def maintain(
         tasks = build_tasks(layout, lake_config, extra=[landing])
     except ConfigProblem as exc:
         fail(f"{exc} (in {config})", code=2)
-    for spec in TABLES.values():
+    for spec in lake_tables(layout).values():
         # The DuckDB CLI's live views read these; a new lake gets them now.
         TableLog(layout, spec).publish_for_readers()
     scheduler = MaintenanceScheduler(tasks, on_action=_print_action)

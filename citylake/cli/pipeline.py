@@ -17,7 +17,8 @@ from citylake.cli.common import (
     load,
     setup_logging,
 )
-from citylake.config import CityConfig
+from citylake.config import CityConfig, LoadedConfig
+from citylake.lake.registry import SchemaChanged
 from citylake.pipelines.flink_rest import FlinkRest, FlinkRestError
 
 if TYPE_CHECKING:
@@ -36,8 +37,9 @@ class Mode(StrEnum):
 JobArg = Annotated[
     str,
     typer.Argument(
-        help="job name: readings, rollups, alerts, devices, events; several, comma-separated "
-        "(readings,rollups,alerts), run as ONE Flink job in one mini-cluster"
+        help="job name: readings, rollups, alerts, devices, events, or one of pipelines.user_jobs "
+        "(`citylake pipeline jobs` lists them); several, comma-separated (readings,rollups,alerts), "
+        "run as ONE Flink job in one mini-cluster"
     ),
 ]
 ModeOption = Annotated[Mode, typer.Option("--mode", "-m", help="streaming (continuous) or batch (backfill)")]
@@ -74,13 +76,9 @@ def run(
     loaded = load(config)
     time_range = _time_range(mode, from_, to)
     from citylake.pipelines import runner
-    from citylake.pipelines.jobs import JobSet
     from citylake.pipelines.local_jvm import size_local_jvm
 
-    try:
-        job_set = JobSet.of([j.strip() for j in job.split(",") if j.strip()])
-    except (KeyError, ValueError) as exc:
-        fail(str(exc.args[0]), code=2)
+    job_set = _checked_job_set(loaded, config, job)
     if rules_from is not None and "alerts" not in job_set.names:
         fail("--rules-from is for the alerts job", code=2)
     size_local_jvm(loaded.config.pipelines.flink)
@@ -91,10 +89,29 @@ def run(
             _run_alerts(loaded.config, config.resolve(), mode, time_range, fresh, rules_from, job_set)
         else:
             runner.run(loaded.config, job_set, mode.value, time_range, fresh=fresh)
-    except runner.JobSetChanged as exc:
+    except (runner.JobSetChanged, SchemaChanged) as exc:
         fail(str(exc))
     except KeyboardInterrupt:
         console.print("stopped")
+
+
+def _checked_job_set(loaded: LoadedConfig, config_path: Path, names: str) -> JobSet:
+    """The jobs named, each user job among them planned by Flink first: a bad
+    one exits 2 with file, line and reason before anything runs."""
+    from citylake.pipelines.catalog import JobRefused, job_catalog
+    from citylake.pipelines.check import check_job
+
+    try:
+        catalog = job_catalog(loaded.config, config_path, loaded.document)
+        job_set = catalog.job_set([j.strip() for j in names.split(",") if j.strip()])
+        for name in job_set.names:
+            if name in catalog.user:
+                check_job(loaded.config, catalog, name, config_path, loaded.document)
+    except JobRefused as exc:
+        fail(str(exc), code=2)
+    except (KeyError, ValueError) as exc:
+        fail(str(exc.args[0]), code=2)
+    return job_set
 
 
 def _time_range(mode: Mode, from_: str | None, to: str | None) -> tuple[datetime, datetime] | None:
@@ -182,6 +199,7 @@ def submit(
         fail("no Flink cluster: pass --rest-url or set pipelines.flink.rest_url in the config", code=2)
     from citylake.pipelines import runner
 
+    _checked_job_set(loaded, config, job)
     try:
         job_id = runner.submit(
             loaded.config,
@@ -193,7 +211,7 @@ def submit(
             time_range=time_range,
             rules_from=rules_from,
         )
-    except (RuntimeError, KeyError) as exc:
+    except (RuntimeError, KeyError, SchemaChanged) as exc:
         fail(str(exc))
     typer.echo(job_id)
 
@@ -242,3 +260,79 @@ def cancel(
     except FlinkRestError as exc:
         fail(str(exc))
     typer.echo(f"cancelled {job_id}")
+
+
+@app.command("jobs")
+def list_known_jobs(config: ConfigOption = DEFAULT_CONFIG) -> None:
+    """Every job this config can run or submit: the built-in ones, then pipelines.user_jobs
+    and those of installed packages (entry point group citylake.jobs)."""
+    from citylake.pipelines.catalog import JobRefused, job_catalog
+
+    loaded = load(config)
+    try:
+        catalog = job_catalog(loaded.config, config, loaded.document)
+    except JobRefused as exc:
+        fail(str(exc), code=2)
+    for name in catalog.names:
+        typer.echo(f"{name:<20} {catalog.describe(name)}")
+
+
+@app.command()
+def check(
+    job: Annotated[str, typer.Argument(help="a user job (pipelines.user_jobs), or several comma-separated")],
+    config: ConfigOption = DEFAULT_CONFIG,
+) -> None:
+    """Plan a job in Flink (both modes) without running it: a syntax error, an unknown
+    table or column, a column type other than the declared output's, an updating result
+    the append-only lake cannot take, or a changed schema of an existing output is
+    reported with file, line and reason (exit 2). run and submit do the same first."""
+    setup_logging()
+    loaded = load(config)
+    job_set = _checked_job_set(loaded, config, job)
+    from citylake.pipelines.jobs import JOB_NAMES
+
+    own = [n for n in job_set.names if n not in JOB_NAMES]
+    if own:
+        console.print(f"ok: {', '.join(own)} planned in streaming and batch mode")
+    else:
+        console.print(f"ok: {', '.join(job_set.names)} (built-in jobs, tested with citylake)")
+
+
+@app.command("sql-client")
+def sql_client(
+    config: ConfigOption = DEFAULT_CONFIG,
+    mode: ModeOption = Mode.batch,
+    rest_url: Annotated[
+        str | None,
+        typer.Option(
+            "--rest-url",
+            help="run statements on this Flink session cluster (default pipelines.flink.rest_url; "
+            "without either, on a local mini-cluster)",
+        ),
+    ] = None,
+    init_only: Annotated[
+        bool, typer.Option("--init-only", help="write the init file, print its path and exit")
+    ] = False,
+    file: Annotated[
+        Path | None, typer.Option("--file", "-f", help="run this SQL script instead of the interactive shell")
+    ] = None,
+) -> None:
+    """Open Flink's own SQL Client (sql-client.sh of the apache-flink package) on citylake's
+    tables: landing_<table>, readings_deduped and every lake table as lake_<table>, declared
+    by an init file (<data_dir>/flink/sql-client-init-<mode>.sql)."""
+    import subprocess
+
+    from citylake.pipelines.jars import FlinkJarsMissing
+    from citylake.pipelines.sql_client import SqlGatewayMissing, sql_client_command, write_init_file
+
+    loaded = load(config)
+    init_file = write_init_file(loaded.config, mode.value)
+    if init_only:
+        typer.echo(str(init_file))
+        return
+    url = rest_url or loaded.config.pipelines.flink.rest_url
+    try:
+        command, env = sql_client_command(init_file, url, file)
+    except (FlinkJarsMissing, SqlGatewayMissing) as exc:
+        fail(str(exc))
+    raise typer.Exit(subprocess.run(command, env=env, check=False).returncode)

@@ -17,12 +17,14 @@ from citylake.config.models import (
     LandingConfig,
     MaintenanceConfig,
     MetricType,
+    OutputTableConfig,
     PipelinesConfig,
     ServiceConfig,
     ServicesConfig,
     SidecarConfig,
     SiteRunConfig,
     SourceConfig,
+    UserJobConfig,
 )
 
 __all__ = [
@@ -39,11 +41,13 @@ __all__ = [
     "LoadedConfig",
     "MaintenanceConfig",
     "MetricType",
+    "OutputTableConfig",
     "PipelinesConfig",
     "ServiceConfig",
     "ServicesConfig",
     "SidecarConfig",
     "SiteRunConfig",
     "SourceConfig",
+    "UserJobConfig",
     "load_config",
 ]

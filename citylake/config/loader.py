@@ -142,4 +142,23 @@ def load_config(path: Path | str) -> LoadedConfig:
     config = document.validate(CityConfig, _plain(root))
     if not config.data_dir.is_absolute():
         config = config.model_copy(update={"data_dir": (path.parent / config.data_dir).resolve()})
-    return LoadedConfig(config, document)
+    return LoadedConfig(_user_job_paths(config, path.parent.resolve()), document)
+
+
+def _user_job_paths(config: CityConfig, base: Path) -> CityConfig:
+    """User jobs' files relative to city.yaml, like ``data_dir``: a job runs the
+    same from any working directory, and on the session cluster's client."""
+    if not config.pipelines.user_jobs:
+        return config
+    jobs = {
+        name: job.model_copy(
+            update={
+                key: base / value
+                for key, value in (("sql", job.sql), ("path", job.path))
+                if value is not None and not value.is_absolute()
+            }
+        )
+        for name, job in config.pipelines.user_jobs.items()
+    }
+    pipelines = config.pipelines.model_copy(update={"user_jobs": jobs})
+    return config.model_copy(update={"pipelines": pipelines})

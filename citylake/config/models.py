@@ -186,6 +186,84 @@ class AlertRule(BaseModel):
         return self
 
 
+# A table or column name a data engineer declares: a plain SQL identifier in
+# Flink and DuckDB alike (no hyphen, no quoting needed anywhere).
+Identifier = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
+# The column types an output table may declare, as Flink and DuckDB both know
+# them; `timestamp` is an instant (UTC), as every citylake time column is.
+ColumnType = Literal["string", "double", "float", "bigint", "int", "boolean", "timestamp", "bytes"]
+
+
+class OutputTableConfig(BaseModel):
+    """One lake table a user job writes: its columns, in order, with types.
+
+    ``time_column`` partitions the table by date like the built-in tables (and
+    lets retention and backfills select by it); without one the table is a
+    single unpartitioned directory."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    columns: dict[Identifier, ColumnType] = Field(
+        min_length=1,
+        description="column name -> type (string, double, float, bigint, int, boolean, "
+        "timestamp, bytes), in the order the job's SELECT produces them",
+    )
+    required: list[Identifier] = Field(
+        default_factory=list, description="columns that are never null (the lake's contract)"
+    )
+    time_column: Identifier | None = Field(
+        default=None, description="a `timestamp` column: the table is partitioned by its UTC date"
+    )
+    description: str = Field(default="", max_length=500)
+
+    @model_validator(mode="after")
+    def _columns_known(self) -> OutputTableConfig:
+        if self.time_column is not None and self.columns.get(self.time_column) != "timestamp":
+            raise ValueError(
+                f"time_column {self.time_column!r} must be one of the columns, of type timestamp"
+            )
+        if "date" in self.columns:
+            raise ValueError("`date` is the lake's partition column; name the column otherwise")
+        unknown = sorted(set(self.required) - set(self.columns))
+        if unknown:
+            raise ValueError(f"required names columns that are not declared: {', '.join(unknown)}")
+        return self
+
+
+class UserJobConfig(BaseModel):
+    """A data engineer's own Flink job, kept outside citylake's source tree.
+
+    Either ``sql``: a file holding one SELECT over the ``landing_<input>``
+    tables (the common case; the job has exactly one output), or ``module``: a
+    Python module with ``transform(t_env, config) -> {output: Table}`` (found on
+    ``path``, or installed). Relative paths are relative to city.yaml."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sql: Path | None = Field(default=None, description="the job's SELECT, a .sql file")
+    module: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$",
+        description="dotted name of a module with transform(t_env, config)",
+    )
+    path: Path | None = Field(default=None, description="module: a directory put on sys.path first")
+    inputs: list[Identifier] = Field(min_length=1, description="landing tables the job reads")
+    outputs: dict[Identifier, OutputTableConfig] = Field(min_length=1, description="lake tables it writes")
+    description: str = Field(default="", max_length=500)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> UserJobConfig:
+        if (self.sql is None) == (self.module is None):
+            raise ValueError("give exactly one of `sql` (a .sql file) or `module` (a Python module)")
+        if self.sql is not None and len(self.outputs) != 1:
+            raise ValueError(
+                "a `sql` job's one SELECT writes one output table; a job writing several is a `module`"
+            )
+        if self.path is not None and self.module is None:
+            raise ValueError("`path` is where a `module` is found; a `sql` job has none")
+        return self
+
+
 class PipelinesConfig(BaseModel):
     """The Flink jobs: how they run, which ones, and the alert rules.
 
@@ -219,6 +297,11 @@ class PipelinesConfig(BaseModel):
     alerts_poll_s: float = Field(
         default=5.0, gt=0, le=3600, description="how often a streaming `alerts` job asks for its rules"
     )
+    user_jobs: dict[Name, UserJobConfig] = Field(
+        default_factory=dict,
+        description="data engineers' own jobs, by name: run and submitted like the built-in ones "
+        "(README, Write your own job)",
+    )
 
     @model_validator(mode="after")
     def _rule_names_unique(self) -> PipelinesConfig:
@@ -226,6 +309,18 @@ class PipelinesConfig(BaseModel):
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise ValueError(f"alert rule names used twice: {', '.join(twice)}")
+        return self
+
+    @model_validator(mode="after")
+    def _outputs_written_once(self) -> PipelinesConfig:
+        writers: dict[str, str] = {}
+        for name, job in self.user_jobs.items():
+            for output in job.outputs:
+                if output in writers:
+                    raise ValueError(
+                        f"user jobs {writers[output]} and {name} both write the table {output!r}"
+                    )
+                writers[output] = name
         return self
 
 

@@ -10,6 +10,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from citylake.config import LoadedConfig, PipelinesConfig
+from citylake.pipelines.catalog import job_catalog
 from citylake.site.daprd import SidecarPorts, daprd_argv, daprd_env, find_daprd
 
 
@@ -102,6 +103,7 @@ def plan_site(
     if "alerts" in service_ports and config.pipelines.alerts_from is None:
         # The site's own alerts service holds the rules its API changes.
         alerts_url = f"http://{_local(config.services.alerts.host)}:{service_ports['alerts']}"
+    _known_jobs(loaded, config_path)
     units.extend(_job_units(config.pipelines, base, cfg, alerts_url))
 
     if run.maintenance:
@@ -125,6 +127,14 @@ def plan_site(
         units.append(Unit(name, UnitKind.SERVICE, argv, env, f"{url}/healthz"))
         endpoints[name] = url
     return SitePlan(config.site, _sidecars_after_apps(units), endpoints)
+
+
+def _known_jobs(loaded: LoadedConfig, config_path: Path) -> None:
+    """The one list of jobs (pipelines/catalog.py): a name neither built in
+    nor in pipelines.user_jobs fails the plan, not a child minutes later."""
+    jobs = loaded.config.pipelines.jobs
+    if jobs:
+        job_catalog(loaded.config, config_path, loaded.document).job_set(jobs)
 
 
 def _job_units(

@@ -27,7 +27,8 @@ from citylake.services.query.sql_pool import SqlWorkers
 
 DESCRIPTION = """\
 Runs one read-only SQL statement on the lake (DuckDB dialect; tables:
-readings, readings_1m, readings_1h, device_events, devices, alerts, rejected).
+readings, readings_1m, readings_1h, device_events, devices, alerts, rejected,
+and the tables data engineers' own jobs write, `pipelines.user_jobs`).
 
 Only a single SELECT is accepted (also WITH, FROM-first, DESCRIBE, SHOW,
 SUMMARIZE), as DuckDB's own parser reads it. Files outside the lake, URLs,

@@ -24,6 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from citylake.cli.common import DEFAULT_CONFIG, ConfigOption, console, fail, load, setup_logging
+from citylake.pipelines.jobs import JOB_NAMES
 
 if TYPE_CHECKING:
     # matplotlib (the report's) loads only when a command runs.
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 
 app = typer.Typer(help="The 100k-device scale run and its report.", no_args_is_help=True)
 
-JOBS_HELP = "streaming Flink jobs, comma-separated: readings, rollups, alerts, devices, events, or 'all'"
+JOBS_HELP = f"streaming Flink jobs, comma-separated: {', '.join(JOB_NAMES)}, or 'all'"
 
 
 @app.command()

@@ -15,13 +15,15 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
+from citylake.pipelines.jobs import JOB_NAMES
 from citylake_devstack.simulators.mqtt import DEVICE_TYPES, METRICS
 
 MQTT, MODBUS, GB28181 = "mqtt", "modbus", "gb28181"
 SOURCE_NAMES = {MQTT: "mqtt-sensors", MODBUS: "modbus-meters", GB28181: "gb28181-cameras"}
 PROTOCOL_OF_SOURCE = {name: protocol for protocol, name in SOURCE_NAMES.items()}
 DEFAULT_JOBS = ("readings", "rollups")
-ALL_JOBS = ("readings", "rollups", "alerts", "devices", "events")
+# The built-in jobs, as pipelines/jobs.py lists them (the one list).
+ALL_JOBS = JOB_NAMES
 GB28181_PLATFORM, GB28181_DOMAIN, GB28181_PASSWORD = "34020000002000000001", "3402000000", "scale-pw"
 MARKER_DEVICE = "scale-marker"
 MARKER_TOPIC = f"city/scale/marker/{MARKER_DEVICE}/telemetry"
