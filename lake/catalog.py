@@ -147,7 +147,7 @@ class Lake:
         if not force and time.monotonic() - self._refreshed_at < self.min_refresh_s:
             return
         with self._lock:
-            self._refreshed_at = time.monotonic()
+            started = time.monotonic()
             for name, table_log in self._logs.items():
                 signature = _signature(table_log)
                 if not force and signature is not None and self._signatures.get(name) == signature:
@@ -159,6 +159,9 @@ class Lake:
                         self.conn.execute(statement)
                     self._snapshots[name] = snap
                 self._signatures[name] = signature
+            # Only a refresh that worked counts: after a failure (a damaged
+            # file) the next reader tries again and meets the error itself.
+            self._refreshed_at = started
 
     def snapshot(self, table: str) -> TableSnapshot:
         """The snapshot the views show now, for readers other than DuckDB."""
