@@ -2,7 +2,7 @@
 
 # No `from __future__ import annotations`: FastAPI reads these routes'
 # annotations at run time, and some name limits from the factory's config.
-from typing import Annotated
+from typing import Annotated, Any
 
 import duckdb
 import pyarrow as pa
@@ -14,6 +14,7 @@ from citylake.services.district import DISTRICT_DOC, DISTRICT_SQL, DistrictFilte
 from citylake.services.query import hot_json, paging
 from citylake.services.query.deps import fetch, get_hot, lake_cursor, open_lake_cursor
 from citylake.services.query.errors import error_responses
+from citylake.services.query.hot_tier import HotTier
 from citylake.services.query.models import DeviceLatest, DeviceValue, LatestReading, MetricLatest
 from citylake.services.query.negotiation import (
     JSON,
@@ -73,6 +74,54 @@ FROM latest l LEFT JOIN registry r USING (device_id)
 ORDER BY l.device_id
 LIMIT $limit
 """
+
+
+# The devices a district or type names, for the hot tier to answer their
+# latest values: the registry is small (one row per device), the readings not.
+_CHOSEN_SQL = f"""
+WITH registry AS (
+    SELECT device_id, type, civil_code, district FROM devices
+    QUALIFY row_number() OVER (PARTITION BY device_id ORDER BY last_seen DESC NULLS LAST) = 1
+)
+SELECT device_id, type, civil_code, district FROM registry
+WHERE {DISTRICT_SQL} AND ($type IS NULL OR type = $type) AND ($after IS NULL OR device_id > $after)
+ORDER BY device_id
+"""
+
+DEVICE_VALUE_SCHEMA = pa.schema(
+    [
+        ("device_id", pa.string()),
+        ("type", pa.string()),
+        ("civil_code", pa.string()),
+        ("district", pa.string()),
+        ("ts", pa.timestamp("us", tz="UTC")),
+        ("value", pa.float64()),
+        ("text", pa.string()),
+        ("unit", pa.string()),
+        ("quality", pa.uint8()),
+    ]
+)
+
+
+def hot_metric_latest(
+    hot: HotTier, cursor: duckdb.DuckDBPyConnection, params: dict[str, Any], config: ServiceConfig
+) -> pa.Table | None:
+    """The lake's page of a district's (or type's) latest values, from the
+    hot tier and the registry; None if the tier does not know one of the
+    devices whole (the lake answers then)."""
+    names = ("district_code", "district_name", "type", "after")
+    chosen = fetch(cursor, _CHOSEN_SQL, {k: params[k] for k in names}, config).to_pylist()
+    rows: list[dict[str, object]] = []
+    for device in chosen:
+        latest = hot.latest(str(device["device_id"]), params["metric"])
+        if latest is None:
+            return None
+        if latest:
+            value = latest[0]
+            rows.append({**device, **{k: value[k] for k in ("ts", "value", "text", "unit", "quality")}})
+            if len(rows) == params["limit"]:
+                break
+    return pa.Table.from_pylist(rows, schema=DEVICE_VALUE_SCHEMA)
 
 
 def router(config: ServiceConfig) -> APIRouter:
@@ -167,7 +216,13 @@ def router(config: ServiceConfig) -> APIRouter:
             "after": after,
             "limit": limit + 1,
         }
-        table = fetch(cursor, _METRIC_LATEST_SQL, params, config)
+        hot = get_hot(request)
+        table = None
+        if hot is not None and (district is not None or type is not None):
+            table = hot_metric_latest(hot, cursor, params, config)
+        served_from = "hot" if table is not None else "lake"
+        if table is None:
+            table = fetch(cursor, _METRIC_LATEST_SQL, params, config)
         next_cursor = None
         if table.num_rows > limit:
             table = table.slice(0, limit)
@@ -182,7 +237,7 @@ def router(config: ServiceConfig) -> APIRouter:
                 items=[DeviceValue.model_validate(row) for row in table.to_pylist()],
                 next_cursor=next_cursor,
             ),
-            {"X-Next-Cursor": next_cursor} if next_cursor else None,
+            {"X-Served-From": served_from, **({"X-Next-Cursor": next_cursor} if next_cursor else {})},
         )
 
     return api
