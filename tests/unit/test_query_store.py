@@ -21,6 +21,7 @@ from citylake.schemas import DataLayout, table
 from citylake.services.query.app import QuerySettings, create_app
 from citylake.services.query.store import ServingStore, StoreBounds, open_store, store_path
 from tests.lakedata import T0, reading, write_lake_readings, write_lake_table
+from tests.query_lake import build_lake
 
 READINGS = table("readings")
 ROWS_SQL = "SELECT device_id, metric, ts, value, text, unit, quality, ingest_ts FROM readings ORDER BY ALL"
@@ -259,3 +260,24 @@ def test_routes_answer_from_the_store_what_the_lake_answers(tmp_path: Path) -> N
         assert stored.get(missing).status_code == 404
         old = paths[0].replace("2026-11-26", "2026-10-01")
         assert get(stored, old)[0] == "lake"
+
+
+def test_district_latest_from_the_hot_tier_is_the_lakes_answer(tmp_path: Path) -> None:
+    build_lake(tmp_path)
+    hot = QuerySettings(tmp_path, ServiceConfig.model_validate({"live_pubsub": "citylake-pubsub"}))
+    lake_only = QuerySettings(tmp_path, ServiceConfig.model_validate({"serving_days": 0}))
+    with TestClient(create_app(hot)) as tiered, TestClient(create_app(lake_only)) as lake:
+        deadline = time.monotonic() + 30
+        while tiered.get("/healthz").status_code != 200:
+            assert time.monotonic() < deadline, "the hot tier never rebuilt"
+            time.sleep(0.1)
+        for query in ("district=320106", "district=gulou", "type=ipc", "district=3201&limit=1"):
+            path = f"/v1/metrics/temp/latest?{query}"
+            served, body = get(tiered, path)
+            assert served == "hot", path
+            assert get(lake, path) == ("lake", body), path
+        _, first = get(tiered, "/v1/metrics/temp/latest?district=3201&limit=1")
+        assert [i["device_id"] for i in first["items"]] == ["air-1"] and first["next_cursor"]
+        follow = f"/v1/metrics/temp/latest?district=3201&limit=1&cursor={first['next_cursor']}"
+        assert get(tiered, follow) == ("hot", get(lake, follow)[1])
+        assert get(tiered, "/v1/metrics/temp/latest")[0] == "lake", "every device: the lake's"
