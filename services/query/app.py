@@ -31,6 +31,7 @@ from citylake.services.query.concurrency import ConcurrencyLimit
 from citylake.services.query.errors import install_error_handlers
 from citylake.services.query.hot_tier import HotTier, HotTierBounds
 from citylake.services.query.live import keep_hot, subscription_router
+from citylake.services.query.registry_cache import RegistryCache
 from citylake.services.query.sandbox import LakeUnavailable, Limits, SandboxedLake
 from citylake.services.query.sql_pool import SqlWorkers
 from citylake.services.query.store import StoreBounds, StoreKeeper, open_store
@@ -122,6 +123,7 @@ def create_app(settings: QuerySettings) -> FastAPI:
     app.state.config = config
     app.state.lake = lake
     app.state.hot = hot
+    app.state.registry = RegistryCache(lake)  # a district's devices, for the hot tier's answer
     app.state.sql_workers = workers
     # Nothing here writes: the read scope opens every route (SQL is read-only).
     guard = install_keys(app, ring)

@@ -23,6 +23,8 @@ from citylake.services.query.negotiation import (
     tabular_openapi,
     tabular_response,
 )
+from citylake.services.query.registry_cache import RegistryCache
+from citylake.services.query.sandbox import LakeUnavailable
 
 DeviceId = Annotated[
     str, Path(min_length=1, max_length=128, description="device id as in readings.device_id")
@@ -76,18 +78,6 @@ LIMIT $limit
 """
 
 
-# The devices a district or type names, for the hot tier to answer their
-# latest values: the registry is small (one row per device), the readings not.
-_CHOSEN_SQL = f"""
-WITH registry AS (
-    SELECT device_id, type, civil_code, district FROM devices
-    QUALIFY row_number() OVER (PARTITION BY device_id ORDER BY last_seen DESC NULLS LAST) = 1
-)
-SELECT device_id, type, civil_code, district FROM registry
-WHERE {DISTRICT_SQL} AND ($type IS NULL OR type = $type) AND ($after IS NULL OR device_id > $after)
-ORDER BY device_id
-"""
-
 DEVICE_VALUE_SCHEMA = pa.schema(
     [
         ("device_id", pa.string()),
@@ -103,14 +93,14 @@ DEVICE_VALUE_SCHEMA = pa.schema(
 )
 
 
-def hot_metric_latest(
-    hot: HotTier, cursor: duckdb.DuckDBPyConnection, params: dict[str, Any], config: ServiceConfig
-) -> pa.Table | None:
+def hot_metric_latest(hot: HotTier, registry: RegistryCache, params: dict[str, Any]) -> pa.Table | None:
     """The lake's page of a district's (or type's) latest values, from the
     hot tier and the registry; None if the tier does not know one of the
     devices whole (the lake answers then)."""
-    names = ("district_code", "district_name", "type", "after")
-    chosen = fetch(cursor, _CHOSEN_SQL, {k: params[k] for k in names}, config).to_pylist()
+    try:
+        chosen = registry.chosen(params)
+    except (duckdb.Error, LakeUnavailable):
+        return None  # the lake's query says what is wrong
     rows: list[dict[str, object]] = []
     for device in chosen:
         latest = hot.latest(str(device["device_id"]), params["metric"])
@@ -219,7 +209,7 @@ def router(config: ServiceConfig) -> APIRouter:
         hot = get_hot(request)
         table = None
         if hot is not None and (district is not None or type is not None):
-            table = hot_metric_latest(hot, cursor, params, config)
+            table = hot_metric_latest(hot, request.app.state.registry, params)
         served_from = "hot" if table is not None else "lake"
         if table is None:
             table = fetch(cursor, _METRIC_LATEST_SQL, params, config)
