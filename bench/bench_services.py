@@ -1034,6 +1034,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--seconds", type=float, default=10, help="measured seconds per point question and target"
     )
+    parser.add_argument("--questions", help=f"comma-separated subset of {','.join(QUESTIONS)}")
     parser.add_argument("--citywide-rate", type=float, default=2)
     parser.add_argument("--district-rate", type=float, default=50, help="requests/s for district latest")
     parser.add_argument("--sql-queries", type=int, default=50, help="analyst SQL queries, one at a time")
@@ -1076,7 +1077,7 @@ def main() -> None:
     # the services started from here: in the workdir, not the repository.
     os.chdir(workdir)
     plan = Plan(
-        questions=size.questions(),
+        questions=[q for q in size.questions() if args.questions is None or q in args.questions.split(",")],
         rate={
             "latest": args.rate,
             "range": args.rate,
