@@ -963,7 +963,11 @@ def report(figures: Figures) -> None:
         cells = [_cell(measured[t].latencies_ms if t in measured else None, width) for t in targets]
         cells += [_cell(figures.baselines.get((row.question, b)), width) for b in baselines]
         best = min(
-            (quantile(figures.baselines[(row.question, b)], 0.99) for b in baselines),
+            (
+                quantile(figures.baselines[(row.question, b)], 0.99)
+                for b in baselines
+                if (row.question, b) in figures.baselines
+            ),
             default=float("nan"),
         )
         ratios = [
