@@ -1135,7 +1135,8 @@ def run(args: argparse.Namespace, size: Size, workdir: Path, plan: Plan, pg: PgC
     layout = prepare(size, workdir, pg)
     if args.prepare_only:
         return
-    skipped = [f"{QUESTIONS[q]} (needs --days {NEEDS_DAYS[q]})" for q in QUESTIONS if q not in plan.questions]
+    possible = size.questions()
+    skipped = [f"{QUESTIONS[q]} (needs --days {NEEDS_DAYS[q]})" for q in QUESTIONS if q not in possible]
     if skipped:
         say(f"skipped, the data spans {size.days or 'under one'} day(s): {', '.join(skipped)}")
     count = max(plan.warm(q) + max(plan.measured(q), plan.baseline_queries) for q in plan.questions)
