@@ -169,7 +169,8 @@ class Ask:
         if question == "latest":
             return f"/v1/devices/{self.device}/latest"
         if question in ("range", "week_ago"):
-            return f"/v1/devices/{self.device}/readings?{window}"
+            # A day of one device (1,440 readings at 10 metrics) is one page, as the baselines answer it.
+            return f"/v1/devices/{self.device}/readings?{window}&limit=10000"
         return f"/v1/metrics/{self.metric}/aggregate?{window}"
 
 
