@@ -16,7 +16,7 @@ import pyarrow as pa
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
 
 from citylake.config import ServiceConfig
-from citylake.services.query import paging
+from citylake.services.query import hot_json, paging
 from citylake.services.query.deps import (
     device_known,
     fetch,
@@ -31,7 +31,13 @@ from citylake.services.query.hot_tier import HotTier
 from citylake.services.query.instants import EXAMPLE, Instant, check_range
 from citylake.services.query.latest import DeviceId
 from citylake.services.query.models import Reading, ReadingsPage, Rollup, RollupsPage
-from citylake.services.query.negotiation import tabular_openapi, tabular_response
+from citylake.services.query.negotiation import (
+    JSON,
+    Representation,
+    negotiate,
+    tabular_openapi,
+    tabular_response,
+)
 from citylake.services.query.store import ServingStore
 
 
@@ -220,6 +226,9 @@ def router(config: ServiceConfig) -> APIRouter:
                 )
             served_from = "lake"
         headers = {"X-Served-From": served_from, **({"X-Next-Cursor": next_cursor} if next_cursor else {})}
+        if negotiate(request.headers.get("accept")) is Representation.json:
+            body = hot_json.readings_page(device_id, table.to_pylist(), next_cursor)
+            return Response(body, media_type=JSON, headers={"Vary": "Accept", **headers})
         return tabular_response(
             request,
             table,
