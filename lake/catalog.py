@@ -150,7 +150,7 @@ class Lake:
         if not force and time.monotonic() - self._refreshed_at < self.min_refresh_s:
             return
         with self._lock:
-            self._refreshed_at = time.monotonic()
+            started = time.monotonic()
             # The sites' regions change only when a receiver restarts with new config.
             mtime = sites_mtime(self.layout)
             if force or mtime != self._sites_mtime:
@@ -171,6 +171,9 @@ class Lake:
                         self.conn.execute(statement)
                     self._snapshots[name] = snap
                 self._signatures[name] = signature
+            # Only a refresh that worked counts: after a failure (a damaged
+            # file) the next reader tries again and meets the error itself.
+            self._refreshed_at = started
 
     def snapshot(self, table: str) -> TableSnapshot:
         """The snapshot the views show now, for readers other than DuckDB."""

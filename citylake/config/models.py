@@ -400,6 +400,25 @@ class ServiceConfig(BaseModel):
     max_request_bytes: int = Field(
         default=1024 * 1024, ge=1024, description="largest request body; larger ones are answered 413"
     )
+    # The serving store (services/query/store.py): the lake's newest days in
+    # a DuckDB file under <data_dir>/cache/query/, in the order ranges read them.
+    serving_days: int = Field(
+        default=8,
+        ge=0,
+        le=366,
+        description="query: newest days of readings and readings_1h the serving store keeps (0: no store)",
+    )
+    serving_max_rows: int = Field(
+        default=400_000_000,
+        ge=1,
+        description="query: rows of one table the serving store keeps at most; past it the oldest days leave",
+    )
+    serving_memory_mb: int = Field(
+        default=512, ge=64, description="query: memory DuckDB may use for the serving store, in MiB"
+    )
+    serving_refresh_s: float = Field(
+        default=0.5, gt=0, le=3600, description="query: how often the serving store looks for lake changes"
+    )
     # The hot tier's bounds (services/query/hot_tier.py HotTierBounds): at the
     # defaults its latest values take at most 150k x 32 x 29 B = 133 MiB and
     # the window at most 4M x 45 B = 172 MiB, whatever the live feed invents.

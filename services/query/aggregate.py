@@ -7,13 +7,10 @@ readings: 24 rows a device a day instead of every reading.
 
 # No `from __future__ import annotations`: FastAPI reads these routes'
 # annotations at run time, and some name limits from the factory's config.
-from typing import Annotated
-
-import duckdb
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 
 from citylake.config import ServiceConfig
-from citylake.services.query.deps import fetch, lake_cursor
+from citylake.services.query.deps import fetch, fetch_stored, get_store, open_lake_cursor
 from citylake.services.query.errors import error_responses
 from citylake.services.query.history import From, To
 from citylake.services.query.instants import check_range
@@ -58,11 +55,16 @@ def router(config: ServiceConfig) -> APIRouter:
         metric: MetricName,
         start: From,
         end: To,
-        cursor: Annotated[duckdb.DuckDBPyConnection, Depends(lake_cursor)],
     ) -> Response:
         check_range(start, end, config.rollups_1h_max_range_days, "rollups_1h_max_range_days")
         params = {"metric": metric, "start": start, "end": end}
-        table = fetch(cursor, _AGGREGATE_SQL, params, config)
+        store = get_store(request, "readings_1h", start)
+        table = fetch_stored(store, _AGGREGATE_SQL, params, config) if store is not None else None
+        served_from = "store"
+        if table is None:
+            served_from = "lake"
+            with open_lake_cursor(request) as cursor:
+                table = fetch(cursor, _AGGREGATE_SQL, params, config)
         return tabular_response(
             request,
             table,
@@ -71,6 +73,7 @@ def router(config: ServiceConfig) -> APIRouter:
                 grain="1h",
                 items=[WindowAggregate.model_validate(row) for row in table.to_pylist()],
             ),
+            {"X-Served-From": served_from},
         )
 
     return api

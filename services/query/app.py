@@ -18,6 +18,7 @@ from pathlib import Path
 
 import duckdb
 from fastapi import Depends, FastAPI
+from fastapi.concurrency import run_in_threadpool
 from prometheus_client import CollectorRegistry
 
 from citylake.config import ServiceConfig
@@ -30,8 +31,10 @@ from citylake.services.query.concurrency import ConcurrencyLimit
 from citylake.services.query.errors import install_error_handlers
 from citylake.services.query.hot_tier import HotTier, HotTierBounds
 from citylake.services.query.live import keep_hot, subscription_router
+from citylake.services.query.registry_cache import RegistryCache
 from citylake.services.query.sandbox import LakeUnavailable, Limits, SandboxedLake
 from citylake.services.query.sql_pool import SqlWorkers
+from citylake.services.query.store import StoreBounds, StoreKeeper, open_store
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,25 @@ class QuerySettings:
 
     data_dir: Path
     config: ServiceConfig = field(default_factory=ServiceConfig)
+
+
+def start_store(
+    app: FastAPI, layout: DataLayout, lake: SandboxedLake, config: ServiceConfig
+) -> StoreKeeper | None:
+    """The serving store, opened and kept up with the lake in a thread (None: off or held elsewhere)."""
+    if config.serving_days == 0:
+        return None
+    bounds = StoreBounds(
+        days=config.serving_days,
+        max_rows=config.serving_max_rows,
+        memory_limit_mb=config.serving_memory_mb,
+        threads=config.duckdb_threads,
+    )
+    store = open_store(layout, lake.snapshot, bounds)
+    if store is None:
+        return None
+    app.state.store = store
+    return StoreKeeper(store, config.serving_refresh_s).start()
 
 
 def create_app(settings: QuerySettings) -> FastAPI:
@@ -82,13 +104,15 @@ def create_app(settings: QuerySettings) -> FastAPI:
         with contextlib.suppress(LakeUnavailable, duckdb.Error):
             lake.cursor().close()  # opened now if it can be; else /healthz and requests say why
         async with contextlib.AsyncExitStack() as stack:
+            # Unwound last in, first out: the store stops following the lake before it closes.
+            stack.callback(lake.close)
+            stack.callback(workers.close)
             if hot is not None:
                 await stack.enter_async_context(keep_hot(hot, lake))
-            try:
-                yield
-            finally:
-                workers.close()
-                lake.close()
+            keeper = await run_in_threadpool(start_store, app, layout, lake, config)
+            if keeper is not None:
+                stack.callback(keeper.close)
+            yield
 
     app = FastAPI(
         title="citylake query",
@@ -99,6 +123,7 @@ def create_app(settings: QuerySettings) -> FastAPI:
     app.state.config = config
     app.state.lake = lake
     app.state.hot = hot
+    app.state.registry = RegistryCache(lake)  # a district's devices, for the hot tier's answer
     app.state.sql_workers = workers
     # Nothing here writes: the read scope opens every route (SQL is read-only).
     guard = install_keys(app, ring)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 import duckdb
@@ -15,6 +16,7 @@ from citylake.services.query.deadline import deadline
 from citylake.services.query.errors import QueryError
 from citylake.services.query.hot_tier import HotTier
 from citylake.services.query.sandbox import LakeUnavailable, SandboxedLake
+from citylake.services.query.store import ServingStore
 
 
 def get_lake(request: Request) -> SandboxedLake:
@@ -35,6 +37,28 @@ def get_hot(request: Request) -> HotTier | None:
     """The hot tier when it can answer (configured and rebuilt), else None."""
     hot: HotTier | None = getattr(request.app.state, "hot", None)
     return hot if hot is not None and hot.ready else None
+
+
+def get_store(request: Request, table: str, start: datetime) -> ServingStore | None:
+    """The serving store when it holds the lake's answer for ``table`` from ``start``."""
+    store: ServingStore | None = getattr(request.app.state, "store", None)
+    return store if store is not None and store.serves(table, start) else None
+
+
+def fetch_stored(
+    store: ServingStore, sql: str, params: dict[str, Any], config: ServiceConfig
+) -> pa.Table | None:
+    """One of the service's queries on the serving store; None if the store
+    failed (the lake then answers: it is the truth, the store only a copy)."""
+    cursor = store.cursor()
+    try:
+        with deadline(cursor, config.query_timeout_s, "query_timeout_s"):
+            return cursor.execute(sql, params).to_arrow_table()
+    except duckdb.Error as exc:
+        store.error = f"{type(exc).__name__}: {exc}"
+        return None
+    finally:
+        cursor.close()
 
 
 @contextmanager

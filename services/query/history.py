@@ -16,14 +16,29 @@ import pyarrow as pa
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
 
 from citylake.config import ServiceConfig
-from citylake.services.query import paging
-from citylake.services.query.deps import device_known, fetch, get_hot, lake_cursor, open_lake_cursor
+from citylake.services.query import hot_json, paging
+from citylake.services.query.deps import (
+    device_known,
+    fetch,
+    fetch_stored,
+    get_hot,
+    get_store,
+    lake_cursor,
+    open_lake_cursor,
+)
 from citylake.services.query.errors import error_responses
 from citylake.services.query.hot_tier import HotTier
 from citylake.services.query.instants import EXAMPLE, Instant, check_range
 from citylake.services.query.latest import DeviceId
 from citylake.services.query.models import Reading, ReadingsPage, Rollup, RollupsPage
-from citylake.services.query.negotiation import tabular_openapi, tabular_response
+from citylake.services.query.negotiation import (
+    JSON,
+    Representation,
+    negotiate,
+    tabular_openapi,
+    tabular_response,
+)
+from citylake.services.query.store import ServingStore
 
 
 class Grain(StrEnum):
@@ -101,6 +116,30 @@ def _page(
     return table, paging.encode(identity, [paging.instant_key(last_ts), last_metric])
 
 
+def _stored_page(
+    store: ServingStore,
+    config: ServiceConfig,
+    identity: paging.QueryIdentity,
+    params: dict[str, object],
+    limit: int,
+    page: str | None,
+) -> tuple[pa.Table, str | None] | None:
+    """The lake's page, from the serving store; None when the lake must answer
+    (the store failed, or a first page is empty: whether the device is known
+    at all is the lake's to say)."""
+    after_ts, after_metric = _position(page, identity)
+    params = {**params, "after_ts": after_ts, "after_metric": after_metric, "limit": limit + 1}
+    table = fetch_stored(store, _READINGS_SQL, params, config)
+    if table is None or (table.num_rows == 0 and page is None):
+        return None
+    if table.num_rows <= limit:
+        return table, None
+    table = table.slice(0, limit)
+    last_ts = table.column("ts")[-1].as_py()
+    last_metric = table.column("metric")[-1].as_py()
+    return table, paging.encode(identity, [paging.instant_key(last_ts), last_metric])
+
+
 READING_SCHEMA = pa.schema(
     [
         ("ts", pa.timestamp("us", tz="UTC")),
@@ -172,9 +211,14 @@ def router(config: ServiceConfig) -> APIRouter:
         }
         params = {"device_id": device_id, "start": start, "end": end, "metric": metric}
         hot = get_hot(request)
+        store = get_store(request, "readings", start)
+        stored = None
         if hot is not None and hot.covers(start) and hot.answers_for(device_id):
             table, next_cursor = _hot_page(hot, device_id, identity, params, limit, page)
             served_from = "hot"
+        elif store is not None and (stored := _stored_page(store, config, identity, params, limit, page)):
+            table, next_cursor = stored
+            served_from = "store"
         else:
             with open_lake_cursor(request) as cursor:
                 table, next_cursor = _page(
@@ -182,6 +226,9 @@ def router(config: ServiceConfig) -> APIRouter:
                 )
             served_from = "lake"
         headers = {"X-Served-From": served_from, **({"X-Next-Cursor": next_cursor} if next_cursor else {})}
+        if negotiate(request.headers.get("accept")) is Representation.json:
+            body = hot_json.readings_page(device_id, table.to_pylist(), next_cursor)
+            return Response(body, media_type=JSON, headers={"Vary": "Accept", **headers})
         return tabular_response(
             request,
             table,

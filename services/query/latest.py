@@ -2,7 +2,7 @@
 
 # No `from __future__ import annotations`: FastAPI reads these routes'
 # annotations at run time, and some name limits from the factory's config.
-from typing import Annotated
+from typing import Annotated, Any
 
 import duckdb
 import pyarrow as pa
@@ -14,6 +14,7 @@ from citylake.services.district import DISTRICT_DOC, DISTRICT_SQL, DistrictFilte
 from citylake.services.query import hot_json, paging
 from citylake.services.query.deps import fetch, get_hot, lake_cursor, open_lake_cursor
 from citylake.services.query.errors import error_responses
+from citylake.services.query.hot_tier import HotTier
 from citylake.services.query.models import DeviceLatest, DeviceValue, LatestReading, MetricLatest
 from citylake.services.query.negotiation import (
     JSON,
@@ -22,6 +23,8 @@ from citylake.services.query.negotiation import (
     tabular_openapi,
     tabular_response,
 )
+from citylake.services.query.registry_cache import RegistryCache
+from citylake.services.query.sandbox import LakeUnavailable
 
 DeviceId = Annotated[
     str, Path(min_length=1, max_length=128, description="device id as in readings.device_id")
@@ -81,6 +84,42 @@ FROM latest l LEFT JOIN registry r USING (device_id) LEFT JOIN sites s USING (si
 ORDER BY l.device_id
 LIMIT $limit
 """
+
+
+DEVICE_VALUE_SCHEMA = pa.schema(
+    [
+        ("device_id", pa.string()),
+        ("type", pa.string()),
+        ("civil_code", pa.string()),
+        ("district", pa.string()),
+        ("ts", pa.timestamp("us", tz="UTC")),
+        ("value", pa.float64()),
+        ("text", pa.string()),
+        ("unit", pa.string()),
+        ("quality", pa.uint8()),
+    ]
+)
+
+
+def hot_metric_latest(hot: HotTier, registry: RegistryCache, params: dict[str, Any]) -> pa.Table | None:
+    """The lake's page of a district's (or type's) latest values, from the
+    hot tier and the registry; None if the tier does not know one of the
+    devices whole (the lake answers then)."""
+    try:
+        chosen = registry.chosen(params)
+    except (duckdb.Error, LakeUnavailable):
+        return None  # the lake's query says what is wrong
+    rows: list[dict[str, object]] = []
+    for device in chosen:
+        latest = hot.latest(str(device["device_id"]), params["metric"])
+        if latest is None:
+            return None
+        if latest:
+            value = latest[0]
+            rows.append({**device, **{k: value[k] for k in ("ts", "value", "text", "unit", "quality")}})
+            if len(rows) == params["limit"]:
+                break
+    return pa.Table.from_pylist(rows, schema=DEVICE_VALUE_SCHEMA)
 
 
 def router(config: ServiceConfig) -> APIRouter:
@@ -190,7 +229,13 @@ def router(config: ServiceConfig) -> APIRouter:
             "after": after,
             "limit": limit + 1,
         }
-        table = fetch(cursor, _METRIC_LATEST_SQL, params, config)
+        hot = get_hot(request)
+        table = None
+        if hot is not None and (district is not None or type is not None):
+            table = hot_metric_latest(hot, request.app.state.registry, params)
+        served_from = "hot" if table is not None else "lake"
+        if table is None:
+            table = fetch(cursor, _METRIC_LATEST_SQL, params, config)
         next_cursor = None
         if table.num_rows > limit:
             table = table.slice(0, limit)
@@ -207,7 +252,7 @@ def router(config: ServiceConfig) -> APIRouter:
                 items=[DeviceValue.model_validate(row) for row in table.to_pylist()],
                 next_cursor=next_cursor,
             ),
-            {"X-Next-Cursor": next_cursor} if next_cursor else None,
+            {"X-Served-From": served_from, **({"X-Next-Cursor": next_cursor} if next_cursor else {})},
         )
 
     return api

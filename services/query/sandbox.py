@@ -33,6 +33,7 @@ import duckdb
 import orjson
 
 from citylake.lake import SERVICE_REFRESH_S, Lake
+from citylake.lake.manifest import TableSnapshot
 from citylake.schemas import DataLayout
 from citylake.services.query.errors import bad_request
 
@@ -147,6 +148,18 @@ class SandboxedLake:
                 self._lake = lake
             lake = self._lake
         return lake.cursor()
+
+    def snapshot(self, table: str) -> TableSnapshot:
+        """The snapshot the views show now (the serving store follows it)."""
+        with self._lock:
+            lake = self._lake
+        if lake is None:
+            self.cursor().close()  # opened now if it can be, else LakeUnavailable says why
+            with self._lock:
+                lake = self._lake
+        if lake is None:
+            raise LakeUnavailable("the lake was closed")
+        return lake.snapshot(table)
 
     def close(self) -> None:
         with self._lock:

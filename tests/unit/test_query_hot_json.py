@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from citylake.services.query import hot_json
-from citylake.services.query.models import DeviceLatest, LatestReading
+from citylake.services.query.models import DeviceLatest, LatestReading, Reading, ReadingsPage
 
 ROWS: list[dict[str, object]] = [
     {"metric": "level", "ts": datetime(2026, 12, 1, 8, 0, 0, 123000, UTC), "value": 2.5,
@@ -25,3 +25,14 @@ ROWS: list[dict[str, object]] = [
 def test_lean_body_equals_the_models_body(rows: list[dict[str, object]]) -> None:
     model = DeviceLatest(device_id="dev-\u4e00", readings=[LatestReading.model_validate(r) for r in rows])
     assert hot_json.device_latest("dev-\u4e00", rows) == model.model_dump_json().encode()
+
+
+@pytest.mark.parametrize("next_cursor", [None, "abc.def"])
+@pytest.mark.parametrize("rows", [ROWS, []])
+def test_lean_readings_page_equals_the_models_body(
+    rows: list[dict[str, object]], next_cursor: str | None
+) -> None:
+    model = ReadingsPage(
+        device_id="dev-\u4e00", items=[Reading.model_validate(r) for r in rows], next_cursor=next_cursor
+    )
+    assert hot_json.readings_page("dev-\u4e00", rows, next_cursor) == model.model_dump_json().encode()
