@@ -66,8 +66,8 @@ class HotTierBounds:
         )
 
 
-# ts, ingest and value (8 B each), unit code (4 B), quality (1 B).
-LATEST_CELL_BYTES = 29
+# ts, ingest and value (8 B each), unit and site codes (4 B each), quality (1 B).
+LATEST_CELL_BYTES = 33
 # device, metric and unit codes (4 B each), ts, ingest, value (8 B each),
 # quality (1 B), the text column's object pointer (8 B).
 WINDOW_ROW_BYTES = 45
@@ -225,6 +225,8 @@ class HotTier:
         self.devices = _Codes(self.bounds.max_devices)
         self.metrics = _Codes(self.bounds.max_metrics)
         self.units = _Codes(self.bounds.max_units)
+        # The site each latest value came from (readings.site): answers carry it.
+        self.sites = _Codes(self.bounds.max_units)
         # Writers (live merges, eviction, catch-up) take turns on ``_write``.
         # Readers of the window never lock: chunks are immutable and the tuple
         # of them is swapped whole. The latest-value arrays are read and
@@ -237,6 +239,7 @@ class HotTier:
         self._value = np.full((rows, cols), np.nan)
         self._quality = np.zeros((rows, cols), dtype=np.uint8)
         self._unit = np.full((rows, cols), -1, dtype=np.int32)
+        self._site = np.full((rows, cols), -1, dtype=np.int32)
         # Per device code: may the tier answer for the device alone? (module docstring)
         self._trusted = np.zeros(rows, dtype=bool)
         # Per device code: batches it was in, halved at each eviction, so the
@@ -267,6 +270,7 @@ class HotTier:
             ("_value", np.nan),
             ("_quality", 0),
             ("_unit", -1),
+            ("_site", -1),
         ):
             old = getattr(self, name)
             grown = np.full((new_rows, new_cols), fill, dtype=old.dtype)
@@ -328,6 +332,7 @@ class HotTier:
                 getattr(self, name)[:, victims] = _NONE
             self._value[:, victims] = np.nan
             self._unit[:, victims] = -1
+            self._site[:, victims] = -1
         self.metrics.release(victims)
         self.stats.metrics_evicted += len(victims)
 
@@ -340,6 +345,7 @@ class HotTier:
             self._value[victims] = np.nan
             self._quality[victims] = 0
             self._unit[victims] = -1
+            self._site[victims] = -1
             self._trusted[victims] = False
             self._hits[victims] = 0
             gone = set(victims.tolist())
@@ -375,6 +381,13 @@ class HotTier:
                 ),
             )
             unit_known = pc.is_null(unit_col).to_numpy(False) | (unit >= 0)
+            # readings.site is in every batch ingest publishes; a batch without
+            # it (or past max_units sites) answers with no site.
+            site = (
+                self.sites.encode(batch.column("site"))
+                if "site" in batch.column_names
+                else np.full(batch.num_rows, -1, dtype=np.int32)
+            )
             ts, ingest = _millis(batch.column("ts")), _millis(batch.column("ingest_ts"))
             value = pc.fill_null(pc.cast(batch.column("value"), pa.float64()), float("nan")).to_numpy()
             quality = pc.cast(batch.column("quality"), pa.uint8()).to_numpy()
@@ -400,9 +413,10 @@ class HotTier:
                 keep = ~lost
                 device, metric, ts, ingest = device[keep], metric[keep], ts[keep], ingest[keep]
                 value, quality, unit, text = value[keep], quality[keep], unit[keep], text[keep]
+                site = site[keep]
             if len(device):
                 with self._latest:
-                    self._merge_latest(device, metric, ts, ingest, value, quality, unit, text)
+                    self._merge_latest(device, metric, ts, ingest, value, quality, unit, text, site)
                 chunk = _Chunk(
                     device.astype(np.int32), metric.astype(np.int32), ts, ingest, value, quality,
                     unit.astype(np.int32), text,
@@ -448,6 +462,7 @@ class HotTier:
         quality: Array,
         unit: Array,
         text: Array,
+        site: Array,
     ) -> None:
         # The newest row of each key in the batch, then only where newer than stored.
         order = np.lexsort((ingest, ts, metric, device))
@@ -464,6 +479,7 @@ class HotTier:
         self._value[d, m] = value[pick]
         self._quality[d, m] = quality[pick]
         self._unit[d, m] = unit[pick]
+        self._site[d, m] = site[pick]
         # Text readings are rare: Python touches only them, and the cells that
         # held text before (found in the dict only when it holds any).
         with_text = np.nonzero(pc.is_valid(pa.array(text[pick], pa.string())).to_numpy(False))[0]
@@ -500,7 +516,7 @@ class HotTier:
         (all of the lake when None) and the whole recent window."""
         started = time.perf_counter()
         cursor = lake.cursor()
-        select = "SELECT device_id, metric, ts, value, text, unit, quality, ingest_ts FROM readings"
+        select = "SELECT device_id, metric, ts, value, text, unit, quality, ingest_ts, site FROM readings"
         # Each key's newest row as a hash aggregate (arg_max over (ts,
         # ingest_ts)), not a window: a QUALIFY row_number() sorts the whole
         # lake, and ran out of memory_limit_mb rebuilding 14.4M readings
@@ -509,8 +525,8 @@ class HotTier:
         # conflict rule's order (lake/views/readings.sql): the same row the
         # deduplicated view would give, without its aggregate over every key.
         latest = cursor.execute(
-            "SELECT device_id, metric, r.ts, r.value, r.text, r.unit, r.quality, r.ingest_ts FROM ("
-            " SELECT device_id, metric, arg_max(struct_pack(ts, value, text, unit, quality, ingest_ts),"
+            "SELECT device_id, metric, r.ts, r.value, r.text, r.unit, r.quality, r.ingest_ts, r.site FROM ("
+            " SELECT device_id, metric, arg_max(struct_pack(ts, value, text, unit, quality, ingest_ts, site),"
             " struct_pack(ts, ingest_ts, site, has_value := value IS NOT NULL, value,"
             " has_text := text IS NOT NULL, text, quality, has_unit := unit IS NOT NULL, unit, source)) AS r"
             " FROM _raw_readings WHERE $from IS NULL OR ts >= $from GROUP BY device_id, metric)",
@@ -540,8 +556,8 @@ class HotTier:
 
     # -- reading -------------------------------------------------------------
 
-    def _row(self, d: int, m: int) -> dict[str, object]:
-        unit = int(self._unit[d, m])
+    def _row(self, d: int, m: int, with_site: bool = False) -> dict[str, object]:
+        unit, site = int(self._unit[d, m]), int(self._site[d, m])
         value = float(self._value[d, m])
         return {
             "metric": self.metrics.names[m],
@@ -550,6 +566,7 @@ class HotTier:
             "text": self._text.get((d, m)),
             "unit": self.units.names[unit] if unit >= 0 else None,
             "quality": int(self._quality[d, m]),
+            **({"site": self.sites.names[site] if site >= 0 else None} if with_site else {}),
         }
 
     def _device(self, device_id: str) -> int | None:
@@ -570,9 +587,12 @@ class HotTier:
                 self.stats.devices_evicted == 0 and device_id not in self.devices.index
             )
 
-    def latest(self, device_id: str, metric: str | None = None) -> list[dict[str, object]] | None:
+    def latest(
+        self, device_id: str, metric: str | None = None, with_site: bool = False
+    ) -> list[dict[str, object]] | None:
         """Each metric's newest reading of a device (metric order), or None
-        when the hot tier does not know the device whole (ask the lake)."""
+        when the hot tier does not know the device whole (ask the lake);
+        ``with_site`` adds the site each came from."""
         with self._latest:
             d = self._device(device_id)
             if d is None:
@@ -581,9 +601,9 @@ class HotTier:
                 m = self.metrics.index.get(metric)
                 if m is None or self._ts[d, m] == _NONE:
                     return []
-                return [self._row(d, m)]
+                return [self._row(d, m, with_site)]
             known = np.nonzero(self._ts[d, : len(self.metrics.names)] != _NONE)[0]
-            rows = [self._row(d, int(m)) for m in known]
+            rows = [self._row(d, int(m), with_site) for m in known]
         return sorted(rows, key=lambda r: str(r["metric"]))
 
     def covers(self, start: datetime) -> bool:

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Res
 from fastapi.concurrency import run_in_threadpool
 
 from citylake.config import ServiceConfig
+from citylake.lake.sites import load_site_regions
 from citylake.services.district import DISTRICT_DOC, DISTRICT_SQL, DistrictFilter, DistrictQuery
 from citylake.services.query import hot_json, paging
 from citylake.services.query.deps import fetch, get_hot, lake_cursor, open_lake_cursor
@@ -92,6 +93,8 @@ DEVICE_VALUE_SCHEMA = pa.schema(
         ("type", pa.string()),
         ("civil_code", pa.string()),
         ("district", pa.string()),
+        ("site", pa.string()),
+        ("region", pa.string()),
         ("ts", pa.timestamp("us", tz="UTC")),
         ("value", pa.float64()),
         ("text", pa.string()),
@@ -101,22 +104,30 @@ DEVICE_VALUE_SCHEMA = pa.schema(
 )
 
 
-def hot_metric_latest(hot: HotTier, registry: RegistryCache, params: dict[str, Any]) -> pa.Table | None:
+def hot_metric_latest(
+    hot: HotTier, registry: RegistryCache, params: dict[str, Any], regions: dict[str, str]
+) -> pa.Table | None:
     """The lake's page of a district's (or type's) latest values, from the
     hot tier and the registry; None if the tier does not know one of the
     devices whole (the lake answers then)."""
+    if params["site"] is not None or params["region"] is not None:
+        # The tier keeps each key's newest value of any site; one site's newest
+        # may be older, and only the lake has it.
+        return None
     try:
         chosen = registry.chosen(params)
     except (duckdb.Error, LakeUnavailable):
         return None  # the lake's query says what is wrong
     rows: list[dict[str, object]] = []
     for device in chosen:
-        latest = hot.latest(str(device["device_id"]), params["metric"])
+        latest = hot.latest(str(device["device_id"]), params["metric"], with_site=True)
         if latest is None:
             return None
         if latest:
             value = latest[0]
-            rows.append({**device, **{k: value[k] for k in ("ts", "value", "text", "unit", "quality")}})
+            region = regions.get(str(value["site"])) if value["site"] is not None else None
+            picked = {k: value[k] for k in ("ts", "value", "text", "unit", "quality", "site")}
+            rows.append({**device, **picked, "region": region})
             if len(rows) == params["limit"]:
                 break
     return pa.Table.from_pylist(rows, schema=DEVICE_VALUE_SCHEMA)
@@ -232,7 +243,8 @@ def router(config: ServiceConfig) -> APIRouter:
         hot = get_hot(request)
         table = None
         if hot is not None and (district is not None or type is not None):
-            table = hot_metric_latest(hot, request.app.state.registry, params)
+            regions = load_site_regions(request.app.state.lake.layout)
+            table = hot_metric_latest(hot, request.app.state.registry, params, regions)
         served_from = "hot" if table is not None else "lake"
         if table is None:
             table = fetch(cursor, _METRIC_LATEST_SQL, params, config)

@@ -39,14 +39,15 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 
-from citylake.lake.catalog import duckdb_type
+from citylake.lake.catalog import duckdb_type, fold_sql
 from citylake.lake.manifest import TableSnapshot, partition_date
 from citylake.schemas import DataLayout, table
 
 log = logging.getLogger(__name__)
 
 # Bumped when the stored tables change shape: an older file is rebuilt.
-STORE_VERSION = 1
+# 2: readings kept as every copy (_raw_readings) behind the lake's conflict rule.
+STORE_VERSION = 2
 # The order rows are inserted in: what the routes reading each table filter on first.
 ORDER = {
     "readings": ("device_id", "metric", "ts"),
@@ -140,7 +141,14 @@ class ServingStore:
         statements = []
         for name in TABLES:
             columns = ", ".join(f'"{f.name}" {duckdb_type(f.type)}' for f in table(name).schema)
-            statements.append(f'CREATE TABLE "{name}" ({columns}, _file INTEGER NOT NULL)')
+            statements.append(f"CREATE TABLE {_stored(name)} ({columns}, _file INTEGER NOT NULL)")
+            fold = fold_sql(table(name))
+            if fold is not None:
+                # Every copy is stored, as the lake's files hold them; the routes
+                # read the lake's own view SQL over them, so the store answers
+                # with the conflict rule of every tier (lake/README.md).
+                dated = f'(SELECT *, CAST(ts AS DATE) AS "date" FROM {_stored(name)})'
+                statements.append(f'CREATE VIEW "{name}" AS {fold.replace("{raw}", dated)}')
         statements += [
             "CREATE TABLE _files (id INTEGER PRIMARY KEY, tbl VARCHAR NOT NULL, path VARCHAR NOT NULL, "
             "rows BIGINT NOT NULL)",
@@ -279,7 +287,7 @@ class ServingStore:
         if not ids:
             return
         listed = ", ".join(str(i) for i in ids)
-        cursor.execute(f'DELETE FROM "{name}" WHERE _file IN ({listed})')
+        cursor.execute(f"DELETE FROM {_stored(name)} WHERE _file IN ({listed})")
         cursor.execute(f"DELETE FROM _files WHERE id IN ({listed})")
 
     def _insert(
@@ -309,7 +317,7 @@ class ServingStore:
         mapping = ", ".join(f"({_quote(str(snap.root / p))}, {ids[p]})" for p in paths)
         order = ", ".join(_ident(c) for c in ORDER[name])
         cursor.execute(
-            f'INSERT INTO "{name}" SELECT {columns}, m.id '
+            f"INSERT INTO {_stored(name)} SELECT {columns}, m.id "
             f"FROM read_parquet([{files}], filename = true, union_by_name = true, "
             "hive_partitioning = false) r "
             f"JOIN (VALUES {mapping}) m(path, id) ON r.filename = m.path ORDER BY {order}"
@@ -318,6 +326,12 @@ class ServingStore:
             "INSERT INTO _files VALUES (?, ?, ?, ?)", [[ids[p], name, p, rows[p]] for p in paths]
         )
         return ids
+
+
+def _stored(name: str) -> str:
+    """The physical table of a lake table: under the lake's own raw name where a
+    fold view (lake/views/) gives the table its public rows."""
+    return _ident(f"_raw_{name}" if fold_sql(table(name)) is not None else name)
 
 
 def _ident(column: str) -> str:
