@@ -13,6 +13,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from prometheus_client import generate_latest
 
 from citylake.config import load_config
 from citylake.ingest.gb28181.adapter import GB28181Source
@@ -84,6 +85,9 @@ async def test_unanswered_request_is_retransmitted_then_given_up(city_config: Ca
     assert 2.95 <= info.at - catalog[0].at < 4.5
     assert info.call_id != catalog[0].call_id
     assert source.stats["queries_timed_out"] == 1 and source.stats["queries_retransmitted"] >= 2
+    # ... and /metrics shows them, as it shows every count the source keeps.
+    exported = generate_latest(runner.metrics.registry).decode()
+    assert 'citylake_ingest_adapter_events_total{event="queries_timed_out",source="video"} 1.0' in exported
 
 
 async def test_camera_with_separate_dialogs_lands_every_fact(city_config: Callable[..., Path]) -> None:
