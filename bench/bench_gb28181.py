@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import yaml
 
-from citylake_devstack.process import ManagedProcess, free_port
+from citylake_devstack.process import CITYLAKE, ManagedProcess, free_port
 from citylake_devstack.scalereport.summary import quantile  # the one percentile of every figure
 from citylake_devstack.sipp import Sipp, read_rtt, read_stats, sim_devices
 
@@ -96,7 +95,7 @@ def storm(work: Path, devices: int, rate: float, keepalive_ms: int, transport: s
     env = {"CITYLAKE_LOG_LEVEL": "WARNING"}
     ingest = ManagedProcess(
         "citylake ingest",
-        [sys.executable, "-m", "citylake", "ingest", "--config", str(config)],
+        [*CITYLAKE, "ingest", "--config", str(config)],
         work / "ingest.log",
         env,
     ).start()

@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import socket
-import sys
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -22,7 +21,7 @@ from citylake.ingest.gb28181.digest import expected_response, parse_digest
 from citylake.ingest.registry import build_sources
 from citylake.ingest.runner import FlushPolicy, IngestRunner
 from citylake.schemas import DataLayout
-from citylake_devstack.process import free_port
+from citylake_devstack.process import CITYLAKE, free_port
 from citylake_devstack.sipp import Sipp, SippResult, sim_devices
 from tests.landing_rows import landed
 from tests.waiting import wait_until
@@ -435,7 +434,7 @@ async def test_simulate_cli_plays_devices(city_config: Callable[..., Path], tmp_
     port = free_port()
     runner, layout, _ = await start_runner(city_config(sources=[gb_source(port)]))
     argv = [
-        sys.executable, "-m", "citylake", "simulate", "gb28181",
+        *CITYLAKE, "simulate", "gb28181",
         "--url", f"tcp://127.0.0.1:{port}", "--platform-id", PLATFORM, "--domain", DOMAIN,
         "--password", PASSWORD, "--devices", "2", "--transport", "tcp", "--workdir", str(tmp_path / "sim"),
     ]  # fmt: skip

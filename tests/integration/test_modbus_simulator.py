@@ -5,7 +5,6 @@ exactly the values the simulator says each device serves."""
 from __future__ import annotations
 
 import signal
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from citylake.ingest.registry import build_sources
 from citylake.ingest.runner import IngestRunner
 from citylake.schemas import DataLayout
 from citylake_devstack.modbus_sim import device_image, expected_values, start_modbus_simulator
-from citylake_devstack.process import ManagedProcess
+from citylake_devstack.process import CITYLAKE, ManagedProcess
 from tests.integration.test_modbus_ingest import polls, values
 from tests.landing_rows import landed
 from tests.waiting import wait_until
@@ -134,7 +133,7 @@ async def test_ingest_command_reads_fixed_values_from_two_server_processes(tmp_p
     )
     ingest = ManagedProcess(
         "ingest",
-        [sys.executable, "-m", "citylake", "ingest", "--config", str(config_path)],
+        [*CITYLAKE, "ingest", "--config", str(config_path)],
         tmp_path / "ingest.log",
     )
     try:

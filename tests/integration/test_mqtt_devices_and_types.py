@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from citylake_devstack import ManagedProcess, Mosquitto, free_port
+from citylake_devstack.process import CITYLAKE
 from tests.conftest import mqtt_source
 from tests.waiting import wait_for
 
@@ -63,7 +63,7 @@ def ingest(
     port = free_port()
     process = ManagedProcess(
         "ingest",
-        [sys.executable, "-m", "citylake", "ingest", "--config", str(config), "--metrics-port", str(port)],
+        [*CITYLAKE, "ingest", "--config", str(config), "--metrics-port", str(port)],
         tmp_path / "ingest.log",
     ).start()
     try:

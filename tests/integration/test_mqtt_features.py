@@ -23,6 +23,7 @@ from citylake.ingest.registry import build_sources
 from citylake.ingest.runner import IngestRunner
 from citylake.schemas import DataLayout, table
 from citylake_devstack import Mosquitto, start_mosquitto
+from citylake_devstack.process import CITYLAKE
 from tests.conftest import mqtt_source
 from tests.waiting import wait_until
 
@@ -245,14 +246,13 @@ async def test_sparkplug_b_births_data_and_deaths_land(
 
 def test_ingest_check_tries_each_source(mosquitto: Mosquitto, city_config: Callable[..., Path]) -> None:
     import os
-    import sys
 
     from citylake_devstack import free_port
 
     dead = {**mqtt_source(f"mqtt://127.0.0.1:{free_port()}"), "name": "nowhere"}
     config = city_config(sources=[mqtt_source(mosquitto.url), dead])
     done = subprocess.run(
-        [sys.executable, "-m", "citylake", "ingest", "--check", "--config", str(config)],
+        [*CITYLAKE, "ingest", "--check", "--config", str(config)],
         capture_output=True, text=True, timeout=60, check=False, env={**os.environ, "COLUMNS": "200"},
     )  # fmt: skip
     assert done.returncode == 1
