@@ -142,6 +142,11 @@ class _Context:
         return self._buffer.already_landed(self._source, input_id)
 
 
+def _reject_row(source: str, raw: bytes, reason: str, now_ms: int) -> dict[str, object]:
+    """The ``rejected`` row of an input refused for ``reason``."""
+    return {"source": source, "received_at": now_ms, "reason": reason, "raw": truncate_raw(raw)}
+
+
 class LandingBuffer:
     """Thread-safe buffers for every table, drained by ``flush()``."""
 
@@ -348,9 +353,7 @@ class LandingBuffer:
 
     def _append_reject(self, source: str, raw: bytes, reason: str, now_ms: int) -> None:
         self._count_reject(source, reason)
-        self._batchers[REJECTED.name].append(
-            {"source": source, "received_at": now_ms, "reason": reason, "raw": truncate_raw(raw)}
-        )
+        self._batchers[REJECTED.name].append(_reject_row(source, raw, reason, now_ms))
 
     def due(self) -> bool:
         now = time.monotonic()
@@ -382,14 +385,7 @@ class LandingBuffer:
                     self._observe_lag(batch, now_ms)
             for row in refused:
                 self._count_reject(row.source, row.reason)
-                rejected.append(
-                    {
-                        "source": row.source,
-                        "received_at": now_ms,
-                        "reason": row.reason,
-                        "raw": truncate_raw(row.raw),
-                    }
-                )
+                rejected.append(_reject_row(row.source, row.raw, row.reason, now_ms))
         if len(rejected):
             batch, _ = rejected.take()
             batches.append((REJECTED, batch))

@@ -112,7 +112,7 @@ class ProcessSampler:
     roots: dict[str, int] = field(default_factory=dict)
     _last: dict[int, int] = field(default_factory=dict)  # pid -> jiffies at the last sample
     _last_at: float = 0.0
-    _machine: tuple[int, int, int] = (0, 0, 0)
+    _machine: tuple[float, float, float] = (0.0, 0.0, 0.0)
     seen: set[int] = field(default_factory=set)  # every pid ever in a tree: checked at the end
 
     def add(self, name: str, pid: int) -> None:
