@@ -30,3 +30,19 @@ def make_runner(
     layout = DataLayout(loaded.config.data_dir)
     built = build_sources(loaded) if sources is None else sources
     return IngestRunner(built, layout, loaded.config.site, policy), layout
+
+
+def reading(ts: int, value: float = 1.0, device: str = "d1") -> dict[str, object]:
+    """A readings row as an adapter emits it (the buffer's and writer's tests)."""
+    return {
+        "device_id": device,
+        "ts": ts,
+        "metric": "m",
+        "value": value,
+        "text": None,
+        "unit": None,
+        "quality": 0,
+        "source": "s",
+        "site": "x",
+        "ingest_ts": ts,
+    }
