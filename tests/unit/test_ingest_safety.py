@@ -21,9 +21,9 @@ import pytest
 from citylake.ingest import landing
 from citylake.ingest.batcher import TimeWindow
 from citylake.ingest.landing import LandingWriter, forget_collected
+from citylake.ingest.landing_buffer import FlushPolicy, LandingBuffer
 from citylake.ingest.metrics import IngestMetrics
 from citylake.ingest.reject_kinds import reason_kind
-from citylake.ingest.runner import FlushPolicy, LandingBuffer
 from citylake.schemas import DataLayout, table
 from tests.landing_rows import reading
 

@@ -10,8 +10,8 @@ import pytest
 
 from citylake.ingest.batcher import ColumnBatcher
 from citylake.ingest.landing import LandingWriter
+from citylake.ingest.landing_buffer import FlushPolicy, LandingBuffer, LandingFull
 from citylake.ingest.metrics import IngestMetrics
-from citylake.ingest.runner import FlushPolicy, LandingBuffer, LandingFull
 from citylake.schemas import DataLayout, table
 from citylake.schemas.tables import SCHEMA_VERSION, SCHEMA_VERSION_KEY
 from tests.landing_rows import reading
