@@ -33,7 +33,8 @@ async def wait_until(
     while not check():
         if time.monotonic() >= deadline:
             told = f"; {state()}" if state is not None else ""
-            raise AssertionError(f"no {what or _described(check)} after {timeout_s:g} s{told}")
+            failed = f"no {what}" if what else f"never true: {_described(check)}"
+            raise AssertionError(f"{failed} after {timeout_s:g} s{told}")
         await asyncio.sleep(poll_s)
 
 
