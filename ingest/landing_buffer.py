@@ -25,6 +25,7 @@ from citylake.ingest.batcher import ColumnBatcher, TimeWindow
 from citylake.ingest.landing import LandedFile, LandingWriter
 from citylake.ingest.metric_types import MetricTypeGuard
 from citylake.ingest.metrics import IngestMetrics
+from citylake.ingest.reject_budget import RejectBudget
 from citylake.ingest.reject_kinds import reason_kind
 from citylake.schemas import TABLES, TableSpec, table, truncate_raw
 
@@ -58,25 +59,6 @@ class FlushPolicy:
     # junk cannot fill the landing zone and stop every source.
     reject_rate_per_s: float = 50.0
     reject_burst: int = 500
-
-
-class _TokenBucket:
-    """``rate`` tokens a second up to ``burst``; ``take()`` spends one."""
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate = rate
-        self.burst = float(burst)
-        self.tokens = float(burst)
-        self.at = time.monotonic()
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
-        self.at = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
 
 
 class LandingFull(Exception):
@@ -162,7 +144,7 @@ class LandingBuffer:
         self.guard = guard if guard is not None else MetricTypeGuard({}, policy.max_metric_types)
         self._lock = threading.Lock()
         self._batchers = {name: self._new_batcher(spec) for name, spec in TABLES.items()}
-        self._reject_buckets: dict[str, _TokenBucket] = {}
+        self._reject_buckets: dict[str, RejectBudget] = {}
         # A flush whose commit failed (disk full, I/O error): its batches,
         # acknowledgements and input ids wait here and go first in the next
         # flush, so nothing is acknowledged or dropped until it is on disk.
@@ -334,9 +316,9 @@ class LandingBuffer:
         with self._lock:
             bucket = self._reject_buckets.get(source)
             if bucket is None:
-                bucket = _TokenBucket(self.policy.reject_rate_per_s, self.policy.reject_burst)
+                bucket = RejectBudget(self.policy.reject_rate_per_s, self.policy.reject_burst)
                 self._reject_buckets[source] = bucket
-            if bucket.take():
+            if bucket.allow():
                 self._append_reject(source, raw, reason, int(time.time() * 1000))
                 self._buffered += 1
             else:
