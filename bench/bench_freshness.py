@@ -16,7 +16,6 @@ import argparse
 import contextlib
 import json
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -31,6 +30,7 @@ from citylake.lake import Lake
 from citylake.schemas import DataLayout
 from citylake_devstack import ManagedProcess, free_port, start_mosquitto
 from citylake_devstack.ingest_probe import IngestProbe
+from citylake_devstack.process import CITYLAKE
 from citylake_devstack.scalereport.summary import quantile  # the one percentile of every figure
 
 T0 = 1_764_072_000_000
@@ -142,9 +142,8 @@ def main() -> None:
         broker = start_mosquitto(work / "mosquitto")
         config = write_config(work, broker.url, args.checkpoint_s)
         port = free_port()
-        citylake = [sys.executable, "-m", "citylake"]
-        ingest_argv = [*citylake, "ingest", "--config", str(config), "--metrics-port", str(port)]
-        job_argv = [*citylake, "pipeline", "run", "readings", "--mode", "streaming", "--config", str(config)]
+        ingest_argv = [*CITYLAKE, "ingest", "--config", str(config), "--metrics-port", str(port)]
+        job_argv = [*CITYLAKE, "pipeline", "run", "readings", "--mode", "streaming", "--config", str(config)]
         ingest = ManagedProcess("ingest", ingest_argv, work / "ingest.log").start()
         job = ManagedProcess("job", job_argv, work / "job.log").start()
         try:

@@ -16,31 +16,29 @@ the same count and rate; the ratio compares p99s.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+import psutil
 import pyarrow.parquet as pq
 import yaml
 
-from citylake_devstack.process import ManagedProcess, free_port
+from citylake_devstack.process import CITYLAKE, ManagedProcess, free_port
 from citylake_devstack.scalereport.summary import quantile  # the one percentile of every figure
 from citylake_devstack.sipp import Sipp, read_rtt, read_stats, sim_devices
 
 PLATFORM, DOMAIN, PASSWORD = "34020000002000000001", "3402000000", "bench-pw"
-TICK = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
 
 
 def rss_mb(pid: int) -> tuple[float, float]:
-    """(current RSS, peak RSS) in MiB."""
+    """(current RSS, peak RSS) in MiB; the peak (VmHWM) is one psutil does not read."""
     values = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         key, _, rest = line.partition(":")
@@ -96,7 +94,7 @@ def storm(work: Path, devices: int, rate: float, keepalive_ms: int, transport: s
     env = {"CITYLAKE_LOG_LEVEL": "WARNING"}
     ingest = ManagedProcess(
         "citylake ingest",
-        [sys.executable, "-m", "citylake", "ingest", "--config", str(config)],
+        [*CITYLAKE, "ingest", "--config", str(config)],
         work / "ingest.log",
         env,
     ).start()

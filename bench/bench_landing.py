@@ -16,8 +16,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from citylake.ingest.landing import LandingWriter
+from citylake.ingest.landing_buffer import FlushPolicy, LandingBuffer
 from citylake.ingest.metrics import IngestMetrics
-from citylake.ingest.runner import FlushPolicy, LandingBuffer
 from citylake.schemas import DataLayout, table
 
 T0 = 1_764_072_000_000

@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import math
-import os
 import resource
 import tempfile
 import time
@@ -30,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 from pymodbus.client import AsyncModbusTcpClient
 
 from citylake.config import load_config
@@ -90,22 +89,19 @@ class _Recorder:
 
 
 def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return math.nan
+    return float(psutil.Process().memory_info().rss) / 2**20
 
 
 def process_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
 
 
 def machine_times() -> tuple[float, float]:
-    """(busy, total) jiffies of all CPUs since boot."""
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = values[3] + values[4]
-    return sum(values) - idle, sum(values)
+    """(busy, total) CPU seconds of all CPUs since boot."""
+    t = psutil.cpu_times()
+    total = float(sum(t))
+    return total - t.idle - t.iowait, total
 
 
 class Meter:
@@ -126,7 +122,7 @@ class Meter:
         self.cpu_s = time.process_time() - self._cpu
         self.server_cpu_s = process_cpu_s(self.server_pid) - self._server
         busy, total = machine_times()
-        self.machine_busy = (busy - self._machine[0]) / max(1, total - self._machine[1])
+        self.machine_busy = (busy - self._machine[0]) / max(1e-9, total - self._machine[1])
 
     def fill(self, window: Window) -> None:
         window.seconds, window.cpu_s, window.server_cpu_s = self.seconds, self.cpu_s, self.server_cpu_s

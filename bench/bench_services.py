@@ -66,6 +66,7 @@ from typing import Any
 
 import duckdb
 import httpx
+import psutil
 from bench_lake import METRICS, T0, generate_sql
 from loadgen import LoadResult, open_loop
 from pg_cluster import PgCluster, PostgresUnavailable, require_binaries
@@ -769,16 +770,8 @@ def check_http(services: Services, reference: Asker, samples: dict[str, list[Ask
 def cpu_busy(seconds: float = 2.0) -> float:
     """Share of the machine's CPU time in use over ``seconds`` (all processes)."""
 
-    def sample() -> tuple[int, int]:
-        with open("/proc/stat") as stat:
-            fields = [int(v) for v in stat.readline().split()[1:]]
-        idle = fields[3] + fields[4]  # idle + iowait
-        return sum(fields) - idle, sum(fields)
-
-    busy0, total0 = sample()
-    time.sleep(seconds)
-    busy1, total1 = sample()
-    return (busy1 - busy0) / max(1, total1 - total0)
+    # psutil counts idle and iowait as not busy, as this measure always did.
+    return psutil.cpu_percent(interval=seconds) / 100
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from citylake.lake.landing_gc import collect_landing
 from citylake.lake.manifest import TableLog
 from citylake.schemas import DataLayout, table
 from citylake_devstack import ManagedProcess
+from citylake_devstack.process import CITYLAKE
 
 T0 = 1_764_072_000_000
 ROWS_PER_FILE = 4
@@ -80,7 +81,7 @@ def main() -> None:
     config = load_config(config_path).config
     layout = DataLayout(config.data_dir)
     writer = LandingWriter(layout)
-    argv = [sys.executable, "-m", "citylake", "pipeline", "run", "readings", "--mode", "streaming"]
+    argv = [*CITYLAKE, "pipeline", "run", "readings", "--mode", "streaming"]
     job = ManagedProcess("readings", [*argv, "--config", str(config_path)], work / "job.log").start()
     landed = 0
     print("files read | landing files left | checkpoint | _metadata bytes | chk dir bytes | bytes/file")

@@ -41,7 +41,7 @@ from ruamel.yaml import YAML
 
 from citylake.schemas import DataLayout
 from citylake_devstack.components import start_mosquitto
-from citylake_devstack.process import ManagedProcess, free_port
+from citylake_devstack.process import CITYLAKE, ManagedProcess, free_port
 
 GATEWAYS = 50
 REPLAY_WINDOW_S = 60.0
@@ -367,7 +367,7 @@ def run_soak(args: argparse.Namespace, plan: Plan, landing_bound: int) -> Outcom
     data_dir = workdir / "data"
     site = ManagedProcess(
         "citylake-run",
-        [sys.executable, "-m", "citylake", "run", "--config", str(config_path)],
+        [*CITYLAKE, "run", "--config", str(config_path)],
         workdir / "citylake-run.log",
     ).start()
     health_url = f"http://127.0.0.1:{document['run']['health_port']}/healthz"

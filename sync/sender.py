@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 
 from citylake.config.models import SyncConfig
+from citylake.ingest.backoff import Backoff as Doubling
 from citylake.schemas import TABLES, DataLayout, TableSpec
 from citylake.sync import wire
 from citylake.sync.bucket import TokenBucket
@@ -117,7 +118,7 @@ class Backoff:
         self.max_s, self.window_s = max_s, window_s
         self._clock, self._sleep = clock, sleep
         self._since: float | None = None
-        self._delay = 0.25
+        self._doubling = Doubling(min(0.25, max_s), max_s)
 
     def wait(self, problem: str) -> None:
         now = self._clock()
@@ -125,14 +126,13 @@ class Backoff:
             self._since = now
         if now - self._since >= self.window_s:
             raise RegionUnreachable(f"region unreachable for {now - self._since:.0f}s: {problem}")
-        delay = min(self._delay, self.max_s) * random.uniform(0.8, 1.2)
+        delay = self._doubling.next() * random.uniform(0.8, 1.2)
         log.info("retrying in %.1fs: %s", delay, problem)
         self._sleep(delay)
-        self._delay = min(self._delay * 2, self.max_s)
 
     def reset(self) -> None:
         self._since = None
-        self._delay = 0.25
+        self._doubling.reset()
 
 
 def _error_text(response: httpx.Response) -> str:

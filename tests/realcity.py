@@ -12,7 +12,6 @@ wrote instead of rows written by hand.
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,7 +25,7 @@ from citylake.pipelines.jobs import JOB_NAMES
 from citylake.schemas import DataLayout, table
 from citylake_devstack import Mosquitto, start_mosquitto
 from citylake_devstack.modbus_sim import start_modbus_simulator
-from citylake_devstack.process import ManagedProcess, free_port
+from citylake_devstack.process import CITYLAKE, ManagedProcess, free_port
 from citylake_devstack.simulators.mqtt import Manifest, device_topic, run_simulator
 from citylake_devstack.sipp import SimDevice, Sipp, sim_devices
 from tests.waiting import wait_for
@@ -117,7 +116,7 @@ def _config(workdir: Path, broker: Mosquitto, sip_port: int, modbus: dict[str, A
 
 def _run_job(config: Path, job: str, start: datetime, end: datetime, log: Path) -> None:
     argv = [
-        sys.executable, "-m", "citylake", "pipeline", "run", job, "--mode", "batch", "--config", str(config),
+        *CITYLAKE, "pipeline", "run", job, "--mode", "batch", "--config", str(config),
         "--from", start.isoformat(), "--to", end.isoformat(),
     ]  # fmt: skip
     with log.open("w") as out:
@@ -146,7 +145,7 @@ def build_real_city(workdir: Path) -> RealCity:
         layout = DataLayout(workdir / "data")
         ingest = ManagedProcess(
             "ingest",
-            [sys.executable, "-m", "citylake", "ingest", "--config", str(config)],
+            [*CITYLAKE, "ingest", "--config", str(config)],
             workdir / "ingest.log",
         ).start()
         stopped.append(ingest)

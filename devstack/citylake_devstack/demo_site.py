@@ -7,7 +7,6 @@ cycles (devstack/citylake_devstack/simulators/signals.py), pymodbus pump station
 
 from __future__ import annotations
 
-import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from ruamel.yaml import YAML
 
 from citylake_devstack.components import DAPR_COMPONENTS, Mosquitto, daprd_binary, start_mosquitto
 from citylake_devstack.modbus_sim import start_modbus_simulator
-from citylake_devstack.process import ManagedProcess, free_port
+from citylake_devstack.process import CITYLAKE, ManagedProcess, free_port
 
 Progress = Callable[[str], None]
 DEMO_JOBS = ["readings", "rollups", "alerts", "devices", "events"]
@@ -122,7 +121,7 @@ class DemoSite:
         progress("starting the site: citylake run (ingest, Flink jobs, maintenance, services, sidecars)")
         self.site = ManagedProcess(
             "citylake-run",
-            [sys.executable, "-m", "citylake", "run", "--config", str(self.config_path)],
+            [*CITYLAKE, "run", "--config", str(self.config_path)],
             self.workdir / "citylake-run.log",
         ).start()
         self.processes.append(self.site)

@@ -22,7 +22,6 @@ import multiprocessing
 import os
 import signal
 import struct
-import sys
 import time
 import zlib
 from collections.abc import Callable, Sequence
@@ -39,7 +38,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from citylake.ingest.modbus.codec import BIT_TYPES, decode_field, scaled, width_of
 from citylake.ingest.modbus.fields import RegisterField
 from citylake.ingest.modbus.profiles import load_profile
-from citylake_devstack.process import ComponentUnavailable, ManagedProcess
+from citylake_devstack.process import CITYLAKE, ComponentUnavailable, ManagedProcess
 
 MAX_SLAVES_PER_ENDPOINT = 247  # unit ids 1..247 (Modbus serial line addressing)
 SOURCE_NAME = "sim-modbus"
@@ -551,7 +550,7 @@ def start_modbus_simulator(
     config = workdir / "modbus-sim.city.yaml"
     config.unlink(missing_ok=True)
     argv = [
-        sys.executable, "-m", "citylake", "simulate", "modbus", "--devices", str(devices),
+        *CITYLAKE, "simulate", "modbus", "--devices", str(devices),
         "--per-endpoint", str(per_endpoint), "--profile", profile, "--change-every", str(step_s),
         "--processes", str(processes), "--interval", str(interval_s),
         "--data-dir", str(workdir / "data"), "--write-config", str(config), *extra,

@@ -7,10 +7,15 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+
+# How every test, bench and dev-stack process runs citylake: this interpreter,
+# so the child sees the same venv and editable install as its parent.
+CITYLAKE: tuple[str, ...] = (sys.executable, "-m", "citylake")
 
 
 class ComponentUnavailable(RuntimeError):

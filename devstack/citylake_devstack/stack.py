@@ -4,7 +4,6 @@ simulated devices; later the scale run drives it harder."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 from ruamel.yaml import YAML
 
 from citylake_devstack.components import Daprd, Mosquitto, start_daprd, start_mosquitto, start_service
-from citylake_devstack.process import ManagedProcess, free_port
+from citylake_devstack.process import CITYLAKE, ManagedProcess, free_port
 
 Progress = Callable[[str], None]
 
@@ -46,7 +45,7 @@ class LocalStack:
     query_port: int = 0
 
     def _citylake(self, name: str, *args: str) -> ManagedProcess:
-        argv = [sys.executable, "-m", "citylake", *args]
+        argv = [*CITYLAKE, *args]
         process = ManagedProcess(name, argv, self.workdir / f"{name}.log").start()
         self.processes.append(process)
         return process

@@ -36,6 +36,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustC
 from citylake.config import SourceConfig
 from citylake.ingest.amqp.codec import RoutingKeyTemplate
 from citylake.ingest.amqp.config import AmqpQueue, AmqpSourceConfig
+from citylake.ingest.backoff import Backoff
 from citylake.ingest.base import Row, SourceContext, SourceUnavailable, StreamingSource, config_as
 from citylake.ingest.configured_devices import configured_device_row, without_credentials
 from citylake.ingest.known_devices import KnownDevices
@@ -134,16 +135,14 @@ class AmqpSource(StreamingSource):
                 await asyncio.wait_for(connection.close(), 5)
 
     async def _run(self, ctx: SourceContext) -> None:
-        cfg = self.config
-        delay = cfg.reconnect_min_s
+        backoff = Backoff(self.config.reconnect_min_s, self.config.reconnect_max_s)
         while self._connection is None:
             try:
                 self._connection = await self._consume(ctx)
             except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as exc:
                 self.last_error = f"AMQP broker {self.endpoint}: {type(exc).__name__}: {exc}"
-                log.warning("%s; retrying in %.1f s", self.last_error, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, cfg.reconnect_max_s)
+                log.warning("%s; retrying in %.1f s", self.last_error, backoff.delay_s)
+                await backoff.sleep()
         await asyncio.Event().wait()  # consuming continues in aio-pika's tasks until stop()
 
     async def _consume(self, ctx: SourceContext) -> AbstractRobustConnection:

@@ -37,6 +37,7 @@ from aiocoap import resource as coap_resource
 from aiocoap.numbers.codes import Code
 
 from citylake.config import SourceConfig
+from citylake.ingest.backoff import Backoff
 from citylake.ingest.base import Row, SourceContext, SourceUnavailable, StreamingSource, config_as
 from citylake.ingest.coap.codec import FORMAT_NAMES, CoapPayloadCodec, SenmlDecoder
 from citylake.ingest.coap.config import CoapResource, CoapSourceConfig, parse_coap_url
@@ -184,7 +185,7 @@ class CoapSource(StreamingSource):
 
     async def _observe(self, ctx: SourceContext, resource: CoapResource, url: str) -> None:
         cfg = self.config
-        delay = cfg.reobserve_min_s
+        backoff = Backoff(cfg.reobserve_min_s, cfg.reobserve_max_s)
         while True:
             assert self._context is not None
             request = self._context.request(aiocoap.Message(code=Code.GET, uri=url, observe=0))
@@ -194,7 +195,7 @@ class CoapSource(StreamingSource):
                 if not first.code.is_successful():
                     raise _NotObservable(f"{first.code}")
                 self._state(ctx, resource, url, True, None)
-                delay = cfg.reobserve_min_s
+                backoff.reset()
                 self.deliver(ctx, resource, url, first)
                 async for notification in request.observation:
                     self.deliver(ctx, resource, url, notification)
@@ -209,9 +210,8 @@ class CoapSource(StreamingSource):
             with contextlib.suppress(Exception):
                 request.observation.cancel()
             self._state(ctx, resource, url, False, reason)
-            log.info("CoAP %s: %s: %s; observing again in %.1f s", self.name, url, reason, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, cfg.reobserve_max_s)
+            log.info("CoAP %s: %s: %s; observing again in %.1f s", self.name, url, reason, backoff.delay_s)
+            await backoff.sleep()
 
     def _state(
         self, ctx: SourceContext, resource: CoapResource, url: str, up: bool, reason: str | None

@@ -23,6 +23,7 @@ from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOEx
 from pymodbus.framer import FramerType
 from pymodbus.pdu import ModbusPDU
 
+from citylake.ingest.backoff import Backoff
 from citylake.ingest.modbus.codec import ModbusRequest, exception_text
 from citylake.ingest.modbus.config import ModbusEndpoint
 
@@ -93,7 +94,7 @@ class EndpointConnection:
         self.lock = asyncio.Lock()
         self.requests_sent = 0
         self._client: ModbusBaseClient | None = None
-        self._failures = 0
+        self._backoff = Backoff(backoff_s, max_backoff_s)
         self._next_connect_at = 0.0
         self._timeouts_in_a_row = 0
         self._last_request_end = 0.0
@@ -141,13 +142,12 @@ class EndpointConnection:
         if not ok or client is None:
             if client is not None:
                 client.close()
-            delay = min(self.max_backoff_s, self.backoff_s * 2**self._failures)
-            self._failures += 1
+            delay = self._backoff.next()
             self._next_connect_at = time.monotonic() + delay
             log.warning("modbus %s: %s; next attempt in %.1fs", self.endpoint.key, reason, delay)
             raise ModbusConnectionFailed(f"cannot connect to {self.endpoint.key}: {reason}")
         self._client = client
-        self._failures = 0
+        self._backoff.reset()
         self._timeouts_in_a_row = 0
         log.info("modbus %s: connected", self.endpoint.key)
 

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 import orjson
 
 from citylake.config import SourceConfig
+from citylake.ingest.backoff import Backoff
 from citylake.ingest.base import Row, SourceContext, SourceUnavailable, StreamingSource, config_as
 from citylake.ingest.configured_devices import configured_device_row
 from citylake.ingest.nmea.codec import TAKEN, FixClock, SentenceError, decode, parse_line
@@ -90,7 +91,7 @@ class NmeaSource(StreamingSource):
 
     async def _run(self, ctx: SourceContext) -> None:
         cfg = self.config
-        failures = 0
+        backoff = Backoff(cfg.backoff_s, cfg.max_backoff_s)
         while True:
             try:
                 async with asyncio.timeout(cfg.connect_timeout_s):
@@ -98,14 +99,13 @@ class NmeaSource(StreamingSource):
                         cfg.host, cfg.port, limit=cfg.max_line_bytes + 2
                     )
             except (OSError, TimeoutError) as exc:
-                delay = min(cfg.max_backoff_s, cfg.backoff_s * 2**failures)
-                failures += 1
+                delay = backoff.next()
                 log.warning(
                     "NMEA %s: cannot connect to %s (%r); retry in %.1f s", self.name, cfg.url, exc, delay
                 )
                 await asyncio.sleep(delay)
                 continue
-            failures = 0
+            backoff.reset()
             self._connected = True
             self.connects += 1
             self._event(ctx, "online", {"talker": cfg.url})

@@ -37,6 +37,7 @@ from asyncua.ua.status_codes import StatusCodes
 from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 
 from citylake.config import SourceConfig
+from citylake.ingest.backoff import Backoff
 from citylake.ingest.base import Row, SourceContext, SourceUnavailable, StreamingSource, config_as
 from citylake.ingest.configured_devices import configured_device_row, without_credentials
 from citylake.ingest.opcua.codec import UnsupportedValue, parse_browse_path, reading, timestamp_ms
@@ -217,24 +218,22 @@ class OpcUaSource(StreamingSource):
         self._lost.set()
 
     async def _run(self, ctx: SourceContext) -> None:
-        cfg = self.config
-        delay = cfg.reconnect_min_s
+        backoff = Backoff(self.config.reconnect_min_s, self.config.reconnect_max_s)
         while not self._stopping.is_set():
             try:
                 await self._session(ctx)
-                delay = cfg.reconnect_min_s  # it was up: start the backoff afresh
+                backoff.reset()  # it was up: start the backoff afresh
             except CONNECTION_ERRORS as exc:
                 self.last_error = self._describe(exc)
-                log.warning("%s; retrying in %.1f s", self.last_error, delay)
+                log.warning("%s; retrying in %.1f s", self.last_error, backoff.delay_s)
             except Exception:  # a bug in one session must not end ingest from this server
-                log.exception("OPC UA %s: session failed; retrying in %.1f s", self.name, delay)
+                log.exception("OPC UA %s: session failed; retrying in %.1f s", self.name, backoff.delay_s)
             finally:
                 self.connected = False
             if self._stopping.is_set():
                 break
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), delay)
-            delay = min(delay * 2, cfg.reconnect_max_s)
+                await asyncio.wait_for(self._stopping.wait(), backoff.next())
 
     async def _session(self, ctx: SourceContext) -> None:
         """One connection: returns when it is lost or the source stops."""

@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry
 from citylake.config import ServiceConfig
 from citylake.schemas import DataLayout
 from citylake.services.auth import install_keys, service_keys
+from citylake.services.lakeaccess import LakeUnavailable
 from citylake.services.observability import RequestMetrics, add_health_and_metrics
 from citylake.services.query import aggregate, dashboard, history, latest, sql
 from citylake.services.query.body_limit import BodySizeLimit
@@ -32,7 +33,7 @@ from citylake.services.query.errors import install_error_handlers
 from citylake.services.query.hot_tier import HotTier, HotTierBounds
 from citylake.services.query.live import keep_hot, subscription_router
 from citylake.services.query.registry_cache import RegistryCache
-from citylake.services.query.sandbox import LakeUnavailable, Limits, SandboxedLake
+from citylake.services.query.sandbox import Limits, SandboxedLake
 from citylake.services.query.sql_pool import SqlWorkers
 from citylake.services.query.store import StoreBounds, StoreKeeper, open_store
 

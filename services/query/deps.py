@@ -12,10 +12,11 @@ import pyarrow as pa
 from fastapi import Request, status
 
 from citylake.config import ServiceConfig
+from citylake.services.lakeaccess import LakeUnavailable
 from citylake.services.query.deadline import deadline
 from citylake.services.query.errors import QueryError
 from citylake.services.query.hot_tier import HotTier
-from citylake.services.query.sandbox import LakeUnavailable, SandboxedLake
+from citylake.services.query.sandbox import SandboxedLake
 from citylake.services.query.store import ServingStore
 
 

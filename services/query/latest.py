@@ -12,6 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 from citylake.config import ServiceConfig
 from citylake.lake.sites import load_site_regions
 from citylake.services.district import DISTRICT_DOC, DISTRICT_SQL, DistrictFilter, DistrictQuery
+from citylake.services.lakeaccess import LakeUnavailable
 from citylake.services.query import hot_json, paging
 from citylake.services.query.deps import fetch, get_hot, lake_cursor, open_lake_cursor
 from citylake.services.query.errors import error_responses
@@ -25,7 +26,6 @@ from citylake.services.query.negotiation import (
     tabular_response,
 )
 from citylake.services.query.registry_cache import RegistryCache
-from citylake.services.query.sandbox import LakeUnavailable
 
 DeviceId = Annotated[
     str, Path(min_length=1, max_length=128, description="device id as in readings.device_id")

@@ -25,7 +25,6 @@ does after it is built must therefore need no SET, LOAD or INSTALL.
 from __future__ import annotations
 
 import re
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,8 +32,8 @@ import duckdb
 import orjson
 
 from citylake.lake import SERVICE_REFRESH_S, Lake
-from citylake.lake.manifest import TableSnapshot
 from citylake.schemas import DataLayout
+from citylake.services.lakeaccess import LakeOnDemand
 from citylake.services.query.errors import bad_request
 
 # Readers only. Everything outside this list is refused by name, so a table
@@ -116,60 +115,17 @@ def lock_down(lake: Lake, layout: DataLayout, limits: Limits) -> None:
         cursor.close()
 
 
-class SandboxedLake:
-    """The service's ``Lake``, locked down, opened on first use.
-
-    Opening reads table snapshots and file footers, so one damaged file would
-    otherwise keep the service from starting at all. Here the failure reaches
-    the request that needed the lake (a 503 with the reason) and ``/healthz``,
-    and the next request tries again.
-    """
+class SandboxedLake(LakeOnDemand):
+    """The service's ``Lake``, locked down by ``lock_down`` before it serves,
+    opened on first use (see ``LakeOnDemand`` for why)."""
 
     def __init__(self, layout: DataLayout, limits: Limits) -> None:
-        self.layout = layout
         self.limits = limits
-        self._lock = threading.Lock()
-        self._lake: Lake | None = None
-
-    def cursor(self) -> duckdb.DuckDBPyConnection:
-        with self._lock:
-            if self._lake is None:
-                try:
-                    lake = Lake(self.layout, min_refresh_s=SERVICE_REFRESH_S)
-                except (duckdb.Error, OSError, ValueError) as exc:
-                    raise LakeUnavailable(
-                        f"the lake cannot be opened now: {type(exc).__name__}: {exc}"
-                    ) from exc
-                try:
-                    lock_down(lake, self.layout, self.limits)
-                except BaseException:
-                    lake.close()  # never serve an unlocked lake
-                    raise
-                self._lake = lake
-            lake = self._lake
-        return lake.cursor()
-
-    def snapshot(self, table: str) -> TableSnapshot:
-        """The snapshot the views show now (the serving store follows it)."""
-        with self._lock:
-            lake = self._lake
-        if lake is None:
-            self.cursor().close()  # opened now if it can be, else LakeUnavailable says why
-            with self._lock:
-                lake = self._lake
-        if lake is None:
-            raise LakeUnavailable("the lake was closed")
-        return lake.snapshot(table)
-
-    def close(self) -> None:
-        with self._lock:
-            if self._lake is not None:
-                self._lake.close()
-                self._lake = None
-
-
-class LakeUnavailable(RuntimeError):
-    """The lake could not be opened; the message says why."""
+        super().__init__(
+            layout,
+            min_refresh_s=SERVICE_REFRESH_S,
+            prepare=lambda lake: lock_down(lake, layout, limits),
+        )
 
 
 _PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

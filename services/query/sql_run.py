@@ -10,9 +10,10 @@ import duckdb
 import pyarrow as pa
 
 from citylake.config import ServiceConfig
+from citylake.services.lakeaccess import LakeUnavailable
 from citylake.services.query.deadline import deadline
 from citylake.services.query.errors import QueryError, bad_request
-from citylake.services.query.sandbox import LakeUnavailable, SandboxedLake, check_statement
+from citylake.services.query.sandbox import SandboxedLake, check_statement
 from citylake.services.query.sql_encoding import MEDIA_TYPES, SqlFormat, encode
 
 # One DuckDB vector: small enough that the byte count stops a result of wide

@@ -23,6 +23,8 @@ import signal
 import sys
 from pathlib import Path
 
+import psutil
+
 MIB = 1024 * 1024
 # glibc gives each thread a 64 MiB malloc arena of address space; under
 # RLIMIT_AS that reservation, not use, would fail allocations first.
@@ -41,11 +43,7 @@ def _bound_process(memory_mb: int) -> None:
 
 def address_space_mb() -> int:
     """This process's mapped address space (VmSize), what RLIMIT_AS counts."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmSize:"):
-                return int(line.split()[1]) // 1024
-    return 0
+    return int(psutil.Process().memory_info().vms) // 2**20
 
 
 def duckdb_memory_mb(memory_mb: int, used_mb: int) -> int:

@@ -27,10 +27,9 @@ from citylake.ingest.batcher import ColumnBatcher
 from citylake.ingest.landing import LandingWriter
 from citylake.schemas import DataLayout, table
 from citylake_devstack import Daprd, Mosquitto, free_port, start_service
-from citylake_devstack.process import ManagedProcess
+from citylake_devstack.process import CITYLAKE, ManagedProcess
 
 pytestmark = pytest.mark.integration
-CITYLAKE = [sys.executable, "-m", "citylake"]
 
 
 def alert_rows(data_dir: Path) -> list[dict[str, Any]]:

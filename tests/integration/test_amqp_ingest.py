@@ -9,23 +9,22 @@ serves the whole module."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import aio_pika
 import orjson
-import pyarrow.parquet as pq
 import pytest
 
 from citylake.config import load_config
 from citylake.ingest.amqp.adapter import AmqpSource
 from citylake.ingest.amqp.config import AmqpSourceConfig
 from citylake.ingest.runner import FlushPolicy, IngestRunner
-from citylake.schemas import DataLayout, table
+from citylake.schemas import DataLayout
 from citylake_devstack import ComponentUnavailable
 from citylake_devstack.rabbitmq import RabbitMq, start_rabbitmq, stop_rabbitmq
+from tests.landing_rows import landed
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 TS = 1_764_072_000_000
@@ -39,20 +38,6 @@ def rabbitmq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitMq]:
         pytest.fail(f"could not start RabbitMQ: {exc}", pytrace=False)
     yield broker
     stop_rabbitmq(broker)
-
-
-def landed(layout: DataLayout, name: str) -> list[dict[str, Any]]:
-    files = sorted(layout.landing(table(name)).rglob("*.parquet"))
-    return [row for f in files for row in pq.read_table(f).to_pylist()]
-
-
-async def wait_for(
-    predicate: Callable[[], bool], timeout_s: float = 15, state: Callable[[], object] = str
-) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out: {state()}"
-        await asyncio.sleep(0.05)
 
 
 async def setup_platform(url: str, suffix: str) -> tuple[aio_pika.abc.AbstractRobustConnection, str, str]:
@@ -132,13 +117,16 @@ async def test_consumes_acks_after_commit_and_dead_letters_bad_messages(
         for index, (body, _) in enumerate(bad):
             await publish(connection, exchange, "city.gulou.well.well-3.telemetry", body, f"bad-{index}")
         await runner.start()
-        await wait_for(
-            lambda: source.delivered >= 5, state=lambda: (dict(source.counters()), source.last_error)
+        await wait_until(
+            lambda: source.delivered >= 5, 15, state=lambda: (dict(source.counters()), source.last_error)
         )
         assert source.acked == 0 and landed(layout, "readings") == []  # nothing acked before the commit
         assert await queue_depths(connection, queue) == [0]  # all 5 are with us, unacked
-        await wait_for(lambda: source.acked == 2 and source.dead_lettered == 3, timeout_s=20,
-                       state=lambda: (dict(source.counters()), landed(layout, "rejected")))  # fmt: skip
+        await wait_until(
+            lambda: source.acked == 2 and source.dead_lettered == 3,
+            20,
+            state=lambda: (dict(source.counters()), landed(layout, "rejected")),
+        )
         assert {r["device_id"] for r in landed(layout, "readings")} == {"well-1", "well-2"}
     finally:
         await runner.stop()
@@ -183,7 +171,7 @@ async def test_unacked_deliveries_come_again_and_land_once(
     first = AmqpSource(AmqpSourceConfig.model_validate(raw))
     runner = IngestRunner([first], layout, loaded.config.site)
     await runner.start()
-    await wait_for(lambda: first.acked >= 20)
+    await wait_until(lambda: first.acked >= 20, 15)
     await runner.stop()
     # The same ten are delivered again (as after a crash between commit and ack).
     for index in range(10):
@@ -192,7 +180,7 @@ async def test_unacked_deliveries_come_again_and_land_once(
     second = AmqpSource(AmqpSourceConfig.model_validate(raw))
     runner = IngestRunner([second], layout, loaded.config.site)
     await runner.start()
-    await wait_for(lambda: second.redelivered_duplicates >= 10)
+    await wait_until(lambda: second.redelivered_duplicates >= 10, 15)
     await runner.stop()
     values = sorted(r["value"] for r in landed(layout, "readings"))
     assert values == [float(i) for i in range(20)]
@@ -214,7 +202,7 @@ async def test_simulator_publishes_what_the_adapter_lands(
     runner = IngestRunner([source], layout, loaded.config.site)
     await runner.start()
     try:
-        await wait_for(lambda: source.acked >= sent.messages)
+        await wait_until(lambda: source.acked >= sent.messages, 15)
     finally:
         await runner.stop()
     rows = landed(layout, "readings")

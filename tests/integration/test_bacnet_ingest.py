@@ -9,12 +9,10 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 import pytest
 from bacpypes3.ipv4.app import NormalApplication
 from bacpypes3.local.device import DeviceObject
@@ -27,10 +25,12 @@ from citylake.ingest.bacnet.config import BacnetSourceConfig
 from citylake.ingest.base import SourceUnavailable
 from citylake.ingest.registry import build_sources
 from citylake.ingest.runner import IngestRunner
-from citylake.schemas import DataLayout, table
+from citylake.schemas import DataLayout
 from citylake_devstack import ComponentUnavailable
 from citylake_devstack.process import ManagedProcess
 from citylake_devstack.simulators.bacnet import free_udp_port, start_bacnet_device
+from tests.landing_rows import landed
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 INSTANCE = 1001
@@ -58,20 +58,8 @@ def bacnet_entry_point(monkeypatch: pytest.MonkeyPatch) -> None:
         )
 
 
-def landed(layout: DataLayout, name: str) -> list[dict[str, Any]]:
-    files = sorted(layout.landing(table(name)).rglob("*.parquet"))
-    return [row for f in files for row in pq.read_table(f).to_pylist()]
-
-
 def metric_rows(layout: DataLayout, metric: str) -> list[dict[str, Any]]:
     return sorted((r for r in landed(layout, "readings") if r["metric"] == metric), key=lambda r: r["ts"])
-
-
-async def wait_for(predicate: Callable[[], bool], timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.05)
 
 
 def bacnet_source(device_address: str, port: int) -> dict[str, object]:
@@ -162,8 +150,8 @@ async def test_check_then_polls_cov_alarm_and_online_offline(  # noqa: PLR0915 -
     await runner.start()
     ows = Workstation(address)
     try:
-        await wait_for(source.is_up)
-        await wait_for(lambda: len(metric_rows(layout, "mode")) >= 2)
+        await wait_until(source.is_up, 30)
+        await wait_until(lambda: len(metric_rows(layout, "mode")) >= 2, 30)
 
         # Out of service, the operator's value is reported by COV (and polls) as uncertain.
         await ows.write("analog-input,1", "out-of-service", True)
@@ -175,8 +163,8 @@ async def test_check_then_polls_cov_alarm_and_online_offline(  # noqa: PLR0915 -
         await ows.write("analog-value,1", "reliability", "over-range")
         await ows.write("binary-input,1", "present-value", "inactive")
         await ows.write("multi-state-value,1", "present-value", 3)
-        await wait_for(lambda: any(r["value"] == 3.0 for r in metric_rows(layout, "mode")))
-        await wait_for(lambda: any(r["value"] == 23.5 for r in metric_rows(layout, "supply_temp")))
+        await wait_until(lambda: any(r["value"] == 3.0 for r in metric_rows(layout, "mode")), 30)
+        await wait_until(lambda: any(r["value"] == 23.5 for r in metric_rows(layout, "supply_temp")), 30)
 
         # Hostile datagrams at citylake's own BACnet/IP port.
         hostile = [
@@ -192,16 +180,16 @@ async def test_check_then_polls_cov_alarm_and_online_offline(  # noqa: PLR0915 -
                 attacker.sendto(datagram, ("127.0.0.1", port))
                 if n % 50 == 49:  # paced below the kernel's default UDP receive buffer
                     await asyncio.sleep(0.05)
-        await wait_for(lambda: source.counters()["i_am_unconfigured"] >= 300)
-        await wait_for(lambda: source.counters()["frames_rejected"] >= len(hostile))
+        await wait_until(lambda: source.counters()["i_am_unconfigured"] >= 300, 30)
+        await wait_until(lambda: source.counters()["frames_rejected"] >= len(hostile), 30)
         # The flood left no trace in the library's device cache: only the configured device.
         assert source.app is not None
         assert set(source.app.device_info_cache.instance_cache) <= {INSTANCE}
         polled = len(metric_rows(layout, "co2"))
-        await wait_for(lambda: len(metric_rows(layout, "co2")) >= polled + 2)  # still polling
+        await wait_until(lambda: len(metric_rows(layout, "co2")) >= polled + 2, 30)  # still polling
 
         process.stop()
-        await wait_for(lambda: not source.is_up(), 20)
+        await wait_until(lambda: not source.is_up(), 20)
     finally:
         ows.app.close()
         await runner.stop()

@@ -20,7 +20,8 @@ from citylake.ingest.runner import IngestRunner
 from citylake.schemas import DataLayout
 from citylake_devstack.process import ManagedProcess
 from citylake_devstack.simulators.line import start_line_simulator
-from tests.meterline import landed, wait_for
+from tests.landing_rows import landed
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -74,7 +75,7 @@ async def test_water_heat_and_gas_meters_through_a_serial_server(
         polled = [r for r in landed(layout, "readings") if r["device_id"] == "unit-201"]
         return (GHOST, "offline") in events and len(polled) >= 8
 
-    await wait_for(enough)
+    await wait_until(enough, 20)
     await runner.stop()
     rows = landed(layout, "readings")
 

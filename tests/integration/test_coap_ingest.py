@@ -6,25 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import cbor2
 import orjson
-import pyarrow.parquet as pq
 import pytest
 
-from citylake.config import load_config
-from citylake.ingest.base import Source
 from citylake.ingest.coap.adapter import CoapSource
 from citylake.ingest.coap.config import CoapSourceConfig
-from citylake.ingest.runner import IngestRunner
-from citylake.schemas import DataLayout, table
 from citylake_devstack import ComponentUnavailable
 from citylake_devstack.coap_server import CoapServer, coap_client, start_coap_server
 from citylake_devstack.process import free_udp_port
+from tests.landing_rows import landed, make_runner
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 T0 = 1_764_072_000  # 2025-11-25T12:00:00Z, in seconds as SenML has it
@@ -38,24 +33,6 @@ def coap_server(tmp_path: Path) -> Iterator[CoapServer]:
         pytest.fail(f"could not start coap-server: {exc}", pytrace=False)
     yield server
     server.process.stop()
-
-
-def landed(layout: DataLayout, name: str) -> list[dict[str, Any]]:
-    files = sorted(layout.landing(table(name)).rglob("*.parquet"))
-    return [row for f in files for row in pq.read_table(f).to_pylist()]
-
-
-async def wait_for(predicate: Callable[[], bool], timeout_s: float = 15) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.05)
-
-
-def runner_for(config_path: Path, sources: list[Source]) -> tuple[IngestRunner, DataLayout]:
-    loaded = load_config(config_path)
-    layout = DataLayout(loaded.config.data_dir)
-    return IngestRunner(sources, layout, loaded.config.site), layout
 
 
 async def put(url: str, payload: bytes, content_format: int) -> str:
@@ -97,15 +74,17 @@ async def test_observes_senml_cbor_json_and_text_resources(
         "devices": {"air-1": {"name": "Air station 1", "device_type": "air_quality"}},
     }
     source = CoapSource(CoapSourceConfig.model_validate(raw))
-    runner, layout = runner_for(city_config(sources=[raw]), [source])
+    runner, layout = make_runner(city_config(sources=[raw]), sources=[source])
     await runner.start()
     try:
-        await wait_for(lambda: sum(source.observing.values()) == 4)
+        await wait_until(lambda: sum(source.observing.values()) == 4, 15)
         await put(f"{base}/air/1", senml(14.0, 60), 110)  # a notification to the observer
         await put(f"{base}/level/1", b"1.80", 0)
         await put(f"{base}/air/1", b'[{"n": "pm25", "v": "high"}]', 110)  # v must be a number
-        await wait_for(lambda: len([r for r in landed(layout, "readings") if r["device_id"] == "air-1"]) >= 4)
-        await wait_for(lambda: len(landed(layout, "rejected")) >= 1)
+        await wait_until(
+            lambda: len([r for r in landed(layout, "readings") if r["device_id"] == "air-1"]) >= 4, 15
+        )
+        await wait_until(lambda: len(landed(layout, "rejected")) >= 1, 15)
     finally:
         await runner.stop()
     readings = landed(layout, "readings")
@@ -147,7 +126,7 @@ async def test_server_answers_after_commit_and_rejects_hostile_pushes(
     raw = {"name": "push", "type": "coap", "mode": "server", "url": f"coap://127.0.0.1:{port}",
            "path": "/telemetry/{device_id}", "max_payload_bytes": 512, "max_devices": 2}  # fmt: skip
     source = CoapSource(CoapSourceConfig.model_validate(raw))
-    runner, layout = runner_for(city_config(sources=[raw]), [source])
+    runner, layout = make_runner(city_config(sources=[raw]), sources=[source])
     await runner.start()
     url = f"coap://127.0.0.1:{port}/telemetry"
     try:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -36,12 +35,12 @@ from fastapi import FastAPI
 from citylake.schemas import DataLayout, table
 from citylake.services.sidecar import DaprSidecar, SidecarAddress
 from citylake_devstack import Daprd, ManagedProcess, Mosquitto, free_port, start_service
+from citylake_devstack.process import CITYLAKE
 from tests.conftest import mqtt_source
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
-CITYLAKE = [sys.executable, "-m", "citylake"]
 DEVICE = "air-000007"
 TS_MS = 1_764_072_123_456  # 2025-11-25T12:02:03.456Z
 TS_ISO = "2025-11-25T12:02:03.456Z"

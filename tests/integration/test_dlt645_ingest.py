@@ -21,7 +21,8 @@ from citylake.ingest.runner import IngestRunner
 from citylake.schemas import DataLayout
 from citylake_devstack.process import ManagedProcess
 from citylake_devstack.simulators.line import read_request_log, start_line_simulator, start_pty_pair
-from tests.meterline import landed, wait_for
+from tests.landing_rows import landed
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -94,7 +95,7 @@ async def test_meters_over_a_serial_server_and_a_pty(tmp_path: Path, processes: 
             e["device_id"] == "ghost" and e["kind"] == "offline" for e in events
         )
 
-    await wait_for(enough)
+    await wait_until(enough, 20)
     await runner.stop()
     rows = landed(layout, "readings")
     good = [r for r in rows if r["quality"] == 0]
@@ -184,12 +185,12 @@ async def test_meter_that_stops_answering_goes_offline_and_back(
     def kinds() -> list[str]:
         return [e["kind"] for e in sorted(landed(layout, "device_events"), key=lambda e: e["ts"])]
 
-    await wait_for(lambda: kinds() == ["online"])
+    await wait_until(lambda: kinds() == ["online"], 20)
     sim.stop()  # the serial server is gone: refused connections, then offline
-    await wait_for(lambda: kinds() == ["online", "offline"])
+    await wait_until(lambda: kinds() == ["online", "offline"], 20)
     sim2 = ManagedProcess(sim.name, sim.argv, tmp_path / "sim2.log").start()
     processes.append(sim2)
-    await wait_for(lambda: kinds() == ["online", "offline", "online"])
+    await wait_until(lambda: kinds() == ["online", "offline", "online"], 20)
     await runner.stop()
     reasons = {r["reason"].split(":")[0] for r in landed(layout, "rejected")}
     assert "dlt645 connection failed" in reasons

@@ -4,7 +4,6 @@ the apache-flink package's bin/start-cluster.sh, with `flink run --python`."""
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -18,10 +17,10 @@ from citylake.ingest.landing import LandingWriter
 from citylake.lake import Lake
 from citylake.schemas import DataLayout, table
 from citylake_devstack.flink import FlinkSessionCluster
+from citylake_devstack.process import CITYLAKE
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
-CITYLAKE = [sys.executable, "-m", "citylake"]
 T0 = 1_764_072_000_000
 
 

@@ -5,25 +5,25 @@ every request of the platform must be a new call (RFC 3261 8.1.1)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import pyarrow.parquet as pq
 import pytest
+from prometheus_client import generate_latest
 
 from citylake.config import load_config
 from citylake.ingest.gb28181.adapter import GB28181Source
 from citylake.ingest.registry import build_sources
 from citylake.ingest.runner import IngestRunner
-from citylake.schemas import DataLayout, table
+from citylake.schemas import DataLayout
 from citylake_devstack.process import free_port
 from tests.gb28181_camera import SeparateDialogCamera
+from tests.landing_rows import landed
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 PLATFORM = "31010000002000000001"
@@ -32,18 +32,6 @@ PASSWORD = "interop-pw"
 NVR = "31010100001180000001"
 CHANNELS = ("31010100001310000001", "31010100001310000002")
 SHANGHAI = ZoneInfo("Asia/Shanghai")
-
-
-def landed(layout: DataLayout, name: str) -> list[dict[str, Any]]:
-    files = sorted(layout.landing(table(name)).rglob("*.parquet"), key=lambda f: f.name)
-    return [row for f in files for row in pq.read_table(f).to_pylist()]
-
-
-async def until(check: Callable[[], bool], what: str, timeout_s: float = 20) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        assert time.monotonic() < deadline, f"no {what} after {timeout_s:.0f} s"
-        await asyncio.sleep(0.05)
 
 
 def local_ms(text: str) -> int:
@@ -68,7 +56,7 @@ async def start_platform(
     await runner.start()
     source = runner.sources[0]
     assert isinstance(source, GB28181Source)
-    await until(source.is_up, "GB28181 listener")
+    await wait_until(source.is_up, 20, "GB28181 listener")
     return runner, layout, source, port
 
 
@@ -81,8 +69,15 @@ async def test_unanswered_request_is_retransmitted_then_given_up(city_config: Ca
             ("127.0.0.1", port), PLATFORM, DOMAIN, PASSWORD, NVR, CHANNELS, silent=True
         ) as camera:
             assert await camera.register() == 200
-            await until(
-                lambda: any(r.cmd_type == "DeviceInfo" for r in camera.received), "DeviceInfo query", 10
+            await wait_until(
+                lambda: any(r.cmd_type == "DeviceInfo" for r in camera.received), 10, "DeviceInfo query"
+            )
+            # /metrics shows the timeout, as it shows every count the source keeps.
+            timed_out = 'citylake_ingest_adapter_events_total{event="queries_timed_out",source="video"} 1.0'
+            await wait_until(
+                lambda: timed_out in generate_latest(runner.metrics.registry).decode(),
+                10,
+                "timeout on /metrics",
             )
     finally:
         await runner.stop()
@@ -110,11 +105,15 @@ async def test_camera_with_separate_dialogs_lands_every_fact(city_config: Callab
             status, keepalive_ok = await camera.keepalive(1)
             assert (await camera.alarm(CHANNELS[0]))[0] == 200
             assert (await camera.position(CHANNELS[1]))[0] == 200
-            await until(lambda: any(r.cmd_type == "Alarm" for r in camera.received), "Alarm response")
-            await until(lambda: source.stats["queries_answered"] == 3, "answers to all three requests")
+            await wait_until(
+                lambda: any(r.cmd_type == "Alarm" for r in camera.received), 20, "Alarm response"
+            )
+            await wait_until(
+                lambda: source.stats["queries_answered"] == 3, 20, "answers to all three requests"
+            )
             assert await camera.unregister() == 200
-            await until(
-                lambda: any(e["kind"] == "offline" for e in landed(layout, "device_events")), "offline"
+            await wait_until(
+                lambda: any(e["kind"] == "offline" for e in landed(layout, "device_events")), 20, "offline"
             )
     finally:
         await runner.stop()

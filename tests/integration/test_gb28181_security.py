@@ -15,15 +15,9 @@ import pytest
 
 from citylake.ingest.gb28181.digest import expected_response, parse_digest
 from citylake_devstack.process import free_port
-from tests.integration.test_gb28181_sipp import (
-    DOMAIN,
-    PASSWORD,
-    PLATFORM,
-    gb_source,
-    landed,
-    start_runner,
-    wait_for,
-)
+from tests.integration.test_gb28181_sipp import DOMAIN, PASSWORD, PLATFORM, gb_source, start_runner
+from tests.landing_rows import landed
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 CAMERA = "34020000001327000001"
@@ -303,5 +297,5 @@ async def test_tcp_connections_are_capped_idle_ones_closed_and_non_readers_cut(
                 return
 
     await asyncio.to_thread(send_until_cut)
-    await wait_for(lambda: source.stats["tcp_slow_reader_closed"] == 1 and not source.transport.streams, 10)
+    await wait_until(lambda: source.stats["tcp_slow_reader_closed"] == 1 and not source.transport.streams, 10)
     await runner.stop()

@@ -7,15 +7,12 @@ import asyncio
 import json
 import os
 import socket
-import sys
-import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import pyarrow.parquet as pq
 import pytest
 
 from citylake.config import load_config
@@ -23,9 +20,11 @@ from citylake.ingest.gb28181.adapter import GB28181Source
 from citylake.ingest.gb28181.digest import expected_response, parse_digest
 from citylake.ingest.registry import build_sources
 from citylake.ingest.runner import FlushPolicy, IngestRunner
-from citylake.schemas import DataLayout, table
-from citylake_devstack.process import free_port
+from citylake.schemas import DataLayout
+from citylake_devstack.process import CITYLAKE, free_port
 from citylake_devstack.sipp import Sipp, SippResult, sim_devices
+from tests.landing_rows import landed
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 PLATFORM = "34020000002000000001"
@@ -47,19 +46,6 @@ def gb_source(port: int, transport: str = "udp", **extra: object) -> dict[str, o
     }
 
 
-def landed(layout: DataLayout, name: str) -> list[dict[str, Any]]:
-    # Landing files are named by write time: sorting by name is landing order.
-    files = sorted(layout.landing(table(name)).rglob("*.parquet"), key=lambda f: f.name)
-    return [row for f in files for row in pq.read_table(f).to_pylist()]
-
-
-async def wait_for(predicate: Callable[[], bool], timeout_s: float = 20) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.05)
-
-
 async def start_runner(config: Path) -> tuple[IngestRunner, DataLayout, GB28181Source]:
     loaded = load_config(config)
     layout = DataLayout(loaded.config.data_dir)
@@ -70,7 +56,7 @@ async def start_runner(config: Path) -> tuple[IngestRunner, DataLayout, GB28181S
     await runner.start()
     source = runner.sources[0]
     assert isinstance(source, GB28181Source)
-    await wait_for(source.is_up)
+    await wait_until(source.is_up, 20)
     return runner, layout, source
 
 
@@ -135,8 +121,8 @@ async def test_device_lifecycle_lands_exact_rows(
     result = await play(tmp_path / "sipp", port, scenario, 2, transport)
     assert result.ok, result.log_tail
     assert result.successful == 2
-    await wait_for(
-        lambda: len(landed(layout, "device_events")) >= 20 and len(landed(layout, "readings")) >= 10
+    await wait_until(
+        lambda: len(landed(layout, "device_events")) >= 20 and len(landed(layout, "readings")) >= 10, 20
     )
     await runner.stop()
 
@@ -235,7 +221,7 @@ async def test_wrong_password_gets_403(city_config: Callable[..., Path], tmp_pat
     runner, layout, source = await start_runner(city_config(sources=[gb_source(port)]))
     result = await play(tmp_path / "sipp", port, "wrong_password", 1, password="not-the-password")
     assert result.ok, result.log_tail
-    await wait_for(lambda: len(landed(layout, "rejected")) == 1)
+    await wait_until(lambda: len(landed(layout, "rejected")) == 1, 20)
     await runner.stop()
     [rejected] = landed(layout, "rejected")
     assert rejected["reason"].startswith("REGISTER refused: 34020000001187000001: wrong digest response")
@@ -249,7 +235,7 @@ async def test_expired_registration_goes_offline(city_config: Callable[..., Path
     runner, layout, source = await start_runner(config)
     result = await play(tmp_path / "sipp", port, "keepalive", 1, pause_ms=100, keys={"expires": "2"})
     assert result.ok, result.log_tail
-    await wait_for(lambda: any(e["kind"] == "offline" for e in landed(layout, "device_events")), 10)
+    await wait_until(lambda: any(e["kind"] == "offline" for e in landed(layout, "device_events")), 10)
     await runner.stop()
     events = landed(layout, "device_events")
     assert_keepalive_life([e["kind"] for e in events])
@@ -269,7 +255,7 @@ async def test_missed_keepalives_offline_and_none_while_on_time(
     runner, layout, _ = await start_runner(config)
     result = await play(tmp_path / "sipp", port, "keepalive", 1, pause_ms=1000)
     assert result.ok, result.log_tail
-    await wait_for(lambda: any(e["kind"] == "offline" for e in landed(layout, "device_events")), 10)
+    await wait_until(lambda: any(e["kind"] == "offline" for e in landed(layout, "device_events")), 10)
     await runner.stop()
     events = landed(layout, "device_events")
     assert_keepalive_life([e["kind"] for e in events])
@@ -404,7 +390,7 @@ async def test_hostile_input_gets_400_or_a_counted_reject(city_config: Callable[
     writer.close()
     assert statuses == [400, 400, 403]
 
-    await wait_for(lambda: len(landed(layout, "rejected")) == len(cases) + 4)
+    await wait_until(lambda: len(landed(layout, "rejected")) == len(cases) + 4, 20)
     await runner.stop()
     reasons = [r["reason"] for r in landed(layout, "rejected")]
     for (_, _, prefix), reason in zip(cases, reasons, strict=False):
@@ -432,7 +418,7 @@ async def test_udp_retransmissions_are_answered_not_processed_twice(city_config:
     again = await asyncio.to_thread(udp.ask, keepalive)  # a retransmission: same branch, CSeq, tag
     assert _status(first) == 200 and again == first
     assert _status(await asyncio.to_thread(udp.ask, _manscdp(device, 4, _keepalive(device)))) == 200
-    await wait_for(lambda: len(landed(layout, "device_events")) >= 4)
+    await wait_until(lambda: len(landed(layout, "device_events")) >= 4, 20)
     await asyncio.sleep(0.6)  # one more flush: nothing else may land
     await runner.stop()
     assert [e["kind"] for e in landed(layout, "device_events")] == [
@@ -448,7 +434,7 @@ async def test_simulate_cli_plays_devices(city_config: Callable[..., Path], tmp_
     port = free_port()
     runner, layout, _ = await start_runner(city_config(sources=[gb_source(port)]))
     argv = [
-        sys.executable, "-m", "citylake", "simulate", "gb28181",
+        *CITYLAKE, "simulate", "gb28181",
         "--url", f"tcp://127.0.0.1:{port}", "--platform-id", PLATFORM, "--domain", DOMAIN,
         "--password", PASSWORD, "--devices", "2", "--transport", "tcp", "--workdir", str(tmp_path / "sim"),
     ]  # fmt: skip
@@ -458,7 +444,7 @@ async def test_simulate_cli_plays_devices(city_config: Callable[..., Path], tmp_
     output, _ = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, output.decode(errors="replace")
     assert b"2 devices: 2 successful, 0 failed" in output
-    await wait_for(lambda: len(landed(layout, "device_events")) >= 20)
+    await wait_until(lambda: len(landed(layout, "device_events")) >= 20, 20)
     await runner.stop()
     registered = {e["device_id"] for e in landed(layout, "device_events") if e["kind"] == "register"}
     assert registered == {d.device_id for d in sim_devices(2, DOMAIN)}

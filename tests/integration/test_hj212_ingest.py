@@ -10,26 +10,20 @@ import contextlib
 import datetime as dt
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import orjson
-import pyarrow.parquet as pq
 import pytest
 
 from citylake.ingest.hj212.adapter import HJ212Source
 from citylake.ingest.hj212.codec import FrameSplitter, decode_frame, encode_packet
 from citylake.ingest.hj212.config import HJ212SourceConfig
 from citylake.ingest.runner import FlushPolicy, IngestRunner
-from citylake.schemas import DataLayout, table
+from citylake.schemas import DataLayout
 from citylake_devstack import free_port
 from citylake_devstack.simulators.hj212 import STANDARD_FRAMES, run_station, station_mn
+from tests.landing_rows import landed
 
 pytestmark = pytest.mark.integration
-
-
-def landed(layout: DataLayout, name: str) -> list[dict[str, Any]]:
-    files = sorted(layout.landing(table(name)).rglob("*.parquet"))
-    return [row for f in files for row in pq.read_table(f).to_pylist()]
 
 
 @pytest.fixture

@@ -11,24 +11,17 @@ from typing import Any
 
 import httpx
 import orjson
-import pyarrow.parquet as pq
 import pytest
 
-from citylake.config import load_config
-from citylake.ingest.registry import build_sources
 from citylake.ingest.runner import FlushPolicy, IngestRunner
-from citylake.schemas import DataLayout, table
+from citylake.schemas import DataLayout
 from citylake_devstack import free_port
+from tests.landing_rows import landed, make_runner
 
 pytestmark = pytest.mark.integration
 TS = 1_764_072_000_000
 TOKEN = "gateway-a-0123456789abcdef"
 OTHER_TOKEN = "gateway-b-0123456789abcdef"
-
-
-def landed(layout: DataLayout, name: str) -> list[dict[str, Any]]:
-    files = sorted(layout.landing(table(name)).rglob("*.parquet"))
-    return [row for f in files for row in pq.read_table(f).to_pylist()]
 
 
 def push_source(port: int, **extra: object) -> dict[str, object]:
@@ -41,12 +34,6 @@ def push_source(port: int, **extra: object) -> dict[str, object]:
         "max_body_bytes": 1024,
         **extra,
     }
-
-
-def make_runner(config_path: Path, policy: FlushPolicy | None = None) -> tuple[IngestRunner, DataLayout]:
-    loaded = load_config(config_path)
-    layout = DataLayout(loaded.config.data_dir)
-    return IngestRunner(build_sources(loaded), layout, loaded.config.site, policy), layout
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ import orjson
 import pytest
 
 from citylake_devstack import free_port
-from tests.integration.test_http_push_ingest import TOKEN, TS, landed, make_runner, push_source
+from tests.integration.test_http_push_ingest import TOKEN, TS, push_source
+from tests.landing_rows import landed, make_runner
 
 pytestmark = pytest.mark.integration
 BOUND = "gauges-only-0123456789abcdef"

@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 import pytest
 
 from citylake.config import load_config
@@ -26,10 +25,12 @@ from citylake.ingest.iec104.adapter import Iec104Source
 from citylake.ingest.iec104.config import Iec104SourceConfig
 from citylake.ingest.registry import build_sources
 from citylake.ingest.runner import IngestRunner
-from citylake.schemas import DataLayout, table
+from citylake.schemas import DataLayout
 from citylake_devstack import ComponentUnavailable
 from citylake_devstack.process import ManagedProcess, free_port
 from citylake_devstack.simulators.iec104 import start_iec104_rtu
+from tests.landing_rows import landed
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 TIME_TAG_MS = 1_764_072_000_000  # the simulator's default time tag of step 3
@@ -57,23 +58,9 @@ def iec104_entry_point(monkeypatch: pytest.MonkeyPatch) -> None:
         )
 
 
-def landed(layout: DataLayout, name: str) -> list[dict[str, Any]]:
-    files = sorted(layout.landing(table(name)).rglob("*.parquet"))
-    return [row for f in files for row in pq.read_table(f).to_pylist()]
-
-
 def metric_rows(layout: DataLayout, metric: str) -> list[dict[str, Any]]:
     rows = [r for r in landed(layout, "readings") if r["metric"] == metric]
     return sorted(rows, key=lambda r: r["ingest_ts"])
-
-
-async def wait_for(
-    predicate: Callable[[], bool], timeout_s: float = 15, state: Callable[[], object] = str
-) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out; {state()}"
-        await asyncio.sleep(0.05)
 
 
 def iec104_source(url: str) -> dict[str, object]:
@@ -115,15 +102,16 @@ async def test_interrogation_spontaneous_quality_time_tags_and_state(
     assert isinstance(source, Iec104Source)
     await runner.start()
     try:
-        await wait_for(source.is_up)
+        await wait_until(source.is_up, 15)
         # The scenario's last step: voltage back to 110.75, good.
-        await wait_for(
+        await wait_until(
             lambda: (110.75, 0) in values(layout, "bus_voltage"),
+            15,
             state=lambda: (values(layout, "bus_voltage"), source.counters(), process.log_tail()),
         )
-        await wait_for(lambda: len(metric_rows(layout, "disconnector")) >= 2)
+        await wait_until(lambda: len(metric_rows(layout, "disconnector")) >= 2, 15)
         process.stop()
-        await wait_for(lambda: not source.is_up(), 10)
+        await wait_until(lambda: not source.is_up(), 10)
         await asyncio.sleep(0.6)  # past a flush
     finally:
         await runner.stop()
@@ -210,7 +198,7 @@ async def test_hostile_rtu_frames_end_in_counted_disconnects_and_check_names_the
         source = runner.sources[0]
         await runner.start()
         try:
-            await wait_for(lambda: source.counters()["disconnects"] >= 1, 15)
+            await wait_until(lambda: source.counters()["disconnects"] >= 1, 15)
             await asyncio.sleep(0.6)  # past a flush
         finally:
             await runner.stop()

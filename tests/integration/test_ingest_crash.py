@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import random
 import signal
-import sys
 import threading
 import time
 from collections import Counter
@@ -18,6 +17,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from citylake_devstack import ManagedProcess, Mosquitto, free_port
+from citylake_devstack.process import CITYLAKE
 from citylake_devstack.simulators.mqtt import Manifest, run_simulator
 from tests.conftest import mqtt_source
 
@@ -28,7 +28,7 @@ def start_ingest(config: Path, workdir: Path, n: int) -> tuple[ManagedProcess, i
     port = free_port()
     process = ManagedProcess(
         f"ingest-{n}",
-        [sys.executable, "-m", "citylake", "ingest", "--config", str(config), "--metrics-port", str(port)],
+        [*CITYLAKE, "ingest", "--config", str(config), "--metrics-port", str(port)],
         workdir / f"ingest-{n}.log",
     ).start()
     process.wait_port(port, 30)

@@ -9,17 +9,15 @@ import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import orjson
-import pyarrow.parquet as pq
 import pytest
 
 from citylake.ingest.jt808 import messages as m
 from citylake.ingest.jt808.adapter import JT808Source
 from citylake.ingest.jt808.config import JT808SourceConfig
 from citylake.ingest.runner import FlushPolicy, IngestRunner
-from citylake.schemas import DataLayout, table
+from citylake.schemas import DataLayout
 from citylake_devstack import free_port
 from citylake_devstack.simulators.jt808 import (
     PUBLISHED_FRAMES,
@@ -29,14 +27,10 @@ from citylake_devstack.simulators.jt808 import (
     run_terminal,
     terminal_phone,
 )
+from tests.landing_rows import landed
 
 pytestmark = pytest.mark.integration
 SECRET = "a-long-random-secret-for-tests"
-
-
-def landed(layout: DataLayout, name: str) -> list[dict[str, Any]]:
-    files = sorted(layout.landing(table(name)).rglob("*.parquet"))
-    return [row for f in files for row in pq.read_table(f).to_pylist()]
 
 
 @pytest.fixture

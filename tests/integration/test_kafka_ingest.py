@@ -8,13 +8,10 @@ shared machine: one broker serves the module."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import orjson
-import pyarrow.parquet as pq
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
@@ -23,9 +20,11 @@ from citylake.config import load_config
 from citylake.ingest.kafka.adapter import KafkaSource
 from citylake.ingest.kafka.config import KafkaSourceConfig
 from citylake.ingest.runner import IngestRunner
-from citylake.schemas import DataLayout, table
+from citylake.schemas import DataLayout
 from citylake_devstack import ComponentUnavailable
 from citylake_devstack.kafka import KafkaBroker, start_kafka
+from tests.landing_rows import landed
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 TS = 1_764_072_000_000
@@ -43,20 +42,6 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
         future.result(60)
     yield broker
     broker.process.stop()
-
-
-def landed(layout: DataLayout, name: str) -> list[dict[str, Any]]:
-    files = sorted(layout.landing(table(name)).rglob("*.parquet"))
-    return [row for f in files for row in pq.read_table(f).to_pylist()]
-
-
-async def wait_for(
-    predicate: Callable[[], bool], timeout_s: float = 30, state: Callable[[], object] = str
-) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out: {state()}"
-        await asyncio.sleep(0.1)
 
 
 def produce(broker: KafkaBroker, messages: list[tuple[bytes | None, bytes]]) -> None:
@@ -99,8 +84,10 @@ async def test_consumes_commits_after_landing_and_resumes_from_the_commit(
     runner = IngestRunner([source], layout, loaded.config.site)
     await runner.start()
     try:
-        await wait_for(lambda: source.consumed >= 7, 60, lambda: (dict(source.counters()), source.last_error))
-        await wait_for(lambda: committed(kafka, "citylake-test") == 7, 30)
+        await wait_until(
+            lambda: source.consumed >= 7, 60, state=lambda: (dict(source.counters()), source.last_error)
+        )
+        await wait_until(lambda: committed(kafka, "citylake-test") == 7, 30)
     finally:
         await runner.stop()
     readings = sorted(landed(layout, "readings"), key=lambda r: (r["device_id"], r["ts"], r["metric"]))
@@ -122,7 +109,7 @@ async def test_consumes_commits_after_landing_and_resumes_from_the_commit(
     runner = IngestRunner([again], layout, loaded.config.site)
     await runner.start()
     try:
-        await wait_for(lambda: committed(kafka, "citylake-test") == 8, 60)
+        await wait_until(lambda: committed(kafka, "citylake-test") == 8, 60)
     finally:
         await runner.stop()
     assert again.consumed == 1
@@ -142,7 +129,7 @@ async def test_simulator_produces_what_the_adapter_lands(
     runner = IngestRunner([source], layout, loaded.config.site)
     await runner.start()
     try:
-        await wait_for(lambda: committed_of(kafka, "sim", "sim.telemetry") == sent.messages, 60)
+        await wait_until(lambda: committed_of(kafka, "sim", "sim.telemetry") == sent.messages, 60)
     finally:
         await runner.stop()
     rows = landed(layout, "readings")

@@ -29,10 +29,10 @@ from citylake.ingest.landing import LandingWriter
 from citylake.lake import Lake
 from citylake.schemas import DataLayout, table
 from citylake_devstack import ManagedProcess
+from citylake_devstack.process import CITYLAKE
 
 pytestmark = pytest.mark.integration
 T0 = 1_764_072_000_000
-CITYLAKE = [sys.executable, "-m", "citylake"]
 DUCKDB_CLI = Path(sys.executable).parent / "duckdb"  # PyPI duckdb-cli, pinned in constraints.txt
 BATCH = 25
 # Reading n has value n: a repeat shows in the distinct counts, a gap or a

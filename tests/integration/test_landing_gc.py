@@ -10,7 +10,6 @@ from __future__ import annotations
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter, defaultdict
@@ -27,13 +26,13 @@ from citylake.ingest.landing import LandingWriter
 from citylake.lake.manifest import TableLog
 from citylake.schemas import DataLayout, table
 from citylake_devstack import ManagedProcess
+from citylake_devstack.process import CITYLAKE
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 T0 = 1_764_072_000_000
 STEP_MS = 10_000  # event time runs 10 s per reading, so hourly windows close within the test
 PER_FILE = 20
-CITYLAKE = [sys.executable, "-m", "citylake"]
 LANDING_BOUND = 320 * 1024
 
 

@@ -20,7 +20,8 @@ from citylake.ingest.runner import IngestRunner
 from citylake.schemas import DataLayout
 from citylake_devstack import Mosquitto
 from citylake_devstack.simulators import lorawan as chirpstack
-from tests.meterline import landed, wait_for
+from tests.landing_rows import landed
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +38,7 @@ async def test_chirpstack_events_through_mosquitto(mosquitto: Mosquitto, tmp_pat
     lora = LorawanSource(LorawanSourceConfig.model_validate(source))
     runner = IngestRunner([lora], layout, "test-site")
     await runner.start()
-    await wait_for(lora.is_up, 10)
+    await wait_until(lora.is_up, 10)
 
     t0 = (int(time.time()) - 60) * 1000
     events = [
@@ -72,7 +73,7 @@ async def test_chirpstack_events_through_mosquitto(mosquitto: Mosquitto, tmp_pat
             and len(landed(layout, "device_events")) >= 5
         )
 
-    await wait_for(enough)
+    await wait_until(enough, 20)
     await runner.stop()
 
     rows = landed(layout, "readings")

@@ -20,7 +20,8 @@ from citylake.schemas import DataLayout
 from citylake_devstack.process import ManagedProcess
 from citylake_devstack.simulators.line import read_request_log, start_line_simulator
 from citylake_devstack.simulators.mbus import EN13757_EXAMPLE
-from tests.meterline import landed, wait_for
+from tests.landing_rows import landed
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -74,7 +75,7 @@ async def test_meters_through_an_mbus_gateway(tmp_path: Path, processes: list[Ma
         events = {(e["device_id"], e["kind"]) for e in landed(layout, "device_events")}
         return ("mbus-20", "offline") in events and ("mbus-7", "online") in events
 
-    await wait_for(enough)
+    await wait_until(enough, 20)
     await runner.stop()
     rows = landed(layout, "readings")
 

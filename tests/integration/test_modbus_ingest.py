@@ -4,7 +4,6 @@ rejects for exceptions and silence, and exactly the planned requests on the wire
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections import defaultdict
@@ -12,17 +11,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 import pytest
 
 from citylake.config import load_config
 from citylake.ingest.base import SourceUnavailable
 from citylake.ingest.modbus.adapter import ModbusSource
 from citylake.ingest.registry import build_sources
-from citylake.ingest.runner import IngestRunner
-from citylake.schemas import DataLayout, table
 from citylake_devstack.modbus_device import DeviceRegisters, read_request_log
 from tests.conftest import ModbusDevices
+from tests.landing_rows import landed, make_runner
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -91,24 +89,6 @@ METER_VALUES: dict[str, float | str] = {
 }
 
 
-def landed(layout: DataLayout, name: str) -> list[dict[str, Any]]:
-    files = sorted(layout.landing(table(name)).rglob("*.parquet"))
-    return [row for f in files for row in pq.read_table(f).to_pylist()]
-
-
-async def wait_for(predicate: Callable[[], bool], timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.1)
-
-
-def make_runner(config_path: Path) -> tuple[IngestRunner, DataLayout]:
-    loaded = load_config(config_path)
-    layout = DataLayout(loaded.config.data_dir)
-    return IngestRunner(build_sources(loaded), layout, loaded.config.site), layout
-
-
 def polls(rows: list[dict[str, Any]], device: str) -> dict[int, dict[str, dict[str, Any]]]:
     """Each poll of ``device`` (by its timestamp in ms): metric -> row."""
     by_poll: dict[int, dict[str, dict[str, Any]]] = defaultdict(dict)
@@ -169,7 +149,7 @@ async def test_values_errors_and_planned_requests(
         rows = landed(layout, "readings")
         return len(polls(rows, "pump-1")) >= 3 and len(polls(rows, "mute")) >= 2
 
-    await wait_for(enough)
+    await wait_until(enough, 30)
     await runner.stop()
     rows = landed(layout, "readings")
 
@@ -247,8 +227,8 @@ async def test_rtu_over_tcp_gateway_with_two_meters_and_one_request_per_field(
     merged = modbus_source(f"rtu+tcp://127.0.0.1:{port}", devices, interval_s=0.4)
     runner, layout = make_runner(city_config(sources=[merged]))
     await runner.start()
-    await wait_for(
-        lambda: all(len(polls(landed(layout, "readings"), d)) >= 2 for d in ("meter-1", "meter-2"))
+    await wait_until(
+        lambda: all(len(polls(landed(layout, "readings"), d)) >= 2 for d in ("meter-1", "meter-2")), 30
     )
     await runner.stop()
     rows = landed(layout, "readings")
@@ -278,7 +258,7 @@ async def test_rtu_over_tcp_gateway_with_two_meters_and_one_request_per_field(
     )
     runner, layout = make_runner(config)
     await runner.start()
-    await wait_for(lambda: len(polls(landed(layout, "readings"), "meter-1")) >= 2)
+    await wait_until(lambda: len(polls(landed(layout, "readings"), "meter-1")) >= 2, 30)
     await runner.stop()
     rows = landed(layout, "readings")
     assert all(values(p) == METER_VALUES for p in polls(rows, "meter-1").values())
@@ -300,14 +280,14 @@ async def test_device_restart_bad_rows_then_good_again(
     def quality_of_polls() -> list[int]:
         return [p["v"]["quality"] for _, p in sorted(polls(landed(layout, "readings"), "plc").items())]
 
-    await wait_for(lambda: 0 in quality_of_polls())
+    await wait_until(lambda: 0 in quality_of_polls(), 30)
     assert modbus.is_up()
     modbus_device.stop(port)
-    await wait_for(lambda: 2 in quality_of_polls())
+    await wait_until(lambda: 2 in quality_of_polls(), 30)
     assert not modbus.is_up()
     modbus_device({0: 43}, port=port)
-    await wait_for(
-        lambda: any(p["v"]["value"] == 43.0 for p in polls(landed(layout, "readings"), "plc").values())
+    await wait_until(
+        lambda: any(p["v"]["value"] == 43.0 for p in polls(landed(layout, "readings"), "plc").values()), 30
     )
     await runner.stop()
     qualities = quality_of_polls()
@@ -361,7 +341,7 @@ async def test_serial_rtu_over_a_pty_pair(
     )
     runner, layout = make_runner(city_config(sources=[source]))
     await runner.start()
-    await wait_for(lambda: len(polls(landed(layout, "readings"), "pump-2")) >= 2)
+    await wait_until(lambda: len(polls(landed(layout, "readings"), "pump-2")) >= 2, 30)
     await runner.stop()
     rows = landed(layout, "readings")
     pump = polls(rows, "pump-2")
@@ -392,7 +372,7 @@ async def test_configured_devices_land_in_devices_at_start(
     runner, layout = make_runner(city_config(sources=[modbus_source(f"tcp://127.0.0.1:{port}", devices)]))
     started = time.time()
     await runner.start()
-    await wait_for(lambda: len(landed(layout, "devices")) == 2 and bool(landed(layout, "readings")))
+    await wait_until(lambda: len(landed(layout, "devices")) == 2 and bool(landed(layout, "readings")), 30)
     await runner.stop()
     rows = {row["device_id"]: row for row in landed(layout, "devices")}
     meter = rows["meter-1"]

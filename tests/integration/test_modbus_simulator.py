@@ -5,7 +5,6 @@ exactly the values the simulator says each device serves."""
 from __future__ import annotations
 
 import signal
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +19,10 @@ from citylake.ingest.registry import build_sources
 from citylake.ingest.runner import IngestRunner
 from citylake.schemas import DataLayout
 from citylake_devstack.modbus_sim import device_image, expected_values, start_modbus_simulator
-from citylake_devstack.process import ManagedProcess
-from tests.integration.test_modbus_ingest import landed, polls, values, wait_for
+from citylake_devstack.process import CITYLAKE, ManagedProcess
+from tests.integration.test_modbus_ingest import polls, values
+from tests.landing_rows import landed
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -106,8 +107,8 @@ async def test_simulated_devices_land_their_exact_values(tmp_path: Path) -> None
         runner = IngestRunner(build_sources(loaded), layout, loaded.config.site)
         await runner.start()
         try:
-            await wait_for(
-                lambda: all(len(polls(landed(layout, "readings"), d["device_id"])) >= 4 for d in devices)
+            await wait_until(
+                lambda: all(len(polls(landed(layout, "readings"), d["device_id"])) >= 4 for d in devices), 30
             )
         finally:
             await runner.stop()
@@ -132,7 +133,7 @@ async def test_ingest_command_reads_fixed_values_from_two_server_processes(tmp_p
     )
     ingest = ManagedProcess(
         "ingest",
-        [sys.executable, "-m", "citylake", "ingest", "--config", str(config_path)],
+        [*CITYLAKE, "ingest", "--config", str(config_path)],
         tmp_path / "ingest.log",
     )
     try:
@@ -147,7 +148,7 @@ async def test_ingest_command_reads_fixed_values_from_two_server_processes(tmp_p
             rows = landed(layout, "readings")
             return all(len(polls(rows, d)) >= 2 for d in device_ids)
 
-        await wait_for(enough)
+        await wait_until(enough, 30)
         ingest.signal(signal.SIGTERM)
         assert ingest.stop() == 0, ingest.log_tail()
     finally:

@@ -8,21 +8,21 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import orjson
 import paho.mqtt.client as mqtt
-import pyarrow.parquet as pq
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from citylake.schemas import DataLayout
 from citylake_devstack import ManagedProcess, Mosquitto, free_port
+from citylake_devstack.process import CITYLAKE
 from tests.conftest import mqtt_source
+from tests.landing_rows import landed
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -30,11 +30,6 @@ TS = 1_764_072_000_000
 KNOWN_DEVICES_MAX = 40
 METRIC_TYPES_MAX = 30
 FLOOD = 200
-
-
-def landed(data_dir: Path, name: str) -> list[dict[str, Any]]:
-    files = sorted((data_dir / "landing" / name).rglob("*.parquet"))
-    return [row for f in files for row in pq.read_table(f).to_pylist()]
 
 
 def metric(port: int, name: str, **labels: str) -> float:
@@ -63,7 +58,7 @@ def ingest(
     port = free_port()
     process = ManagedProcess(
         "ingest",
-        [sys.executable, "-m", "citylake", "ingest", "--config", str(config), "--metrics-port", str(port)],
+        [*CITYLAKE, "ingest", "--config", str(config), "--metrics-port", str(port)],
         tmp_path / "ingest.log",
     ).start()
     try:
@@ -91,6 +86,7 @@ def test_devices_rows_and_type_conflicts_through_citylake_ingest(
     mosquitto: Mosquitto, ingest: tuple[ManagedProcess, int, Path]
 ) -> None:
     _, port, data_dir = ingest
+    layout = DataLayout(data_dir)
     client = publisher(mosquitto)
     try:
         publish(
@@ -113,13 +109,13 @@ def test_devices_rows_and_type_conflicts_through_citylake_ingest(
         publish(client, "city/xuanwu/air_quality/aq-1/telemetry", {"ts": TS + 4, "temp": 15.4})
 
         def settled() -> bool:
-            return len(landed(data_dir, "readings")) >= 12 and len(landed(data_dir, "rejected")) >= 3
+            return len(landed(layout, "readings")) >= 12 and len(landed(layout, "rejected")) >= 3
 
         wait_for(settled, 60, "the readings and rejects of 7 messages in landing")
     finally:
         client.disconnect()
 
-    devices = landed(data_dir, "devices")
+    devices = landed(layout, "devices")
     summary = sorted(
         (d["device_id"], d["type"], d["district"], d["civil_code"], d["attributes"], d["protocol"])
         for d in devices
@@ -134,7 +130,7 @@ def test_devices_rows_and_type_conflicts_through_citylake_ingest(
     assert moved[0]["first_seen"] == moved[1]["first_seen"] <= moved[1]["last_seen"]
 
     readings = sorted(
-        ((r["device_id"], r["metric"], r["value"], r["text"]) for r in landed(data_dir, "readings")),
+        ((r["device_id"], r["metric"], r["value"], r["text"]) for r in landed(layout, "readings")),
         key=lambda r: (r[0], r[1], -1.0 if r[2] is None else r[2], r[3] or ""),
     )
     assert readings == [
@@ -145,7 +141,7 @@ def test_devices_rows_and_type_conflicts_through_citylake_ingest(
         ("hall-3", "temp", 21.0, None),
         ("nz-1", "db", 61.0, None), ("nz-1", "status", None, "ok"), ("nz-1", "status", 3.0, None),
     ]  # fmt: skip
-    reasons = sorted(r["reason"] for r in landed(data_dir, "rejected"))
+    reasons = sorted(r["reason"] for r in landed(layout, "rejected"))
     assert [r.split(";")[0] for r in reasons] == [
         "metric type conflict: source sensors device aq-1 metric hum expects number (fixed at first sight), "
         "received text 'n/a'",
@@ -154,7 +150,7 @@ def test_devices_rows_and_type_conflicts_through_citylake_ingest(
         "metric type conflict: source sensors device nz-1 metric label expects text "
         "(declared in metric_types), received number 7.0",
     ]
-    raw = {r["raw"] for r in landed(data_dir, "rejected") if "aq-1" in r["reason"]}
+    raw = {r["raw"] for r in landed(layout, "rejected") if "aq-1" in r["reason"]}
     assert len(raw) == 1 and b'"hum":"n/a"' in raw.pop()
     assert (
         metric(port, "citylake_ingest_rejected_total", source="sensors", reason="metric type conflict") == 3
@@ -165,13 +161,14 @@ def test_floods_of_device_ids_and_metric_names_stay_within_their_bounds(
     mosquitto: Mosquitto, ingest: tuple[ManagedProcess, int, Path]
 ) -> None:
     _, port, data_dir = ingest
+    layout = DataLayout(data_dir)
     client = publisher(mosquitto)
     try:
         for index in range(FLOOD):
             publish(client, f"city/gulou/air_quality/flood-{index}/telemetry", {"ts": TS, f"m{index}": 1.0})
         # The first device again, long forgotten: one more row, no lost reading.
         publish(client, "city/gulou/air_quality/flood-0/telemetry", {"ts": TS + 1, "m0": 2.0})
-        wait_for(lambda: len(landed(data_dir, "readings")) == FLOOD + 1, 90, f"{FLOOD + 1} flood readings")
+        wait_for(lambda: len(landed(layout, "readings")) == FLOOD + 1, 90, f"{FLOOD + 1} flood readings")
         evicted = {"source": "sensors", "event": "known_devices_evicted"}
         wait_for(
             lambda: (
@@ -183,11 +180,11 @@ def test_floods_of_device_ids_and_metric_names_stay_within_their_bounds(
         )
     finally:
         client.disconnect()
-    devices = landed(data_dir, "devices")
+    devices = landed(layout, "devices")
     assert len(devices) == FLOOD + 1  # first sight of each, and flood-0 again after its eviction
     assert sorted(d["device_id"] for d in devices).count("flood-0") == 2
     assert metric(port, "citylake_ingest_metric_types_known") == METRIC_TYPES_MAX
     # m0 was forgotten too, and fixed again by flood-0's second reading.
     assert metric(port, "citylake_ingest_metric_types_evicted_total") == FLOOD + 1 - METRIC_TYPES_MAX
-    assert landed(data_dir, "rejected") == []
+    assert landed(layout, "rejected") == []
     assert json.dumps(sorted({d["district"] for d in devices})) == '["gulou"]'

@@ -23,7 +23,9 @@ from citylake.ingest.registry import build_sources
 from citylake.ingest.runner import IngestRunner
 from citylake.schemas import DataLayout, table
 from citylake_devstack import Mosquitto, start_mosquitto
+from citylake_devstack.process import CITYLAKE
 from tests.conftest import mqtt_source
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 TS = 1_764_072_000_000
@@ -38,13 +40,6 @@ def runner_for(config: Path) -> tuple[IngestRunner, DataLayout]:
 def landed_values(layout: DataLayout) -> list[float]:
     files = sorted(layout.landing(table("readings")).rglob("*.parquet"))
     return [r["value"] for f in files for r in pq.read_table(f).to_pylist()]
-
-
-async def wait_for(predicate: Callable[[], bool], timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.05)
 
 
 def publish_all(port: int, count: int, offset: int = 0, **tls: Any) -> None:
@@ -75,9 +70,9 @@ async def test_shared_subscription_splits_the_stream_exactly(
         runners.append(runner_for(config))
     for runner, _ in runners:
         await runner.start()
-        await wait_for(runner.sources[0].is_up)
+        await wait_until(runner.sources[0].is_up, 30)
     publish_all(mosquitto.port, 400)
-    await wait_for(lambda: sum(len(landed_values(layout)) for _, layout in runners) >= 400)
+    await wait_until(lambda: sum(len(landed_values(layout)) for _, layout in runners) >= 400, 30)
     await asyncio.sleep(0.5)
     for runner, _ in runners:
         await runner.stop()
@@ -121,9 +116,9 @@ async def test_tls_and_password(tmp_path: Path, city_config: Callable[..., Path]
         runner, layout = runner_for(city_config(sources=[good]))
         await runner.sources[0].check()
         await runner.start()
-        await wait_for(runner.sources[0].is_up)
+        await wait_until(runner.sources[0].is_up, 30)
         publish_all(broker.port, 5, ca=str(files["ca"]), username="meter-gw", password="s3cret")
-        await wait_for(lambda: len(landed_values(layout)) == 5)
+        await wait_until(lambda: len(landed_values(layout)) == 5, 30)
         await runner.stop()
 
         wrong = mqtt_source(broker.url, username="meter-gw", password="guess", ca_file=str(files["ca"]))
@@ -145,16 +140,16 @@ async def test_reconnects_after_the_broker_restarts(tmp_path: Path, city_config:
     runner, layout = runner_for(city_config(sources=[source]))
     await runner.start()
     try:
-        await wait_for(runner.sources[0].is_up)
+        await wait_until(runner.sources[0].is_up, 30)
         publish_all(port, 10)
-        await wait_for(lambda: len(landed_values(layout)) == 10)
+        await wait_until(lambda: len(landed_values(layout)) == 10, 30)
         broker.process.stop()
-        await wait_for(lambda: not runner.sources[0].is_up())
+        await wait_until(lambda: not runner.sources[0].is_up(), 30)
         await asyncio.sleep(1.0)
         broker = start_mosquitto(tmp_path / "broker", port=port)
-        await wait_for(runner.sources[0].is_up, 30)
+        await wait_until(runner.sources[0].is_up, 30)
         publish_all(port, 10, offset=10)
-        await wait_for(lambda: len(landed_values(layout)) == 20)
+        await wait_until(lambda: len(landed_values(layout)) == 20, 30)
     finally:
         await runner.stop()
         broker.process.stop()
@@ -176,14 +171,14 @@ async def test_health_reports_a_source_down_and_recovers(
     await runner.start()
     http = TestClient(create_ops_app(runner))
     try:
-        await wait_for(runner.sources[0].is_up)
+        await wait_until(runner.sources[0].is_up, 30)
         assert http.get("/healthz").json()["status"] == "ok"
         broker.process.stop()
-        await wait_for(lambda: http.get("/healthz").status_code == 503)
+        await wait_until(lambda: http.get("/healthz").status_code == 503, 30)
         assert http.get("/healthz").json()["checks"]["source:sensors"] == "down"
         assert "citylake_ingest_source_up" in http.get("/metrics").text
         broker = start_mosquitto(tmp_path / "broker", port=port)
-        await wait_for(lambda: http.get("/healthz").status_code == 200)
+        await wait_until(lambda: http.get("/healthz").status_code == 200, 30)
     finally:
         await runner.stop()
         broker.process.stop()
@@ -203,7 +198,7 @@ async def test_sparkplug_b_births_data_and_deaths_land(
     source = {**mqtt_source(mosquitto.url), "topics": [], "sparkplug_groups": ["plant1"]}
     runner, layout = runner_for(city_config(sources=[source]))
     await runner.start()
-    await wait_for(runner.sources[0].is_up)
+    await wait_until(runner.sources[0].is_up, 30)
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="edge-node-gw7")
     client.connect("127.0.0.1", mosquitto.port)
     client.loop_start()
@@ -227,10 +222,11 @@ async def test_sparkplug_b_births_data_and_deaths_land(
             for r in pq.read_table(f).to_pylist()
         ]
 
-    await wait_for(
+    await wait_until(
         lambda: (
             len(landed("readings")) == 3 and len(landed("device_events")) == 3 and bool(landed("rejected"))
-        )
+        ),
+        30,
     )
     await runner.stop()
     client.disconnect()
@@ -250,14 +246,13 @@ async def test_sparkplug_b_births_data_and_deaths_land(
 
 def test_ingest_check_tries_each_source(mosquitto: Mosquitto, city_config: Callable[..., Path]) -> None:
     import os
-    import sys
 
     from citylake_devstack import free_port
 
     dead = {**mqtt_source(f"mqtt://127.0.0.1:{free_port()}"), "name": "nowhere"}
     config = city_config(sources=[mqtt_source(mosquitto.url), dead])
     done = subprocess.run(
-        [sys.executable, "-m", "citylake", "ingest", "--check", "--config", str(config)],
+        [*CITYLAKE, "ingest", "--check", "--config", str(config)],
         capture_output=True, text=True, timeout=60, check=False, env={**os.environ, "COLUMNS": "200"},
     )  # fmt: skip
     assert done.returncode == 1

@@ -7,21 +7,18 @@ import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import orjson
 import paho.mqtt.client as mqtt
-import pyarrow.parquet as pq
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from citylake.config import load_config
 from citylake.ingest.base import StreamingSource
-from citylake.ingest.registry import build_sources
-from citylake.ingest.runner import FlushPolicy, IngestRunner
-from citylake.schemas import DataLayout, table
+from citylake.ingest.runner import FlushPolicy
 from citylake_devstack import Mosquitto
 from tests.conftest import mqtt_source
+from tests.landing_rows import landed, make_runner
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 TS = 1_764_072_000_000
@@ -38,31 +35,13 @@ def publish(client: mqtt.Client, topic: str, payload: bytes) -> None:
     client.publish(topic, payload, qos=1).wait_for_publish(10)
 
 
-def landed(layout: DataLayout, name: str) -> list[dict[str, Any]]:
-    files = sorted(layout.landing(table(name)).rglob("*.parquet"))
-    return [row for f in files for row in pq.read_table(f).to_pylist()]
-
-
-async def wait_for(predicate: Callable[[], bool], timeout_s: float = 20) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.05)
-
-
-def make_runner(config_path: Path, policy: FlushPolicy | None = None) -> tuple[IngestRunner, DataLayout]:
-    loaded = load_config(config_path)
-    layout = DataLayout(loaded.config.data_dir)
-    return IngestRunner(build_sources(loaded), layout, loaded.config.site, policy), layout
-
-
 async def test_readings_and_hostile_input(mosquitto: Mosquitto, city_config: Callable[..., Path]) -> None:
     runner, layout = make_runner(
         city_config(sources=[mqtt_source(mosquitto.url, max_payload_bytes=300 * 1024)])
     )
     await runner.start()
     source = runner.sources[0]
-    await wait_for(source.is_up)
+    await wait_until(source.is_up, 20)
     client = publisher(mosquitto)
     good = "city/haidian/air/air-1/telemetry"
     publish(client, good, orjson.dumps({"ts": TS, "pm25": 35.5, "temperature": -2}))
@@ -79,7 +58,9 @@ async def test_readings_and_hostile_input(mosquitto: Mosquitto, city_config: Cal
         "city/chaoyang/noise/noise-2/telemetry",
         orjson.dumps([{"ts": TS, "db": 61}, {"ts": TS + 1000, "db": 63}]),
     )
-    await wait_for(lambda: len(landed(layout, "rejected")) >= 7 and len(landed(layout, "readings")) >= 6)
+    await wait_until(
+        lambda: len(landed(layout, "rejected")) >= 7 and len(landed(layout, "readings")) >= 6, 20
+    )
     await runner.stop()
     client.disconnect()
 
@@ -119,11 +100,11 @@ async def test_unflushed_messages_are_not_acknowledged_and_come_back(
     never = FlushPolicy(max_age_s=3600, max_rows=10**9, max_bytes=10**12)
     first, layout = make_runner(config, never)
     await first.start()
-    await wait_for(first.sources[0].is_up)
+    await wait_until(first.sources[0].is_up, 20)
     client = publisher(mosquitto)
     for i in range(20):
         publish(client, f"city/d/air/air-{i}/telemetry", orjson.dumps({"ts": TS + i, "pm25": float(i)}))
-    await wait_for(lambda: first.metrics.received.labels("sensors")._value.get() == 20)
+    await wait_until(lambda: first.metrics.received.labels("sensors")._value.get() == 20, 20)
     # A crash before the landing write: the source lets go without the runner
     # flushing, so no PUBACK was ever sent for these 20 messages.
     source = first.sources[0]
@@ -133,7 +114,7 @@ async def test_unflushed_messages_are_not_acknowledged_and_come_back(
 
     second, _ = make_runner(config)
     await second.start()
-    await wait_for(lambda: len(landed(layout, "readings")) == 20)
+    await wait_until(lambda: len(landed(layout, "readings")) == 20, 20)
     await second.stop()
     client.disconnect()
     assert sorted(r["value"] for r in landed(layout, "readings")) == [float(i) for i in range(20)]
@@ -149,11 +130,11 @@ async def test_crash_between_commit_and_ack_does_not_duplicate(
     never = FlushPolicy(max_age_s=3600, max_rows=10**9, max_bytes=10**12)
     first, layout = make_runner(config, never)
     await first.start()
-    await wait_for(first.sources[0].is_up)
+    await wait_until(first.sources[0].is_up, 20)
     client = publisher(mosquitto)
     for i in range(25):
         publish(client, f"city/d/air/air-{i}/telemetry", orjson.dumps({"ts": TS + i, "pm25": float(i)}))
-    await wait_for(lambda: first.metrics.received.labels("sensors")._value.get() == 25)
+    await wait_until(lambda: first.metrics.received.labels("sensors")._value.get() == 25, 20)
     batches, _acks_never_sent, inputs = first.buffer._take()
     first.writer.commit(batches, inputs)
     source = first.sources[0]
@@ -163,9 +144,9 @@ async def test_crash_between_commit_and_ack_does_not_duplicate(
 
     second, _ = make_runner(config)
     await second.start()
-    await wait_for(lambda: second.metrics.duplicates.labels("sensors")._value.get() == 25)
+    await wait_until(lambda: second.metrics.duplicates.labels("sensors")._value.get() == 25, 20)
     publish(client, "city/d/air/air-99/telemetry", orjson.dumps({"ts": TS + 99, "pm25": 99.0}))
-    await wait_for(lambda: len(landed(layout, "readings")) == 26)
+    await wait_until(lambda: len(landed(layout, "readings")) == 26, 20)
     await second.stop()
     client.disconnect()
     values = sorted(r["value"] for r in landed(layout, "readings"))

@@ -13,22 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import pyarrow.parquet as pq
 import pytest
 
 from citylake.ingest.nmea.adapter import NmeaSource
 from citylake.ingest.nmea.config import NmeaSourceConfig
 from citylake.ingest.runner import FlushPolicy, IngestRunner
-from citylake.schemas import DataLayout, table
+from citylake.schemas import DataLayout
 from citylake_devstack import ManagedProcess, free_port
+from tests.landing_rows import landed
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
-
-
-def landed(layout: DataLayout, name: str) -> list[dict[str, Any]]:
-    files = sorted(layout.landing(table(name)).rglob("*.parquet"))
-    return [row for f in files for row in pq.read_table(f).to_pylist()]
 
 
 def talker(port: int, log: Path) -> ManagedProcess:

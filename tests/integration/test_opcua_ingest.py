@@ -11,7 +11,6 @@ from datetime import UTC
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 import pytest
 from asyncua import ua
 from asyncua.client.client import Client
@@ -20,11 +19,12 @@ from citylake.config import ConfigError, load_config
 from citylake.ingest.base import SourceUnavailable
 from citylake.ingest.opcua.adapter import OpcUaSource
 from citylake.ingest.registry import build_sources
-from citylake.ingest.runner import IngestRunner
-from citylake.schemas import DataLayout, table
+from citylake.schemas import DataLayout
 from citylake_devstack import ComponentUnavailable, free_port
 from citylake_devstack.opcua_server import start_opcua_server
 from citylake_devstack.process import ManagedProcess
+from tests.landing_rows import landed, make_runner
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 TS = 1_764_072_000_000
@@ -50,11 +50,6 @@ def opcua_server(tmp_path: Path) -> Iterator[ServerFactory]:
         process.stop()
 
 
-def landed(layout: DataLayout, name: str) -> list[dict[str, Any]]:
-    files = sorted(layout.landing(table(name)).rglob("*.parquet"))
-    return [row for f in files for row in pq.read_table(f).to_pylist()]
-
-
 def metric_rows(layout: DataLayout, metric: str) -> list[dict[str, Any]]:
     rows = [r for r in landed(layout, "readings") if r["metric"] == metric]
     return sorted(rows, key=lambda r: (r["ts"], r["ingest_ts"]))
@@ -62,13 +57,6 @@ def metric_rows(layout: DataLayout, metric: str) -> list[dict[str, Any]]:
 
 def ms(row: dict[str, Any]) -> int:
     return int(row["ts"].timestamp() * 1000)
-
-
-async def wait_for(predicate: Callable[[], bool], timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.05)
 
 
 def opcua_source(url: str, **extra: object) -> dict[str, object]:
@@ -97,12 +85,6 @@ def opcua_source(url: str, **extra: object) -> dict[str, object]:
         ],
         **extra,
     }
-
-
-def make_runner(config_path: Path) -> tuple[IngestRunner, DataLayout]:
-    loaded = load_config(config_path)
-    layout = DataLayout(loaded.config.data_dir)
-    return IngestRunner(build_sources(loaded), layout, loaded.config.site), layout
 
 
 async def writer(url: str) -> Client:
@@ -135,7 +117,7 @@ async def test_subscription_lands_exact_values_and_deadband_holds_back_noise(
     await runner.start()
     source = runner.sources[0]
     try:
-        await wait_for(source.is_up)
+        await wait_until(source.is_up, 30)
         panel = await writer(url)
         try:
             await write(panel, "ns=2;s=Pump1.Pressure", double(1.0), TS)
@@ -148,8 +130,8 @@ async def test_subscription_lands_exact_values_and_deadband_holds_back_noise(
             await write(panel, "ns=2;s=Pump1.State", ua.Variant("running", ua.VariantType.String), TS + 5000)
         finally:
             await asyncio.wait_for(panel.disconnect(), 10)
-        await wait_for(lambda: len([r for r in metric_rows(layout, "starts") if r["value"] > 0]) >= 3)
-        await wait_for(lambda: len(metric_rows(layout, "state")) >= 2)
+        await wait_until(lambda: len([r for r in metric_rows(layout, "starts") if r["value"] > 0]) >= 3, 30)
+        await wait_until(lambda: len(metric_rows(layout, "state")) >= 2, 30)
     finally:
         await runner.stop()
 
@@ -213,16 +195,18 @@ async def test_reconnects_and_resubscribes_after_server_restart(
     source = runner.sources[0]
     assert isinstance(source, OpcUaSource)
     try:
-        await wait_for(source.is_up)
-        await wait_for(lambda: len(metric_rows(layout, "starts")) >= 3)
+        await wait_until(source.is_up, 30)
+        await wait_until(lambda: len(metric_rows(layout, "starts")) >= 3, 30)
         server.stop()
-        await wait_for(lambda: not source.is_up(), 15)
+        await wait_until(lambda: not source.is_up(), 15)
         restarted_ms = int(time.time() * 1000)
         await asyncio.to_thread(opcua_server, port=port, username=USER, password=PASSWORD, tick_s=0.2)
-        await wait_for(source.is_up, 30)
+        await wait_until(source.is_up, 30)
         # Rows stamped after the restart prove the subscription was created
         # again on the new server's session.
-        await wait_for(lambda: len([r for r in metric_rows(layout, "starts") if ms(r) > restarted_ms]) >= 3)
+        await wait_until(
+            lambda: len([r for r in metric_rows(layout, "starts") if ms(r) > restarted_ms]) >= 3, 30
+        )
     finally:
         await runner.stop()
     assert source.connects == 2
@@ -247,15 +231,15 @@ async def test_poll_mode_reads_all_nodes_and_skips_unknown_paths(
     source = runner.sources[0]
     assert isinstance(source, OpcUaSource)
     try:
-        await wait_for(source.is_up)
+        await wait_until(source.is_up, 30)
         panel = await writer(url)
         try:
             await write(panel, "ns=2;s=Pump1.Pressure", double(6.25), TS, 0x80000000)  # Bad
             await write(panel, "ns=2;s=Pump1.State", ua.Variant("maintenance", ua.VariantType.String), TS)
         finally:
             await asyncio.wait_for(panel.disconnect(), 10)
-        await wait_for(lambda: any(r["text"] == "maintenance" for r in metric_rows(layout, "state")))
-        await wait_for(lambda: any(ms(r) == TS for r in metric_rows(layout, "pressure")))
+        await wait_until(lambda: any(r["text"] == "maintenance" for r in metric_rows(layout, "state")), 30)
+        await wait_until(lambda: any(ms(r) == TS for r in metric_rows(layout, "pressure")), 30)
     finally:
         await runner.stop()
     assert source.unresolved == ["0:Objects/2:Pump1/2:Nope"]
@@ -312,8 +296,8 @@ async def test_basic256sha256_sign_and_encrypt(
     await runner.sources[0].check()
     await runner.start()
     try:
-        await wait_for(runner.sources[0].is_up)
-        await wait_for(lambda: len(metric_rows(layout, "starts")) >= 3)
+        await wait_until(runner.sources[0].is_up, 30)
+        await wait_until(lambda: len(metric_rows(layout, "starts")) >= 3, 30)
     finally:
         await runner.stop()
     starts = [r["value"] for r in metric_rows(layout, "starts")]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import random
 import signal
-import sys
 import threading
 import time
 from collections import Counter
@@ -21,10 +20,10 @@ from citylake.ingest.batcher import ColumnBatcher
 from citylake.ingest.landing import LandingWriter
 from citylake.schemas import DataLayout, table
 from citylake_devstack import ManagedProcess
+from citylake_devstack.process import CITYLAKE
 
 pytestmark = pytest.mark.integration
 T0 = 1_764_072_000_000
-CITYLAKE = [sys.executable, "-m", "citylake"]
 
 
 def lake_keys(data_dir: Path) -> Counter[tuple[str, int]]:

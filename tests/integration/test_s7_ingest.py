@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 import pytest
 from snap7.async_client import AsyncClient
 from snap7.util import set_real
@@ -24,10 +22,12 @@ from citylake.ingest.registry import build_sources
 from citylake.ingest.runner import IngestRunner
 from citylake.ingest.s7.adapter import S7Source
 from citylake.ingest.s7.config import S7SourceConfig
-from citylake.schemas import DataLayout, table
+from citylake.schemas import DataLayout
 from citylake_devstack import ComponentUnavailable
 from citylake_devstack.process import ManagedProcess, free_port
 from citylake_devstack.simulators.s7 import start_s7_plc
+from tests.landing_rows import landed
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -53,20 +53,8 @@ def s7_entry_point(monkeypatch: pytest.MonkeyPatch) -> None:
         )
 
 
-def landed(layout: DataLayout, name: str) -> list[dict[str, Any]]:
-    files = sorted(layout.landing(table(name)).rglob("*.parquet"))
-    return [row for f in files for row in pq.read_table(f).to_pylist()]
-
-
 def metric_rows(layout: DataLayout, metric: str) -> list[dict[str, Any]]:
     return sorted((r for r in landed(layout, "readings") if r["metric"] == metric), key=lambda r: r["ts"])
-
-
-async def wait_for(predicate: Callable[[], bool], timeout_s: float = 15) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.05)
 
 
 def s7_source(url: str, **extra: object) -> dict[str, object]:
@@ -105,16 +93,16 @@ async def test_typed_tags_writes_missing_db_and_offline(
     await runner.start()
     station = AsyncClient()
     try:
-        await wait_for(lambda: len(metric_rows(layout, "running")) >= 2)
+        await wait_until(lambda: len(metric_rows(layout, "running")) >= 2, 15)
         # An engineering station writes a new pressure into DB1.
         await station.connect("127.0.0.1", 0, 1, int(url.rsplit(":", 1)[1]))
         block = bytearray(4)
         set_real(block, 0, 5.5)
         await station.db_write(1, 0, block)
         await station.disconnect()
-        await wait_for(lambda: 5.5 in {r["value"] for r in metric_rows(layout, "pressure")})
+        await wait_until(lambda: 5.5 in {r["value"] for r in metric_rows(layout, "pressure")}, 15)
         process.stop()
-        await wait_for(lambda: not source.is_up(), 10)
+        await wait_until(lambda: not source.is_up(), 10)
         await asyncio.sleep(0.6)  # past a flush
     finally:
         await runner.stop()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import signal
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +23,7 @@ from citylake.lake import Lake
 from citylake.schemas import DataLayout
 from citylake_devstack import Mosquitto
 from citylake_devstack.modbus_sim import start_modbus_simulator
-from citylake_devstack.process import ManagedProcess, free_port
+from citylake_devstack.process import CITYLAKE, ManagedProcess, free_port
 from citylake_devstack.simulators.mqtt import device_topic, run_simulator
 from citylake_devstack.sipp import SimDevice, Sipp, sim_devices
 from tests.waiting import wait_for
@@ -205,7 +204,7 @@ def test_a_site_runs_every_input_to_the_lake_and_the_apis(
     data_dir = tmp_path / "data"
     site = ManagedProcess(
         "citylake-run",
-        [sys.executable, "-m", "citylake", "run", "--config", str(config)],
+        [*CITYLAKE, "run", "--config", str(config)],
         tmp_path / "run.log",
     ).start()
     health = f"http://127.0.0.1:{document['run']['health_port']}/healthz"

@@ -8,25 +8,22 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 import pytest
 
-from citylake.config import load_config
-from citylake.ingest.base import Source, SourceUnavailable
-from citylake.ingest.runner import IngestRunner
+from citylake.ingest.base import SourceUnavailable
 from citylake.ingest.snmp.adapter import SnmpSource
 from citylake.ingest.snmp.config import SnmpSourceConfig
 from citylake.ingest.snmp_trap.adapter import SnmpTrapSource
 from citylake.ingest.snmp_trap.config import SnmpTrapSourceConfig
-from citylake.schemas import DataLayout, table
 from citylake_devstack import ComponentUnavailable
 from citylake_devstack.process import free_udp_port
 from citylake_devstack.snmpd import AUTH_KEY, COMMUNITY, PRIV_KEY, USER, Snmpd, snmptrap, start_snmpd
+from tests.landing_rows import landed, make_runner
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 V3: dict[str, Any] = {"version": "3", "usm": {"user": USER, "auth_protocol": "SHA256", "auth_key": AUTH_KEY,
@@ -41,24 +38,6 @@ def snmpd(tmp_path: Path) -> Iterator[Snmpd]:
         pytest.fail(f"could not start snmpd: {exc}", pytrace=False)
     yield agent
     agent.process.stop()
-
-
-def landed(layout: DataLayout, name: str) -> list[dict[str, Any]]:
-    files = sorted(layout.landing(table(name)).rglob("*.parquet"))
-    return [row for f in files for row in pq.read_table(f).to_pylist()]
-
-
-async def wait_for(predicate: Callable[[], bool], timeout_s: float = 15) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.05)
-
-
-def runner_for(config_path: Path, sources: list[Source]) -> tuple[IngestRunner, DataLayout]:
-    loaded = load_config(config_path)
-    layout = DataLayout(loaded.config.data_dir)
-    return IngestRunner(sources, layout, loaded.config.site), layout
 
 
 def ups_device(device_id: str, **extra: object) -> dict[str, object]:
@@ -109,11 +88,11 @@ async def test_polls_v2c_and_v3_agents_with_values_units_and_quality(
     }  # fmt: skip
     path = city_config(sources=[raw])
     source = SnmpSource(SnmpSourceConfig.model_validate(raw))
-    runner, layout = runner_for(path, [source])
+    runner, layout = make_runner(path, sources=[source])
     await runner.start()
     try:
-        await wait_for(lambda: {"ups-v2c", "ups-v3", "ups-wrong-key", "ups-silent"}
-                       <= {r["device_id"] for r in landed(layout, "readings")})  # fmt: skip
+        await wait_until(lambda: {"ups-v2c", "ups-v3", "ups-wrong-key", "ups-silent"}
+                       <= {r["device_id"] for r in landed(layout, "readings")}, 15)  # fmt: skip
         await asyncio.sleep(0.3)
     finally:
         await runner.stop()
@@ -169,7 +148,7 @@ async def test_traps_v2c_and_v3_become_device_events_and_garbage_is_counted(
     engine_id = "8000000005" + "0a0b0c0d0e0f"
     raw = trap_source(port, engine_id)
     source = SnmpTrapSource(SnmpTrapSourceConfig.model_validate(raw))
-    runner, layout = runner_for(city_config(sources=[raw]), [source])
+    runner, layout = make_runner(city_config(sources=[raw]), sources=[source])
     await runner.start()
     try:
         # A UPS on battery (RFC 1628 upsTrapOnBattery with upsEstimatedMinutesRemaining), v2c.
@@ -191,7 +170,7 @@ async def test_traps_v2c_and_v3_become_device_events_and_garbage_is_counted(
             sock.sendto(b"\x30" * 9000, ("127.0.0.1", port))
             for i in range(200):
                 sock.sendto(b"garbage %d" % i, ("127.0.0.1", port))
-        await wait_for(lambda: source.screened_out >= 203 and source.notifications >= 3)
+        await wait_until(lambda: source.screened_out >= 203 and source.notifications >= 3, 15)
         await asyncio.sleep(0.2)
         counters = dict(source.counters())
     finally:

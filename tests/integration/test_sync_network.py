@@ -38,6 +38,7 @@ from citylake.sync.edge import HashCache, edge_lake
 from citylake.sync.region import Limits, RegionStore
 from citylake_devstack import ComponentUnavailable, ManagedProcess
 from citylake_devstack.netns import NetnsPair
+from citylake_devstack.process import CITYLAKE
 from tests.synclake import CHECK_SQL, READINGS, part_file
 
 CUT_S = float(os.environ.get("CITYLAKE_SYNC_CUT_S", "180"))
@@ -50,7 +51,6 @@ HISTORY_DAYS, HISTORY_FILES, HISTORY_ROWS = 2, 6, 30_000
 SITE = "edge-north"
 PORT = 8090
 KEY = "edge-north-key"
-CITYLAKE = [sys.executable, "-m", "citylake"]
 
 pytestmark = [
     pytest.mark.integration,

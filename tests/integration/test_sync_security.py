@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import ssl
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,7 +29,7 @@ from citylake.lake import Lake
 from citylake.schemas import DataLayout
 from citylake.sync.sender import EdgeSync
 from citylake_devstack import free_port
-from citylake_devstack.process import ManagedProcess
+from citylake_devstack.process import CITYLAKE, ManagedProcess
 from tests.selfsigned import ServerCertificate, make_server_certificate
 from tests.synclake import CHECK_SQL, part_file
 
@@ -39,7 +38,6 @@ pytestmark = pytest.mark.integration
 KEY_A = "edge-a-0123456789abcdef"
 KEY_B = "edge-b-0123456789abcdef"
 INCOMING_MAX = 1_000_000
-CITYLAKE = [sys.executable, "-m", "citylake"]
 
 
 class Region:

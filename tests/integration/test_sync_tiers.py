@@ -13,7 +13,6 @@ import contextlib
 import os
 import ssl
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -32,13 +31,12 @@ from citylake.schemas import DataLayout
 from citylake.schemas import table as table_spec
 from citylake.services.query.app import QuerySettings, create_app
 from citylake_devstack import free_port
-from citylake_devstack.process import ManagedProcess
+from citylake_devstack.process import CITYLAKE, ManagedProcess
 from tests.selfsigned import make_server_certificate
 from tests.synclake import CHECK_SQL, part_file
 
 pytestmark = pytest.mark.integration
 
-CITYLAKE = [sys.executable, "-m", "citylake"]
 KEYS = {site: f"{site}-key-0123456789abcdef" for site in ("edge-a", "edge-b", "edge-c", "region-s")}
 PER_SITE_SQL = (
     "SELECT site, count(*), count(DISTINCT ts), sum(value) FROM readings GROUP BY site ORDER BY site"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,11 +18,11 @@ import httpx
 import pytest
 
 from citylake_devstack import Daprd, ManagedProcess, Mosquitto, free_port, start_service
+from citylake_devstack.process import CITYLAKE
 from tests.conftest import mqtt_source
 
 pytestmark = pytest.mark.integration
 
-CITYLAKE = [sys.executable, "-m", "citylake"]
 DEVICE = "air-000042"
 TS_MS = 1_764_072_123_456  # 2025-11-25T12:02:03.456Z
 TS_ISO = "2025-11-25T12:02:03.456Z"

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import pyarrow.parquet as pq
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -19,18 +18,14 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from citylake.ingest.runner import FlushPolicy, IngestRunner
 from citylake.ingest.websocket.adapter import WebSocketSource
 from citylake.ingest.websocket.config import WebSocketSourceConfig
-from citylake.schemas import DataLayout, table
+from citylake.schemas import DataLayout
 from citylake_devstack import free_port
 from citylake_devstack.simulators.websocket import run_gateway
+from tests.landing_rows import landed
 
 pytestmark = pytest.mark.integration
 TOKEN = "gateway-a-0123456789abcdef"
 TS = 1_764_072_000_000
-
-
-def landed(layout: DataLayout, name: str) -> list[dict[str, Any]]:
-    files = sorted(layout.landing(table(name)).rglob("*.parquet"))
-    return [row for f in files for row in pq.read_table(f).to_pylist()]
 
 
 @pytest.fixture

@@ -21,25 +21,13 @@ import pytest
 from citylake.ingest import landing
 from citylake.ingest.batcher import TimeWindow
 from citylake.ingest.landing import LandingWriter, forget_collected
+from citylake.ingest.landing_buffer import FlushPolicy, LandingBuffer
 from citylake.ingest.metrics import IngestMetrics
 from citylake.ingest.reject_kinds import reason_kind
-from citylake.ingest.runner import FlushPolicy, LandingBuffer
 from citylake.schemas import DataLayout, table
+from tests.landing_rows import reading
 
 READINGS = table("readings")
-
-
-def reading(ts: int, device: str = "d1") -> dict[str, object]:
-    return {
-        "device_id": device,
-        "ts": ts,
-        "metric": "m",
-        "value": 1.0,
-        "quality": 0,
-        "source": "s",
-        "site": "x",
-        "ingest_ts": ts,
-    }
 
 
 def now_ms() -> int:
@@ -63,8 +51,8 @@ def test_a_flush_that_hits_a_full_disk_keeps_its_rows_and_acks_for_the_next(
     acked: list[str] = []
     ctx = buffer.context("s", "x")
     # A polled source (Modbus, OPC UA, SIP) has no ack: only the buffer holds its rows.
-    ctx.emit(READINGS, [reading(now_ms(), "polled")], b"poll")
-    ctx.emit(READINGS, [reading(now_ms(), "mqtt")], b"msg", lambda: acked.append("mqtt"), "7:a")
+    ctx.emit(READINGS, [reading(now_ms(), device="polled")], b"poll")
+    ctx.emit(READINGS, [reading(now_ms(), device="mqtt")], b"msg", lambda: acked.append("mqtt"), "7:a")
 
     real_fsync = os.fsync
 
@@ -77,7 +65,7 @@ def test_a_flush_that_hits_a_full_disk_keeps_its_rows_and_acks_for_the_next(
     assert acked == []
     assert buffer.buffered_rows() == 2 and buffer.due()
     # More arrives while the disk is full; the bound still holds sources back.
-    ctx.emit(READINGS, [reading(now_ms(), "late")], b"late", lambda: acked.append("late"))
+    ctx.emit(READINGS, [reading(now_ms(), device="late")], b"late", lambda: acked.append("late"))
     assert not ctx.ready()
     with pytest.raises(OSError):
         asyncio.run(buffer.flush())
@@ -99,7 +87,11 @@ def test_event_times_outside_the_window_are_rejected_with_the_reason(tmp_path: P
     buffer = LandingBuffer(LandingWriter(layout), metrics, FlushPolicy(window=window))
     now = now_ms()
     year_2099 = 4_080_000_000_000
-    rows = [reading(now, "ok"), reading(year_2099, "pinned"), reading(now - 30 * 86_400_000, "stale")]
+    rows = [
+        reading(now, device="ok"),
+        reading(year_2099, device="pinned"),
+        reading(now - 30 * 86_400_000, device="stale"),
+    ]
     buffer.add("s", READINGS, rows, b"payload", None)
     asyncio.run(buffer.flush())
     assert [r["device_id"] for r in landed_rows(layout)] == ["ok"]
@@ -110,7 +102,7 @@ def test_event_times_outside_the_window_are_rejected_with_the_reason(tmp_path: P
     assert metrics.rejected.labels("s", "timestamp outside window")._value.get() == 2
 
     # The same through the row-by-row path (a batch that does not convert).
-    buffer.add("s", READINGS, [reading(year_2099, "p2"), {**reading(now), "value": "x"}], b"p", None)
+    buffer.add("s", READINGS, [reading(year_2099, device="p2"), {**reading(now), "value": "x"}], b"p", None)
     asyncio.run(buffer.flush())
     assert [r["device_id"] for r in landed_rows(layout)] == ["ok"]
     assert metrics.rejected.labels("s", "timestamp outside window")._value.get() == 3

@@ -10,28 +10,14 @@ import pytest
 
 from citylake.ingest.batcher import ColumnBatcher
 from citylake.ingest.landing import LandingWriter
+from citylake.ingest.landing_buffer import FlushPolicy, LandingBuffer, LandingFull
 from citylake.ingest.metrics import IngestMetrics
-from citylake.ingest.runner import FlushPolicy, LandingBuffer, LandingFull
 from citylake.schemas import DataLayout, table
 from citylake.schemas.tables import SCHEMA_VERSION, SCHEMA_VERSION_KEY
+from tests.landing_rows import reading
 
 DAY1 = 1_764_072_000_000  # 2025-11-25T12:00Z
 DAY2 = DAY1 + 86_400_000
-
-
-def reading(ts: int, value: float = 1.0, device: str = "d1") -> dict[str, object]:
-    return {
-        "device_id": device,
-        "ts": ts,
-        "metric": "m",
-        "value": value,
-        "text": None,
-        "unit": None,
-        "quality": 0,
-        "source": "s",
-        "site": "x",
-        "ingest_ts": ts,
-    }
 
 
 def test_batcher_builds_the_exact_schema() -> None:

@@ -11,10 +11,11 @@ import pytest
 
 from citylake.config import ConfigError, load_config
 from citylake.ingest.landing import LandingWriter
+from citylake.ingest.landing_buffer import FlushPolicy, LandingBuffer
 from citylake.ingest.metric_types import MetricTypeGuard
 from citylake.ingest.metrics import IngestMetrics
 from citylake.ingest.registry import build_sources
-from citylake.ingest.runner import FlushPolicy, IngestRunner, LandingBuffer
+from citylake.ingest.runner import IngestRunner
 from citylake.schemas import DataLayout, table
 
 TS = 1_764_072_000_000

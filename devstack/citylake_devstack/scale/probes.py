@@ -1,5 +1,5 @@
-"""Reading a running stack from outside, sample by sample: process trees from
-/proc, Prometheus endpoints, and the landing zone and lake on disk.
+"""Reading a running stack from outside, sample by sample: process trees (by
+psutil), Prometheus endpoints, and the landing zone and lake on disk.
 
 Everything here is incremental (only new files are read, only deltas of CPU
 time are taken), so sampling every few seconds costs little beside 100k
@@ -15,8 +15,10 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
+import psutil
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from prometheus_client.parser import text_string_to_metric_families
@@ -27,7 +29,6 @@ from citylake_devstack.scalereport.record import ProcessStat
 
 log = logging.getLogger(__name__)
 TICKS = os.sysconf("SC_CLK_TCK")
-PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 # -- processes ---------------------------------------------------------------------
@@ -42,51 +43,49 @@ class ProcInfo:
     rss_bytes: int
 
 
+_PROC_ATTRS = ["pid", "ppid", "name", "cpu_times", "memory_info"]
+
+
+def _proc_info(found: Mapping[str, Any]) -> ProcInfo | None:
+    times, memory = found["cpu_times"], found["memory_info"]
+    if times is None or memory is None:  # gone, or not ours to read
+        return None
+    jiffies = round((times.user + times.system) * TICKS)
+    return ProcInfo(found["pid"], found["ppid"], found["name"], jiffies, memory.rss)
+
+
 def read_proc(pid: int) -> ProcInfo | None:
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        statm = Path(f"/proc/{pid}/statm").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        process = psutil.Process(pid)
+        with process.oneshot():
+            return _proc_info(process.as_dict(_PROC_ATTRS))
+    except psutil.Error:
         return None
-    comm = stat[stat.index("(") + 1 : stat.rindex(")")]
-    fields = stat[stat.rindex(")") + 2 :].split()
-    # fields[0] is state (field 3 of proc(5)); ppid is 4, utime 14, stime 15.
-    return ProcInfo(
-        pid, int(fields[1]), comm, int(fields[11]) + int(fields[12]), int(statm.split()[1]) * PAGE
-    )
 
 
 def all_processes() -> dict[int, ProcInfo]:
     found = {}
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            info = read_proc(int(entry.name))
-            if info is not None:
-                found[info.pid] = info
+    for process in psutil.process_iter(_PROC_ATTRS):
+        info = _proc_info(process.info)
+        if info is not None:
+            found[info.pid] = info
     return found
 
 
-def machine_times() -> tuple[int, int, int]:
-    """(busy, total, steal) jiffies of all CPUs since boot."""
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = values[3] + (values[4] if len(values) > 4 else 0)
-    steal = values[7] if len(values) > 7 else 0
-    total = sum(values[:8])
-    return total - idle, total, steal
+def machine_times() -> tuple[float, float, float]:
+    """(busy, total, steal) CPU seconds of all CPUs since boot."""
+    t = psutil.cpu_times()
+    idle = t.idle + t.iowait
+    total = t.user + t.nice + t.system + t.idle + t.iowait + t.irq + t.softirq + t.steal
+    return total - idle, total, t.steal
 
 
 def mem_available_mb() -> float:
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    return psutil.virtual_memory().available / 2**20
 
 
 def mem_total_mb() -> float:
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemTotal:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    return psutil.virtual_memory().total / 2**20
 
 
 def descendants(root: int, table: Mapping[int, ProcInfo]) -> list[int]:
@@ -113,7 +112,7 @@ class ProcessSampler:
     roots: dict[str, int] = field(default_factory=dict)
     _last: dict[int, int] = field(default_factory=dict)  # pid -> jiffies at the last sample
     _last_at: float = 0.0
-    _machine: tuple[int, int, int] = (0, 0, 0)
+    _machine: tuple[float, float, float] = (0.0, 0.0, 0.0)
     seen: set[int] = field(default_factory=set)  # every pid ever in a tree: checked at the end
 
     def add(self, name: str, pid: int) -> None:
@@ -172,9 +171,8 @@ class ProcessSampler:
         for pid in sorted(self.seen):
             info = read_proc(pid)
             if info is not None and pid != os.getpid():
-                with contextlib.suppress(FileNotFoundError, ProcessLookupError):
-                    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-                    if state != "Z":
+                with contextlib.suppress(psutil.Error):
+                    if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
                         left.append(f"{pid} ({info.comm})")
         return left
 
@@ -184,19 +182,14 @@ def processes_mentioning(text: str, exclude: Iterable[int] = ()) -> list[str]:
     run's work directory): what a leak of the run would look like."""
     found = []
     skip = {os.getpid(), *exclude}
-    needle = text.encode()
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or int(entry.name) in skip:
+    for process in psutil.process_iter(["pid", "name", "cmdline", "environ"]):
+        info = process.info
+        if info["pid"] in skip:
             continue
-        for part in ("cmdline", "environ"):
-            try:
-                data = Path(f"/proc/{entry.name}/{part}").read_bytes()
-            except (FileNotFoundError, ProcessLookupError, PermissionError):
-                continue
-            if needle in data:
-                info = read_proc(int(entry.name))
-                found.append(f"{entry.name} ({info.comm if info else '?'})")
-                break
+        # None where psutil may not read them (another user's process).
+        words = [*(info["cmdline"] or ()), *(f"{k}={v}" for k, v in (info["environ"] or {}).items())]
+        if any(text in word for word in words):
+            found.append(f"{info['pid']} ({info['name'] or '?'})")
     return found
 
 

@@ -34,7 +34,7 @@ from citylake.schemas import DataLayout
 from citylake_devstack.components import Daprd, Mosquitto, start_daprd, start_mosquitto, start_service
 from citylake_devstack.ingest_probe import IngestProbe
 from citylake_devstack.modbus_sim import start_modbus_simulator
-from citylake_devstack.process import ComponentUnavailable, ManagedProcess, free_port
+from citylake_devstack.process import CITYLAKE, ComponentUnavailable, ManagedProcess, free_port
 from citylake_devstack.scale.fleet import read_status
 from citylake_devstack.scale.load import MarkerPublisher, QueryLoad
 from citylake_devstack.scale.plan import (
@@ -155,7 +155,7 @@ class ScaleRun:
         return process
 
     def _citylake(self, name: str, args: list[str], env: dict[str, str] | None = None) -> ManagedProcess:
-        argv = [sys.executable, "-m", "citylake", *args]
+        argv = [*CITYLAKE, *args]
         environment = {"CITYLAKE_LOG_LEVEL": "WARNING", **(env or {})}
         return self._add(
             name, ManagedProcess(name, argv, self.workdir / f"{name}.log", env=environment).start()
