@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from citylake.config import load_config
-from citylake.devstack import ComponentUnavailable
-from citylake.devstack.rabbitmq import RabbitMq, start_rabbitmq, stop_rabbitmq
+from citylake.devstack.rabbitmq import RabbitMq
 from citylake.ingest.amqp.adapter import AmqpSource
 from citylake.ingest.amqp.config import AmqpSourceConfig
 from citylake.ingest.runner import FlushPolicy, IngestRunner
@@ -31,14 +30,11 @@ pytestmark = pytest.mark.integration
 TS = 1_764_072_000_000
 
 
-@pytest.fixture(scope="module")
-def rabbitmq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitMq]:
-    try:
-        broker = start_rabbitmq(tmp_path_factory.mktemp("rabbitmq"), timeout_s=240)
-    except ComponentUnavailable as exc:
-        pytest.fail(f"could not start RabbitMQ: {exc}", pytrace=False)
-    yield broker
-    stop_rabbitmq(broker)
+@pytest.fixture
+def rabbitmq(rabbitmq_broker: RabbitMq) -> RabbitMq:
+    """The session's broker (tests/conftest.py); each test declares exchanges
+    and queues with a suffix of its own."""
+    return rabbitmq_broker
 
 
 def landed(layout: DataLayout, name: str) -> list[dict[str, Any]]:

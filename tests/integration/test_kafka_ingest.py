@@ -20,8 +20,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from citylake.config import load_config
-from citylake.devstack import ComponentUnavailable
-from citylake.devstack.kafka import KafkaBroker, start_kafka
+from citylake.devstack.kafka import KafkaBroker
 from citylake.ingest.kafka.adapter import KafkaSource
 from citylake.ingest.kafka.config import KafkaSourceConfig
 from citylake.ingest.runner import IngestRunner
@@ -33,16 +32,13 @@ TOPIC = "city.telemetry"
 
 
 @pytest.fixture(scope="module")
-def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
-    try:
-        broker = start_kafka(tmp_path_factory.mktemp("kafka"), timeout_s=150)
-    except ComponentUnavailable as exc:
-        pytest.fail(f"could not start Kafka: {exc}", pytrace=False)
+def kafka(kafka_broker: KafkaBroker) -> Iterator[KafkaBroker]:
+    """The session's broker (tests/conftest.py) with this file's topic."""
+    broker = kafka_broker
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
     for future in admin.create_topics([NewTopic(TOPIC, num_partitions=2, replication_factor=1)]).values():
         future.result(60)
     yield broker
-    broker.process.stop()
 
 
 def landed(layout: DataLayout, name: str) -> list[dict[str, Any]]:
