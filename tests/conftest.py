@@ -187,10 +187,10 @@ def real_city(tmp_path_factory: pytest.TempPathFactory) -> Any:
     return _start(lambda: build_real_city(tmp_path_factory.mktemp("real-city")))
 
 
-# Brokers that take 10-60 s to boot: one per session, started by the first
-# test that asks for it and shared by every file after it. Each user keeps to
-# names of its own (queues, topics, consumer groups), so no test sees another
-# one's messages.
+# Brokers whose boot costs seconds (4-6 s idle, far more on a loaded machine):
+# one per session, started by the first test that asks for it and shared by
+# every file after it. Each user keeps to names of its own (exchanges, queues,
+# topics, consumer groups), so no test sees another one's messages.
 
 
 @pytest.fixture(scope="session")
