@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup demo scale soak test check lint typecheck unit integration bench clean
+.PHONY: setup demo scale soak test test-long check lint typecheck unit integration bench clean
 
 setup:
 	@bash tools/setup/all.sh
@@ -31,6 +31,11 @@ soak: setup
 
 test: setup check
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The full-length proofs whose short variants run in `make test` (tests marked
+# `long`; README "Tests" says what each short variant keeps).
+test-long: setup
+	$(BIN)/pytest --long $(PYTEST_ARGS)
 
 check: setup lint typecheck
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 import yaml
@@ -17,8 +17,32 @@ from citylake_devstack import ComponentUnavailable, Daprd, Mosquitto, start_dapr
 from citylake_devstack.flink import FlinkSessionCluster
 from citylake_devstack.process import ManagedProcess
 
+if TYPE_CHECKING:
+    from citylake_devstack.kafka import KafkaBroker
+    from citylake_devstack.rabbitmq import RabbitMq
+
 REPO = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--long",
+        action="store_true",
+        help="run only the tests marked `long` (the full-length proofs; `make test-long`)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`make test` runs the short variants; `make test-long` (--long) the long
+    ones. Each side is deselected from the other, not skipped: the run that
+    owns a test always runs it."""
+    long = bool(config.getoption("--long"))
+    keep = [item for item in items if (item.get_closest_marker("long") is not None) == long]
+    dropped = [item for item in items if (item.get_closest_marker("long") is not None) != long]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
 
 
 def _start(starter: Callable[[], T]) -> T:
@@ -161,3 +185,33 @@ def real_city(tmp_path_factory: pytest.TempPathFactory) -> Any:
     from tests.realcity import build_real_city
 
     return _start(lambda: build_real_city(tmp_path_factory.mktemp("real-city")))
+
+
+# Brokers whose boot costs seconds (4-6 s idle, far more on a loaded machine):
+# one per session, started by the first test that asks for it and shared by
+# every file after it. Each user keeps to names of its own (exchanges, queues,
+# topics, consumer groups), so no test sees another one's messages.
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitMq]:
+    from citylake_devstack.rabbitmq import start_rabbitmq, stop_rabbitmq
+
+    try:
+        broker = start_rabbitmq(tmp_path_factory.mktemp("rabbitmq"), timeout_s=240)
+    except ComponentUnavailable as exc:
+        pytest.fail(f"could not start RabbitMQ: {exc}", pytrace=False)
+    yield broker
+    stop_rabbitmq(broker)
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    from citylake_devstack.kafka import start_kafka
+
+    try:
+        broker = start_kafka(tmp_path_factory.mktemp("kafka"), timeout_s=150)
+    except ComponentUnavailable as exc:
+        pytest.fail(f"could not start Kafka: {exc}", pytrace=False)
+    yield broker
+    broker.process.stop()

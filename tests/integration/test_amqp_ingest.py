@@ -9,7 +9,7 @@ serves the whole module."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import aio_pika
@@ -21,8 +21,7 @@ from citylake.ingest.amqp.adapter import AmqpSource
 from citylake.ingest.amqp.config import AmqpSourceConfig
 from citylake.ingest.runner import FlushPolicy, IngestRunner
 from citylake.schemas import DataLayout
-from citylake_devstack import ComponentUnavailable
-from citylake_devstack.rabbitmq import RabbitMq, start_rabbitmq, stop_rabbitmq
+from citylake_devstack.rabbitmq import RabbitMq
 from tests.landing_rows import landed
 from tests.waiting import wait_until
 
@@ -30,14 +29,11 @@ pytestmark = pytest.mark.integration
 TS = 1_764_072_000_000
 
 
-@pytest.fixture(scope="module")
-def rabbitmq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitMq]:
-    try:
-        broker = start_rabbitmq(tmp_path_factory.mktemp("rabbitmq"), timeout_s=240)
-    except ComponentUnavailable as exc:
-        pytest.fail(f"could not start RabbitMQ: {exc}", pytrace=False)
-    yield broker
-    stop_rabbitmq(broker)
+@pytest.fixture
+def rabbitmq(rabbitmq_broker: RabbitMq) -> RabbitMq:
+    """The session's broker (tests/conftest.py); each test declares exchanges
+    and queues with a suffix of its own."""
+    return rabbitmq_broker
 
 
 async def setup_platform(url: str, suffix: str) -> tuple[aio_pika.abc.AbstractRobustConnection, str, str]:

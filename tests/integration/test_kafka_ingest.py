@@ -21,8 +21,7 @@ from citylake.ingest.kafka.adapter import KafkaSource
 from citylake.ingest.kafka.config import KafkaSourceConfig
 from citylake.ingest.runner import IngestRunner
 from citylake.schemas import DataLayout
-from citylake_devstack import ComponentUnavailable
-from citylake_devstack.kafka import KafkaBroker, start_kafka
+from citylake_devstack.kafka import KafkaBroker
 from tests.landing_rows import landed
 from tests.waiting import wait_until
 
@@ -32,16 +31,13 @@ TOPIC = "city.telemetry"
 
 
 @pytest.fixture(scope="module")
-def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
-    try:
-        broker = start_kafka(tmp_path_factory.mktemp("kafka"), timeout_s=150)
-    except ComponentUnavailable as exc:
-        pytest.fail(f"could not start Kafka: {exc}", pytrace=False)
+def kafka(kafka_broker: KafkaBroker) -> Iterator[KafkaBroker]:
+    """The session's broker (tests/conftest.py) with this file's topic."""
+    broker = kafka_broker
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
     for future in admin.create_topics([NewTopic(TOPIC, num_partitions=2, replication_factor=1)]).values():
         future.result(60)
     yield broker
-    broker.process.stop()
 
 
 def produce(broker: KafkaBroker, messages: list[tuple[bytes | None, bytes]]) -> None:
