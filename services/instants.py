@@ -15,7 +15,8 @@ def iso_ms(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-Instant = Annotated[datetime, PlainSerializer(iso_ms, return_type=str)]
+# A response field: serialised as UTC with milliseconds (`iso_ms`).
+UtcInstant = Annotated[datetime, PlainSerializer(iso_ms, return_type=str)]
 
 
 EXAMPLE = "2026-11-25T08:00:00Z"

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from citylake.config import AlertRule
-from citylake.services.instants import Instant
+from citylake.services.instants import UtcInstant
 
 
 class Alert(BaseModel):
@@ -19,8 +19,8 @@ class Alert(BaseModel):
     rule: str
     severity: str
     state: Literal["active", "closed"]
-    started_at: Instant
-    ended_at: Instant | None = None
+    started_at: UtcInstant
+    ended_at: UtcInstant | None = None
     value: float | None = None
     message: str | None = None
 

@@ -28,7 +28,7 @@ from citylake.services.query.deps import (
 )
 from citylake.services.query.errors import error_responses
 from citylake.services.query.hot_tier import HotTier
-from citylake.services.query.instants import EXAMPLE, Instant, check_range
+from citylake.services.query.instants import EXAMPLE, InstantParam, check_range
 from citylake.services.query.latest import DeviceId
 from citylake.services.query.models import Reading, ReadingsPage, Rollup, RollupsPage
 from citylake.services.query.negotiation import (
@@ -69,11 +69,11 @@ LIMIT $limit
 _TABLES = {Grain.minute: "readings_1m", Grain.hour: "readings_1h"}
 
 From = Annotated[
-    Instant,
+    InstantParam,
     Query(alias="from", description=f"start, inclusive; ISO 8601 with a zone, e.g. {EXAMPLE}"),
 ]
 To = Annotated[
-    Instant,
+    InstantParam,
     Query(alias="to", description="end, exclusive; ISO 8601 with a zone"),
 ]
 Metric = Annotated[str | None, Query(min_length=1, max_length=128, description="only this metric")]

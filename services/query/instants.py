@@ -15,11 +15,12 @@ from pydantic import BeforeValidator
 from citylake.services.instants import EXAMPLE, parse_instant
 from citylake.services.query.errors import bad_request
 
-__all__ = ["EXAMPLE", "Instant", "check_range", "parse_instant"]
+__all__ = ["EXAMPLE", "InstantParam", "check_range", "parse_instant"]
 
 # Strings only (no epoch numbers): "ISO 8601" is the contract, and a number's
 # unit (s? ms?) is exactly the ambiguity it avoids.
-Instant = Annotated[datetime, BeforeValidator(parse_instant)]
+# A query parameter: parsed from ISO 8601 with a zone (`parse_instant`).
+InstantParam = Annotated[datetime, BeforeValidator(parse_instant)]
 
 
 def check_range(start: datetime, end: datetime, max_days: float, limit: str) -> None:

@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import BaseModel, Field, PlainSerializer
+from pydantic import BaseModel, Field
 
+from citylake.services.instants import UtcInstant, iso_ms
 
-def iso_ms(value: datetime) -> str:
-    return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-# Instants leave the services as the lake stores them: UTC, milliseconds.
-Instant = Annotated[datetime, PlainSerializer(iso_ms, return_type=str)]
+__all__ = ["UtcInstant", "iso_ms"]
 
 NEXT_CURSOR = "`cursor` for the next page; null on the last page"
 
 
 class LatestReading(BaseModel):
     metric: str
-    ts: Instant
+    ts: UtcInstant
     value: float | None
     text: str | None
     unit: str | None
@@ -41,7 +36,7 @@ class DeviceValue(BaseModel):
     region: str | None = Field(
         default=None, description="the site's region (the lake's `sites` view); null where none is known"
     )
-    ts: Instant
+    ts: UtcInstant
     value: float | None
     text: str | None
     unit: str | None
@@ -59,7 +54,7 @@ class MetricLatest(BaseModel):
 
 
 class Reading(BaseModel):
-    ts: Instant
+    ts: UtcInstant
     metric: str
     value: float | None
     text: str | None
@@ -74,7 +69,7 @@ class ReadingsPage(BaseModel):
 
 
 class Rollup(BaseModel):
-    window_start: Instant
+    window_start: UtcInstant
     metric: str
     count: int
     min: float | None
@@ -91,7 +86,7 @@ class RollupsPage(BaseModel):
 
 
 class WindowAggregate(BaseModel):
-    window_start: Instant
+    window_start: UtcInstant
     devices: int = Field(description="devices with a rollup of the metric in the window")
     count: int = Field(description="readings with a value in the window, over every device")
     min: float | None

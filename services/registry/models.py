@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from citylake.services.instants import Instant
+from citylake.services.instants import UtcInstant
 
 
 class Device(BaseModel):
@@ -28,8 +28,8 @@ class Device(BaseModel):
     longitude: float | None = None
     latitude: float | None = None
     status: str | None = Field(default=None, description="online, offline, or null when never reported")
-    first_seen: Instant | None = None
-    last_seen: Instant | None = None
+    first_seen: UtcInstant | None = None
+    last_seen: UtcInstant | None = None
     sources: list[str] = Field(default_factory=list, description="sources that configure or reported it")
     attributes: dict[str, Any] = Field(
         default_factory=dict, description="from city.yaml: endpoint, slave id, metrics, ..."

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from citylake.services.query.models import Instant
+from citylake.services.instants import UtcInstant
 
 
 class MapDevice(BaseModel):
@@ -28,7 +28,7 @@ class MapDevice(BaseModel):
     )
     latitude: float | None = Field(description="WGS 84 degrees; null exactly when longitude is")
     status: str | None = Field(description="devices.status: online, offline, or null when never reported")
-    last_seen: Instant | None
+    last_seen: UtcInstant | None
     active_alerts: int = Field(description="alerts of this device that have not ended")
 
 
@@ -57,8 +57,8 @@ class DashboardAlert(BaseModel):
     rule: str
     severity: str
     state: Literal["active", "closed"]
-    started_at: Instant
-    ended_at: Instant | None
+    started_at: UtcInstant
+    ended_at: UtcInstant | None
     value: float | None
     message: str | None
 
@@ -75,10 +75,10 @@ class TableStat(BaseModel):
     files: int
     rows: int
     bytes: int
-    first: Instant | None = Field(description="earliest value of the table's time column; null if none")
-    last: Instant | None = Field(description="latest value of the table's time column")
+    first: UtcInstant | None = Field(description="earliest value of the table's time column; null if none")
+    last: UtcInstant | None = Field(description="latest value of the table's time column")
 
 
 class LakeStats(BaseModel):
     tables: list[TableStat]
-    computed_at: Instant = Field(description="when these figures were read from the Parquet footers")
+    computed_at: UtcInstant = Field(description="when these figures were read from the Parquet footers")
