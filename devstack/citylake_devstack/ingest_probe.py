@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import httpx
 
+from citylake_devstack.metrics_text import scrape, total
+
 
 @dataclass(frozen=True)
 class IngestProbe:
@@ -21,12 +23,6 @@ class IngestProbe:
 
     def landed_rows(self, table: str = "readings") -> float:
         """Rows of ``table`` committed to landing so far (0 while unreachable)."""
-        try:
-            text = httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=5).text
-        except httpx.HTTPError:
-            return 0.0
-        prefix = f'citylake_ingest_landed_rows_total{{table="{table}"}}'
-        for line in text.splitlines():
-            if line.startswith(prefix):
-                return float(line.split()[-1])
-        return 0.0
+        with httpx.Client() as client:
+            found = scrape(f"http://127.0.0.1:{self.port}/metrics", client)
+        return total(found, "citylake_ingest_landed_rows_total", table=table)

@@ -17,15 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psutil
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from prometheus_client.parser import text_string_to_metric_families
 
 from citylake.lake.manifest import TableLog
 from citylake.schemas import TABLES, DataLayout
+from citylake_devstack.metrics_text import Metrics, scrape, total
 from citylake_devstack.scalereport.record import ProcessStat
+
+__all__ = ["Metrics", "scrape", "total"]
 
 log = logging.getLogger(__name__)
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -194,31 +195,6 @@ def processes_mentioning(text: str, exclude: Iterable[int] = ()) -> list[str]:
 
 
 # -- Prometheus ------------------------------------------------------------------
-
-
-Metrics = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def scrape(url: str, client: httpx.Client) -> Metrics:
-    """Every sample of a Prometheus endpoint, keyed by (name, sorted labels); {} if unreachable."""
-    try:
-        text = client.get(url, timeout=5).text
-    except httpx.HTTPError:
-        return {}
-    out: Metrics = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = float(s.value)
-    return out
-
-
-def total(metrics: Metrics, name: str, **labels: str) -> float:
-    """Sum of the samples of ``name`` whose labels include ``labels``."""
-    return sum(
-        value
-        for (n, ls), value in metrics.items()
-        if n == name and all((k, v) in ls for k, v in labels.items())
-    )
 
 
 def by_label(metrics: Metrics, name: str, label: str) -> dict[str, float]:
