@@ -51,6 +51,8 @@ OPERATOR_SECRETS = {
     "citylake-dapr-app-token": {"token"},
     "citylake-keys": {"query", "registry", "alerts"},
     "citylake-broker": {"passwords", "ingest-password", "dapr-url"},
+    "citylake-sync": {"key", "ca.crt"},
+    "citylake-sync-receiver": {"keys", "tls.crt", "tls.key"},
 }
 # What a service process holds before DuckDB's memory_limit_mb (measured: the
 # registry idles at 190 MiB RSS, query at 145 MiB).
@@ -317,7 +319,11 @@ def test_every_tier_denies_by_default(tier: Tier) -> None:
         if "from" not in rule
         for port in rule.get("ports", [])
     }
-    assert open_ports <= {("TCP", 1883), ("UDP", 5060), ("TCP", 5060), ("TCP", 8088)}
+    devices = {("TCP", 1883), ("UDP", 5060), ("TCP", 5060), ("TCP", 8088)}
+    # A receiver's senders are other sites' clusters: its port is open, behind
+    # HTTPS and per-site keys (test_sync_runs_where_the_site_command_runs_it).
+    receiver = {("TCP", 8090)} if tier.has("Deployment", "sync-serve") else set()
+    assert open_ports <= devices | receiver
 
 
 def test_every_referenced_configmap_claim_and_secret_exists(tier: Tier) -> None:
@@ -760,7 +766,12 @@ def test_edge_pods_run_on_the_sites_node() -> None:
 # --------------------------------------------------------------- site units
 
 # A `citylake run` unit and the workload that runs it in Kubernetes.
-UNIT_WORKLOADS = {"ingest": ("Deployment", "ingest"), "maintenance": ("Deployment", "lake-maintain")}
+UNIT_WORKLOADS = {
+    "ingest": ("Deployment", "ingest"),
+    "maintenance": ("Deployment", "lake-maintain"),
+    "sync-serve": ("Deployment", "sync-serve"),
+    "sync-push": ("Deployment", "sync-push"),
+}
 
 
 def test_every_unit_of_the_site_command_is_a_workload(tier: Tier) -> None:
@@ -787,3 +798,31 @@ def test_every_unit_of_the_site_command_is_a_workload(tier: Tier) -> None:
         assert unit_name in planned, f"{tier.name}: Deployment {deployment} is no unit of `citylake run`"
     for job in tier.names("FlinkSessionJob"):
         assert job in planned or f"job-{job}" in planned
+
+
+def test_sync_runs_where_the_site_command_runs_it(tier: Tier) -> None:
+    """Edge pushes, region serves and pushes, centre serves: each with the
+    files its city.yaml names mounted from the operator's Secrets, and a
+    receiver only over HTTPS with keys."""
+    sync = tier.loaded.config.sync
+    # The edge's push is not in its overlay yet: the seed node's 2 cores / 4 GB
+    # are spoken for to the last 1 MiB and 1m (test_edge_fits_the_seed_node).
+    expected = {"edge": set(), "region": {"sync-push", "sync-serve"}, "centre": {"sync-serve"}}
+    assert {n for n in tier.names("Deployment") if n.startswith("sync-")} == expected[tier.name]
+    if tier.has("Deployment", "sync-push"):
+        push = tier.get("Deployment", "sync-push")
+        assert container(push)["args"][:3] == ["sync", "push", "--follow"]
+        assert sync.region_url is not None and sync.region_url.startswith("https://")
+        mounted = mounts(container(push))
+        assert mounted["/etc/citylake-sync"] == "sync"
+        assert sync.api_key_file == Path("/etc/citylake-sync/key")
+        assert sync.region_ca_file == Path("/etc/citylake-sync/ca.crt")
+    if tier.has("Deployment", "sync-serve"):
+        serve = tier.get("Deployment", "sync-serve")
+        args = container(serve)["args"]
+        assert args[:2] == ["sync", "serve"] and args[args.index("--port") + 1] == str(sync.port)
+        assert sync.host == "0.0.0.0" and sync.tls_cert_file and sync.tls_key_file and sync.keys_file
+        assert mounts(container(serve))["/etc/citylake-sync-receiver"] == "receiver"
+        assert {p["port"] for p in tier.get("Service", "sync")["spec"]["ports"]} == {sync.port}
+        assert tier.loaded.config.run.sync_serve
+
