@@ -825,4 +825,3 @@ def test_sync_runs_where_the_site_command_runs_it(tier: Tier) -> None:
         assert mounts(container(serve))["/etc/citylake-sync-receiver"] == "receiver"
         assert {p["port"] for p in tier.get("Service", "sync")["spec"]["ports"]} == {sync.port}
         assert tier.loaded.config.run.sync_serve
-
