@@ -109,7 +109,8 @@ def static_problems(
                     declared_in,
                     _line(document, name, "inputs", index),
                     f"input {source!r} is not a landing table; inputs: {', '.join(LANDING_TABLES)} "
-                    "(read as landing_<input>; readings also as readings_deduped)",
+                    "(read as landing_<input>; readings also as readings_deduped); a lake table is "
+                    "read through `lake_inputs`, in batch mode",
                 )
             )
     if config.sql is not None and not config.sql.is_file():

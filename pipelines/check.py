@@ -132,6 +132,24 @@ def check_job(
                 else None
             )
             problems.append(JobProblem(the_job.declared_in, line, str(exc)))
+    if the_job.config.lake_inputs:
+        # A batch-only job: checked in the mode it can run in, refused in the other.
+        if modes == ("streaming",):
+            line = (
+                document.line_of(("pipelines", "user_jobs", name, "lake_inputs"))
+                if document is not None and the_job.declared_in == str(config_path)
+                else None
+            )
+            problems.append(
+                JobProblem(
+                    the_job.declared_in,
+                    line,
+                    f"lake_inputs ({', '.join(the_job.config.lake_inputs)}) are read in batch mode only "
+                    "(a streaming scan of the lake would read each compaction's output as new rows); "
+                    "run it with --mode batch",
+                )
+            )
+        modes = tuple(m for m in modes if m == "batch")
     if problems:
         raise JobRefused(name, problems)
     from citylake.pipelines.runner import declare_tables, table_environment

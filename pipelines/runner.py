@@ -18,7 +18,14 @@ from citylake.lake.registry import register
 from citylake.pipelines.catalog import job_catalog
 from citylake.pipelines.jars import pipeline_jars
 from citylake.pipelines.jobs import JobSet, PlannedJob
-from citylake.pipelines.tables import Mode, lake_sink_ddl, landing_source_ddl, landing_view_ddl
+from citylake.pipelines.lake_inputs import LakeInputRefused, lake_input_specs, link_snapshot, new_run_dir
+from citylake.pipelines.tables import (
+    Mode,
+    lake_input_source_ddl,
+    lake_sink_ddl,
+    landing_source_ddl,
+    landing_view_ddl,
+)
 from citylake.pipelines.user_jobs import UserJob
 from citylake.schemas import DataLayout
 
@@ -106,8 +113,30 @@ def declare_tables(
         layout.landing(spec).mkdir(parents=True, exist_ok=True)
         t_env.execute_sql(landing_source_ddl(spec, layout, mode, flink, continuous))
         t_env.execute_sql(landing_view_ddl(spec, time_range))
+    lake_inputs = sorted({n for j in _user_jobs(the_job) for n in j.config.lake_inputs})
+    if lake_inputs:
+        if mode == "streaming":
+            raise LakeInputRefused(
+                f"lake inputs ({', '.join(lake_inputs)}) are read in batch mode only: a streaming scan "
+                "of the lake would read each compaction's output as new rows; run with --mode batch "
+                "(with --from/--to for a range), or read the landing table as `inputs`"
+            )
+        sinks = {spec.name for spec in the_job.outputs}
+        if sinks & set(lake_inputs):
+            raise LakeInputRefused(
+                f"{', '.join(sorted(sinks & set(lake_inputs)))}: a run cannot read a lake table it writes"
+            )
+        run_dir = new_run_dir(layout, the_job.key if isinstance(the_job, JobSet) else the_job.name)
+        for spec in lake_input_specs(layout, lake_inputs):
+            t_env.execute_sql(lake_input_source_ddl(spec, link_snapshot(layout, spec, run_dir)))
+            t_env.execute_sql(landing_view_ddl(spec, time_range, prefix="lake"))
     for spec in the_job.outputs:
         t_env.execute_sql(lake_sink_ddl(spec, layout, flink))
+
+
+def _user_jobs(the_job: PlannedJob | JobSet) -> list[UserJob]:
+    jobs = the_job.jobs if isinstance(the_job, JobSet) else [the_job]
+    return [j for j in jobs if isinstance(j, UserJob)]
 
 
 def start(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Literal
 
 from citylake.config import FlinkConfig
@@ -65,9 +66,12 @@ def landing_source_ddl(
 UNPARTITIONED_EVENT_TIME = {"devices": "COALESCE(`last_seen`, `first_seen`)"}
 
 
-def landing_view_ddl(spec: TableSpec, time_range: tuple[datetime, datetime] | None) -> str:
+def landing_view_ddl(
+    spec: TableSpec, time_range: tuple[datetime, datetime] | None, prefix: str = "landing"
+) -> str:
     """``landing_<table>``, what jobs read: all landed files, or for a backfill
-    the ``[from, to)`` event-time range (date partitions outside it are pruned)."""
+    the ``[from, to)`` event-time range (date partitions outside it are pruned).
+    ``prefix="lake"``: the same view over a lake input's snapshot."""
     where = ""
     if time_range is not None:
         start, end = (t.astimezone(UTC) for t in time_range)
@@ -80,7 +84,19 @@ def landing_view_ddl(spec: TableSpec, time_range: tuple[datetime, datetime] | No
             where = f"\nWHERE {partitions}\n  AND " + bounds.format(column=f"`{spec.time_column}`")
         elif spec.name in UNPARTITIONED_EVENT_TIME:
             where = "\nWHERE " + bounds.format(column=UNPARTITIONED_EVENT_TIME[spec.name])
-    return f"CREATE TEMPORARY VIEW landing_{spec.name} AS SELECT * FROM landing_{spec.name}_files{where}"
+    return f"CREATE TEMPORARY VIEW {prefix}_{spec.name} AS SELECT * FROM {prefix}_{spec.name}_files{where}"
+
+
+def lake_input_source_ddl(spec: TableSpec, snapshot_dir: Path) -> str:
+    """``lake_<table>_files``: a lake table's snapshot (lake_inputs.py links its
+    files into ``snapshot_dir``), read once in batch mode."""
+    options = {"connector": "filesystem", "path": snapshot_dir.as_uri(), "format": "parquet"}
+    partition = f",\n  `{PARTITION_COLUMN}` STRING" if spec.time_column else ""
+    partitioned = f"\nPARTITIONED BY (`{PARTITION_COLUMN}`)" if spec.time_column else ""
+    return (
+        f"CREATE TEMPORARY TABLE lake_{spec.name}_files (\n  {columns_ddl(spec)}{partition}\n)"
+        f"{partitioned}\nWITH (\n  {_options(options)}\n)"
+    )
 
 
 def lake_sink_ddl(spec: TableSpec, layout: DataLayout, flink: FlinkConfig) -> str:

@@ -247,12 +247,22 @@ class UserJobConfig(BaseModel):
         description="dotted name of a module with transform(t_env, config)",
     )
     path: Path | None = Field(default=None, description="module: a directory put on sys.path first")
-    inputs: list[Identifier] = Field(min_length=1, description="landing tables the job reads")
+    inputs: list[Identifier] = Field(
+        default_factory=list, description="landing tables the job reads, as landing_<table>"
+    )
+    lake_inputs: list[Identifier] = Field(
+        default_factory=list,
+        description="lake tables the job reads, as lake_<table>, in batch mode only: a run reads the "
+        "table's snapshot when it starts (compaction rewrites the lake's files, which a streaming "
+        "scan of the directory would read twice)",
+    )
     outputs: dict[Identifier, OutputTableConfig] = Field(min_length=1, description="lake tables it writes")
     description: str = Field(default="", max_length=500)
 
     @model_validator(mode="after")
     def _one_kind(self) -> UserJobConfig:
+        if not self.inputs and not self.lake_inputs:
+            raise ValueError("name what the job reads: `inputs` (landing tables), `lake_inputs` or both")
         if (self.sql is None) == (self.module is None):
             raise ValueError("give exactly one of `sql` (a .sql file) or `module` (a Python module)")
         if self.sql is not None and len(self.outputs) != 1:

@@ -345,3 +345,72 @@ def test_a_changed_schema_of_an_existing_output_is_refused(
     said = " ".join((ran.stdout + ran.stderr).split())
     assert "night_flow" in said and "another schema" in said and "max_flow double" in said, said
     assert f"{path}:" in said
+
+
+FLOW_TOTALS_SQL = """SELECT device_id, metric, CAST(COUNT(*) AS BIGINT) AS n, SUM(`value`) AS total
+FROM lake_readings
+GROUP BY device_id, metric
+"""
+
+
+def test_a_batch_job_reads_a_lake_table_as_its_snapshot(
+    city_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    """`flow_totals` reads the lake table `readings` (lake_inputs) that the
+    built-in job wrote in two runs, after compaction left the two replaced
+    files in the directory beside its output: each reading counts once."""
+    from collections import defaultdict
+
+    from citylake.lake.compaction import compact_table
+    from citylake.lake.manifest import TableLog
+    from citylake.pipelines.lake_inputs import LakeInputRefused
+
+    sql = tmp_path / "flow_totals.sql"
+    sql.write_text(FLOW_TOTALS_SQL)
+    columns = {"device_id": "string", "metric": "string", "n": "bigint", "total": "double"}
+    flow_totals = {
+        "sql": str(sql),
+        "lake_inputs": ["readings"],
+        "outputs": {"flow_totals": {"columns": columns}},
+    }
+    path = city_config(pipelines=pipelines(flow_totals=flow_totals))
+    config = config_of(path)
+    layout = DataLayout(config.data_dir)
+    landed: dict[tuple[str, str, int], float] = {}
+    for rows in landing_files():
+        land(layout, rows)
+        landed.update({(r["device_id"], r["metric"], r["ts"]): r["value"] for r in rows})
+    # Two runs of the readings job: night 1's partition gets two files.
+    cut = at(NIGHT1, 3, 0)
+    runner.run(config, "readings", "batch", time_range=(NIGHT1 - timedelta(days=1), cut))
+    runner.run(config, "readings", "batch", time_range=(cut, NIGHT2 + timedelta(days=5)))
+    compacted = compact_table(layout, table("readings"), min_files=2)
+    assert compacted.files_in >= 2, compacted
+    on_disk = [
+        p for p in (layout.lake_root / "readings").rglob("*") if p.is_file() and not p.name.startswith(".")
+    ]
+    # The replaced files stay until vacuum: a scan of the directory would read them twice.
+    assert len(on_disk) > len(TableLog(layout, table("readings")).snapshot().files)
+
+    runner.run(config, "flow_totals", "batch")
+    files = [str(p) for p in (layout.lake_root / "flow_totals").rglob("part-*")]
+    got = sorted(
+        ds.dataset(files, format="parquet").to_table().to_pylist(),
+        key=lambda r: (r["device_id"], r["metric"]),
+    )
+    expected: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for (device, metric, _), value in landed.items():
+        expected[(device, metric)].append(value)
+    assert [(r["device_id"], r["metric"], r["n"]) for r in got] == [
+        (d, m, len(v)) for (d, m), v in sorted(expected.items())
+    ]
+    for row in got:
+        assert row["total"] == pytest.approx(sum(expected[(row["device_id"], row["metric"])])), row
+
+    # Streaming over the lake is refused before anything runs, saying why.
+    catalog = job_catalog(config, path)
+    with pytest.raises(JobRefused, match="batch mode only"):
+        check_job(config, catalog, "flow_totals", path, modes=("streaming",))
+    with pytest.raises(LakeInputRefused, match="batch mode only"):
+        runner.start(config, "flow_totals", "streaming")
+    check_job(config, catalog, "flow_totals", path)  # both modes asked: batch is checked, and passes

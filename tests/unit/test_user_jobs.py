@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import sys
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -29,7 +29,7 @@ from citylake.pipelines.check import flink_reason
 from citylake.pipelines.jobs import JOB_NAMES, job
 from citylake.pipelines.sql_client import init_sql
 from citylake.pipelines.user_jobs import OutputMismatch, check_columns
-from citylake.schemas import TABLES, DataLayout
+from citylake.schemas import TABLES, DataLayout, table
 
 COLUMNS = {"meter_id": "string", "night": "timestamp", "min_flow": "double", "readings": "bigint"}
 OUTPUT: dict[str, Any] = {"time_column": "night", "required": ["meter_id", "night"], "columns": COLUMNS}
@@ -285,3 +285,27 @@ def test_the_query_services_sql_endpoint_answers_from_a_user_table(tmp_path: Pat
         response = http.post("/v1/sql", json={"sql": "SELECT meter_id, readings FROM night_flow ORDER BY 1"})
     assert response.status_code == 200, response.text
     assert response.json()["rows"] == [["water-1", 12], ["water-2", 6]]
+
+
+def test_a_job_must_read_something_and_lake_inputs_link_the_snapshot_only(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from citylake.config import UserJobConfig
+    from citylake.pipelines.lake_inputs import LakeInputRefused, lake_input_specs, link_snapshot, new_run_dir
+    from tests.lakedata import T0, reading, write_lake_readings
+
+    with pytest.raises(ValidationError, match="name what the job reads"):
+        UserJobConfig.model_validate({"sql": "x.sql", "outputs": {"night_flow": OUTPUT}})
+    layout = DataLayout(tmp_path)
+    write_lake_readings(tmp_path, [reading("d1", "temp", T0, 1.0)], "part-a")
+    write_lake_readings(tmp_path, [reading("d1", "temp", T0 + timedelta(minutes=1), 2.0)], "part-b")
+    assert compact_table(layout, table("readings"), min_files=2).files_in == 2
+    run_dir = new_run_dir(layout, "job")
+    linked = link_snapshot(layout, table("readings"), run_dir)
+    # The two replaced files are still in the lake's directory; only the
+    # compacted one is the table, and only it is linked.
+    in_lake = [p for p in (layout.lake_root / "readings").rglob("*") if p.is_file()]
+    assert len(in_lake) == 3, in_lake
+    assert [p.name.startswith("compacted-") for p in linked.rglob("*") if p.is_file()] == [True]
+    with pytest.raises(LakeInputRefused, match="'nowhere' is no lake table"):
+        lake_input_specs(layout, ["nowhere"])
