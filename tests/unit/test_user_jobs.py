@@ -142,7 +142,8 @@ def test_what_is_wrong_before_flink_is_said_with_city_yaml_lines(tmp_path: Path)
         f"its own (built-in: {', '.join(TABLES)})",
         f"{path}:{line_of('- meters')}: input 'meters' is not a landing table; inputs: "
         "readings, device_events, devices, rejected "
-        "(read as landing_<input>; readings also as readings_deduped)",
+        "(read as landing_<input>; readings also as readings_deduped); a lake table is read through "
+        "`lake_inputs`, in batch mode",
         f"{path}:{line_of('sql:')}: sql file {tmp_path / 'missing.sql'} not found",
     ]
 
