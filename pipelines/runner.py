@@ -16,6 +16,7 @@ from pyflink.table import EnvironmentSettings, TableEnvironment, TableResult
 from citylake.config import CityConfig, FlinkConfig
 from citylake.lake.registry import register
 from citylake.pipelines.catalog import job_catalog
+from citylake.pipelines.gateway import ensure_live_gateway
 from citylake.pipelines.jars import pipeline_jars
 from citylake.pipelines.jobs import JobSet, PlannedJob
 from citylake.pipelines.lake_inputs import LakeInputRefused, lake_input_specs, link_snapshot, new_run_dir
@@ -41,6 +42,7 @@ class JobSetChanged(RuntimeError):
 
 
 def table_environment(config: CityConfig, job_name: str, mode: Mode) -> TableEnvironment:
+    ensure_live_gateway()
     settings = (
         EnvironmentSettings.in_streaming_mode()
         if mode == "streaming"
