@@ -10,7 +10,6 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Res
 from fastapi.concurrency import run_in_threadpool
 
 from citylake.config import ServiceConfig
-from citylake.lake.sites import load_site_regions
 from citylake.services.district import DISTRICT_DOC, DISTRICT_SQL, DistrictFilter, DistrictQuery
 from citylake.services.lakeaccess import LakeUnavailable
 from citylake.services.query import hot_json, paging
@@ -243,8 +242,8 @@ def router(config: ServiceConfig) -> APIRouter:
         hot = get_hot(request)
         table = None
         if hot is not None and (district is not None or type is not None):
-            regions = load_site_regions(request.app.state.lake.layout)
-            table = hot_metric_latest(hot, request.app.state.registry, params, regions)
+            registry = request.app.state.registry
+            table = hot_metric_latest(hot, registry, params, registry.regions())
         served_from = "hot" if table is not None else "lake"
         if table is None:
             table = fetch(cursor, _METRIC_LATEST_SQL, params, config)

@@ -16,6 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from citylake.lake.sites import load_site_regions, sites_mtime
 from citylake.services.query.sandbox import SandboxedLake
 
 _REGISTRY_SQL = """
@@ -31,6 +32,16 @@ class RegistryCache:
         self._lock = threading.Lock()
         self._files: tuple[str, ...] | None = None
         self._table: pa.Table | None = None
+        self._regions: tuple[int, dict[str, str]] | None = None
+
+    def regions(self) -> dict[str, str]:
+        """The lake's site -> region mapping (lake/sites.py), read again only
+        when its file changed: a district's latest values ask on every request."""
+        stamp = sites_mtime(self.lake.layout)
+        with self._lock:
+            if self._regions is None or self._regions[0] != stamp:
+                self._regions = (stamp, load_site_regions(self.lake.layout))
+            return self._regions[1]
 
     def devices(self) -> pa.Table:
         """device_id, type, civil_code, district of every registry device, by device_id."""
