@@ -167,6 +167,8 @@ def test_load_planned_against_achieved_and_missed_goals() -> None:
     record.info.plan["expected_readings_per_s"] = {"mqtt": 100.0, "modbus": 40.0}
     for sample in record.samples:
         sample.gauges[FLINK_JVM_RSS] = 900.0 + sample.t
+    record.queries = [q for q in record.queries if not q.error]
+    record.info.drain = {"landed": 8000.0, "in_lake": 8000.0, "waited_s": 3.0}
     summary = summarize(record)
     planned, achieved, unit = summary.load["mqtt"]
     assert (planned, unit) == (100.0, "readings/s")
@@ -187,3 +189,23 @@ def test_load_planned_against_achieved_and_missed_goals() -> None:
     for marker in record.markers:
         marker.visible_at = marker.acked_at + 12.0
     assert summarize(record).missed[0] == "freshness p99 12.0 s, goal <= 10 s"
+
+
+def test_query_goals_and_the_drain_fail_the_run() -> None:
+    """Issue 12's query goals (p99 <= 50 ms, no timeouts, the planned rate
+    reached) and every landed reading in the lake after the drain."""
+    record = synthetic()
+    record.markers = [m for m in record.markers if m.visible_at is not None]
+    record.info.plan["query_rate"] = 20.0  # synthetic() sends 10/s
+    record.info.drain = {"landed": 8000.0, "in_lake": 7990.0, "waited_s": 72.0}
+    for i in range(20):
+        record.queries.append(Query(5.0 + i, "readings", 80.0, 200))
+    missed = summarize(record).missed
+    assert "1 of 622 queries failed or timed out" in missed
+    assert "query p99 80.0 ms, goal <= 50 ms" in missed
+    assert "query load short: 10.4 of 20.0 queries/s planned (52%, below 95%)" in missed
+    assert any(m.startswith("10 landed readings not in the lake") for m in missed)
+    record.queries = [q for q in record.queries if not q.error and q.latency_ms < 50]
+    record.info.plan["query_rate"] = 10.0
+    record.info.drain["in_lake"] = 8000.0
+    assert summarize(record).missed == []

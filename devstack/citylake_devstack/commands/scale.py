@@ -57,7 +57,7 @@ def run(
         float, typer.Option(min=1, help="REGISTERs started per second (the storm)")
     ] = 300.0,
     keepalive: Annotated[float, typer.Option(min=1, help="GB28181 keepalive interval, seconds")] = 60.0,
-    jobs: Annotated[str, typer.Option(help=JOBS_HELP)] = "readings,rollups",
+    jobs: Annotated[str, typer.Option(help=JOBS_HELP)] = "all",
     checkpoint: Annotated[
         float,
         typer.Option(min=0.5, help="Flink checkpoint (lake commit) interval, s: bounds freshness"),
@@ -68,7 +68,7 @@ def run(
             "--separate-jobs", help="a Flink job and JVM per job instead of one for all (the baseline)"
         ),
     ] = False,
-    query_rate: Annotated[float, typer.Option(min=0.1, help="queries per second (open loop)")] = 20.0,
+    query_rate: Annotated[float, typer.Option(min=0.1, help="queries per second (open loop)")] = 200.0,
     direct: Annotated[
         bool, typer.Option("--direct", help="query the service directly instead of through its Dapr sidecar")
     ] = False,

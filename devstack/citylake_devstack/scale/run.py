@@ -63,7 +63,7 @@ from citylake_devstack.scale.probes import (
     total,
 )
 from citylake_devstack.scalereport.record import RunInfo, RunRecord, Sample
-from citylake_devstack.scalereport.summary import FLINK_JVM_RSS
+from citylake_devstack.scalereport.summary import FLINK_JVM_RSS, landed_total
 from citylake_devstack.sipp import Sipp, read_stats, sim_devices
 
 log = logging.getLogger(__name__)
@@ -419,6 +419,30 @@ class ScaleRun:
                 if all(m.seq in self.lake.markers for m in self.markers.markers):
                     break
                 time.sleep(0.5)
+        self._drain()
+
+    def _drain(self) -> None:
+        """Wait (a bounded time) until the lake holds every reading ingest
+        landed, and note both counts: "every acknowledged reading in the lake"
+        is judged on these, after the load, not on a sample taken under it."""
+        self.status("waiting for the lake to hold every landed reading")
+        started = time.monotonic()
+        deadline = started + 6 * self.plan.checkpoint_s + 60
+        landed = in_lake = 0.0
+        while True:
+            probe = Sample(t=round(self.clock(), 2))
+            self._sample_ingest(probe)
+            self.lake.poll()
+            landed = landed_total(probe)
+            in_lake = float(dict(self.lake.rows).get("readings", 0))
+            if in_lake >= landed or time.monotonic() > deadline:
+                break
+            time.sleep(1.0)
+        self.record.info.drain = {
+            "landed": landed,
+            "in_lake": in_lake,
+            "waited_s": round(time.monotonic() - started, 1),
+        }
 
     def _collect_markers(self) -> None:
         if self.markers is None:

@@ -90,12 +90,22 @@ def render(record: RunRecord, summary: Summary, figures: Mapping[str, Path]) -> 
         [
             "query latency p50 / p99",
             f"{number(s.query_p50_ms, 1)} / {number(s.query_p99_ms, 1)} ms "
-            f"({s.queries:,} queries, {s.query_rate:.1f}/s, {s.query_errors} errors, "
+            f"({s.queries:,} queries, {s.query_rate:.1f}/s of {s.query_rate_planned:g}/s planned, "
+            f"{s.query_errors} errors, "
             f"{s.query_not_found} not found)",
         ],
         [
             "pipeline backlog end / peak",
             f"{number(s.final_backlog_rows)} / {number(s.peak_backlog_rows)} rows",
+        ],
+        [
+            "after the load: landed / in the lake",
+            (
+                f"{number(info.drain.get('landed', 0))} / {number(info.drain.get('in_lake', 0))} readings "
+                f"(waited {number(info.drain.get('waited_s', 0), 1)} s)"
+                if info.drain
+                else "not measured"
+            ),
         ],
         ["landing zone at the end", f"{number(s.landing_bytes / 1e6, 1)} MB"],
         [

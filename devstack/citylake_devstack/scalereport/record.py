@@ -107,6 +107,8 @@ class RunInfo:
     notes: list[str] = field(default_factory=list)
     # What stopping found: processes of the run still alive afterwards.
     stop_check: dict[str, Any] = field(default_factory=dict)
+    # After the load: readings ingest landed and the lake's readings rows.
+    drain: dict[str, float] = field(default_factory=dict)
     workdir: str = ""
 
 

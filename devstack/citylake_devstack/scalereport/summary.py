@@ -26,6 +26,7 @@ FLINK_JVM_RSS = "flink JVMs: RSS MB"
 # Issue 12's goals; a run that misses one (or whose load fell short) fails.
 GOAL_FRESHNESS_P99_S = 10.0
 GOAL_FLINK_JVM_RSS_MB = 3072.0
+GOAL_QUERY_P99_MS = 50.0
 # The achieved share of planned load below which a run's load "fell short".
 LOAD_ACHIEVED_SHARE = 0.95
 
@@ -180,6 +181,7 @@ class Summary:
     query_errors: int = 0
     query_not_found: int = 0
     query_rate: float = 0.0
+    query_rate_planned: float = 0.0
     query_p50_ms: float = math.nan
     query_p99_ms: float = math.nan
     query_kinds: dict[str, tuple[int, float, float, int]] = field(default_factory=dict)  # n, p50, p99, errors
@@ -216,6 +218,8 @@ def summarize(record: RunRecord) -> Summary:
     if samples:
         _from_samples(out, samples)
     _from_events(out, record)
+    if info.drain:
+        out.final_backlog_rows = max(0.0, info.drain.get("landed", 0.0) - info.drain.get("in_lake", 0.0))
     _load(out, info.plan)
     out.findings = findings(record, out)
     out.missed = missed_goals(out)
@@ -254,6 +258,22 @@ def missed_goals(summary: Summary) -> list[str]:
         missed.append(f"freshness p99 {summary.freshness_p99_s:.1f} s, goal <= {GOAL_FRESHNESS_P99_S:g} s")
     if summary.markers and summary.markers_visible < summary.markers:
         missed.append(f"{summary.markers - summary.markers_visible} freshness markers never reached the lake")
+    if summary.queries:
+        if summary.query_errors:
+            missed.append(f"{summary.query_errors:,} of {summary.queries:,} queries failed or timed out")
+        if not summary.query_p99_ms <= GOAL_QUERY_P99_MS:
+            missed.append(f"query p99 {summary.query_p99_ms:,.1f} ms, goal <= {GOAL_QUERY_P99_MS:g} ms")
+    planned_rate = summary.query_rate_planned
+    if planned_rate > 0 and summary.query_rate < LOAD_ACHIEVED_SHARE * planned_rate:
+        missed.append(
+            f"query load short: {summary.query_rate:,.1f} of {planned_rate:,.1f} queries/s planned "
+            f"({100 * summary.query_rate / planned_rate:.0f}%, below {100 * LOAD_ACHIEVED_SHARE:.0f}%)"
+        )
+    if summary.final_backlog_rows > 0:
+        missed.append(
+            f"{summary.final_backlog_rows:,.0f} landed readings not in the lake when the run ended "
+            "(after the drain; redelivered duplicates, deduplicated by the lake, count here too)"
+        )
     if summary.flink_jvm_rss_peak_mb > GOAL_FLINK_JVM_RSS_MB:
         missed.append(
             f"Flink JVMs peak RSS {summary.flink_jvm_rss_peak_mb:,.0f} MB, "
@@ -320,6 +340,7 @@ def _from_events(out: Summary, record: RunRecord) -> None:
     out.query_errors = sum(q.error for q in queries)
     out.query_not_found = sum(q.status == 404 for q in queries)
     out.query_rate = len(queries) / info.duration_s if info.duration_s > 0 else 0.0
+    out.query_rate_planned = float(info.plan.get("query_rate", 0.0) or 0.0)
     answered = [q.latency_ms for q in queries if not q.error]
     out.query_p50_ms = quantile(answered, 0.5)
     out.query_p99_ms = quantile(answered, 0.99)
