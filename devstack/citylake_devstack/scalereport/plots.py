@@ -157,7 +157,7 @@ def _stacked(
         labels.append(OUTSIDE)
         stacks.append(list(rest))
         colors.append((0.8, 0.8, 0.8, 1.0))
-    if samples:
+    if samples and stacks:  # samples without a process (none had started) draw nothing
         ax.stackplot(x, stacks, labels=labels, colors=colors, alpha=0.9)
     return fig, ax
 
