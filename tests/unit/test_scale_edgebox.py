@@ -269,3 +269,24 @@ def test_a_run_without_a_box_has_no_box_figures(tmp_path: Path) -> None:
     assert summarize(record).box is None
     build_report(record, tmp_path / "r")
     assert not (tmp_path / "r" / "edge_box.png").exists()
+
+
+def test_the_command_refuses_a_box_it_cannot_make_before_starting_anything(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from typer.testing import CliRunner
+
+    from citylake.cli import app
+    from citylake_devstack.scale import edgebox
+
+    def unavailable() -> None:
+        raise EdgeBoxUnavailable("--edge-box needs the cgroup v1 memory controller(s) mounted")
+
+    monkeypatch.setattr(edgebox, "preflight", unavailable)
+    config = Path(__file__).resolve().parents[2] / "city.yaml"
+    result = CliRunner().invoke(
+        app, ["scale", "run", "--config", str(config), "--edge-box", "--devices", "30"]
+    )
+    assert result.exit_code == 2, result.output
+    assert "cgroup v1 memory" in result.output
+    assert "--edge-box-memory-mb" in CliRunner().invoke(app, ["scale", "run", "--help"]).output
