@@ -10,7 +10,7 @@ from __future__ import annotations
 import getpass
 import shutil
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,11 +41,18 @@ class Mosquitto:
 
 
 def start_mosquitto(
-    workdir: Path, port: int | None = None, queue_qos0: bool = False, listener_config: str = ""
+    workdir: Path,
+    port: int | None = None,
+    queue_qos0: bool = False,
+    listener_config: str = "",
+    extra_settings: Sequence[str] = (),
+    prefix: Sequence[str] = (),
 ) -> Mosquitto:
     """A mosquitto broker on 127.0.0.1 with persistence, sized for ingest that
     acknowledges only after its landing write: the default in-flight window of
-    20 QoS 1 messages per client would stall a batching subscriber."""
+    20 QoS 1 messages per client would stall a batching subscriber.
+    ``extra_settings`` are more mosquitto.conf lines (a deployment's bounds);
+    ``prefix`` goes before the command (ManagedProcess)."""
     binary = Path("/usr/sbin/mosquitto") if Path("/usr/sbin/mosquitto").exists() else None
     exe = str(binary) if binary else _binary("mosquitto", "install Debian's mosquitto (make setup)")
     port = port or free_port()
@@ -68,9 +75,12 @@ def start_mosquitto(
         "log_type error",
         "log_type warning",
         "log_type notice",
+        *extra_settings,
     ]
     conf.write_text("\n".join(settings) + "\n")
-    process = ManagedProcess("mosquitto", [exe, "-c", str(conf)], workdir / "mosquitto.log").start()
+    process = ManagedProcess(
+        "mosquitto", [exe, "-c", str(conf)], workdir / "mosquitto.log", prefix=prefix
+    ).start()
     process.wait_port(port, 15)
     return Mosquitto(process, port, tls="certfile" in listener_config)
 
@@ -107,6 +117,7 @@ def start_daprd(
     workdir: Path,
     mqtt_url: str,
     components: Path = DAPR_COMPONENTS,
+    prefix: Sequence[str] = (),
 ) -> Daprd:
     """A daprd sidecar in self-hosted mode with the project's component files.
     No placement or scheduler: citylake uses neither actors nor jobs."""
@@ -147,7 +158,9 @@ def start_daprd(
         "CITYLAKE_MQTT_URL": mqtt_url.replace("mqtt://", "tcp://"),
         "CITYLAKE_DAPR_STATE_DB": f"file:{workdir / 'state.db'}",
     }
-    process = ManagedProcess(f"daprd[{app_id}]", argv, workdir / f"daprd-{app_id}.log", env=env).start()
+    process = ManagedProcess(
+        f"daprd[{app_id}]", argv, workdir / f"daprd-{app_id}.log", env=env, prefix=prefix
+    ).start()
 
     def healthy() -> bool:
         try:
@@ -162,7 +175,12 @@ def start_daprd(
 
 
 def start_service(
-    service: str, config_path: Path, port: int, workdir: Path, env: Mapping[str, str] | None = None
+    service: str,
+    config_path: Path,
+    port: int,
+    workdir: Path,
+    env: Mapping[str, str] | None = None,
+    prefix: Sequence[str] = (),
 ) -> ManagedProcess:
     """``citylake serve <service>`` as a child process, waited for on /healthz.
     ``env`` adds variables, e.g. ``DAPR_HTTP_PORT`` to put the service beside a sidecar."""
@@ -178,7 +196,9 @@ def start_service(
         str(port),
     ]
     require_port_free(port, f"citylake {service}")
-    process = ManagedProcess(f"citylake-{service}", argv, workdir / f"{service}.log", env=env).start()
+    process = ManagedProcess(
+        f"citylake-{service}", argv, workdir / f"{service}.log", env=env, prefix=prefix
+    ).start()
 
     def healthy() -> bool:
         try:

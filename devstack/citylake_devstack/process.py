@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -49,7 +50,9 @@ def require_port_free(port: int, what: str) -> None:
 
 class ManagedProcess:
     """A child process with its output in a log file, stopped by ``stop()``
-    (SIGTERM, then SIGKILL) and by leaving a ``with`` block."""
+    (SIGTERM, then SIGKILL) and by leaving a ``with`` block. ``prefix`` is
+    run before ``argv`` and must ``exec`` it (the scale run's edge box puts
+    the process in a cgroup that way), so ``pid`` is still the command's."""
 
     def __init__(
         self,
@@ -58,9 +61,11 @@ class ManagedProcess:
         log_path: Path,
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
+        prefix: Sequence[str] = (),
     ) -> None:
         self.name = name
         self.argv = list(argv)
+        self.prefix = list(prefix)
         self.log_path = log_path
         self.env = {**os.environ, **(env or {})}
         self.cwd = cwd
@@ -68,10 +73,14 @@ class ManagedProcess:
 
     def start(self) -> ManagedProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        # Behind a prefix a missing program is the shell's exit 127, not an
+        # exception here: look for it first, so the message is the same.
+        if self.prefix and shutil.which(self.argv[0]) is None:
+            raise ComponentUnavailable(f"{self.name}: {self.argv[0]} not found; run `make setup`")
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
         try:
             self.proc = subprocess.Popen(
-                self.argv,
+                [*self.prefix, *self.argv],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=self.env,

@@ -59,3 +59,67 @@ def test_a_tiny_scale_run_measures_everything_and_leaves_nothing_running(tmp_pat
     assert report.summary.devices_online["gb28181"] == 3
     assert report.html.exists() and (tmp_path / "report" / "freshness.png").exists()
     assert wall < 240, f"the tiny run took {wall:.0f} s (warm-up {record.info.warmup_s:.0f} s)"
+
+
+def test_an_edge_box_run_holds_the_edge_in_its_cgroup_and_the_simulators_outside(tmp_path: Path) -> None:
+    """--edge-box: mosquitto, both daprd, every ingest, the Flink job and the
+    query service run in the box's cgroup (their pids in its cgroup.procs at
+    every sample), the simulators and the orchestrator do not; the box is
+    sampled into the report and removed afterwards."""
+    edgebox = pytest.importorskip("citylake_devstack.scale.edgebox")
+    try:
+        edgebox.preflight()
+    except edgebox.EdgeBoxUnavailable as exc:
+        pytest.skip(str(exc))
+    plan = ScalePlan(
+        devices=split_devices(36, modbus=3, gb28181=3),
+        minutes=0.25,
+        mqtt_period_s=2.0,
+        modbus_interval_s=1.0,
+        gb28181_keepalive_s=2.0,
+        gb28181_rate=50,
+        jobs=("readings",),
+        checkpoint_s=1.0,
+        query_rate=10,
+        marker_every_s=0.5,
+        sample_s=3.0,
+        edge_box=True,
+        edge_box_cpus=2.0,
+        edge_box_memory_mb=4096,
+    )
+    workdir = tmp_path / "run"
+    run = ScaleRun(plan, workdir)
+    record = run.run()
+    assert run.failure is None, run.failure
+    assert record.info.stop_check["left_running"] == [], record.info.stop_check
+
+    edge = {"mosquitto", "daprd-ingest", "ingest-mqtt", "ingest-modbus", "ingest-gb28181"}
+    edge |= {"flink-readings", "daprd-query", "query"}
+    outside = {"orchestrator", "modbus-gateways", "sipp", "mqtt-fleet"}
+    assert set(record.info.box["inside"]) == edge
+    boxed = [s for s in record.samples if s.box]
+    assert len(boxed) == len(record.samples) >= 3
+    for sample in boxed:
+        assert edge <= set(sample.box_members), sample.box_members
+        assert not outside & set(sample.box_members), sample.box_members
+    assert outside <= set(record.samples[-1].processes), "the simulators ran (outside the box)"
+    # The Flink JVM under its Python driver inherited the box: it dominates the box's memory.
+    last = boxed[-1].box
+    assert last["processes"] > len(edge) and last["rss_mb"] > 300, last
+    assert last["oom_kills"] == 0 and last["memory_peak_mb"] < 4096
+    assert boxed[-1].box["cpu_percent"] > 0 or boxed[-2].box["cpu_percent"] > 0
+    # The edge overlay's settings were the run's (deploy/overlays/edge).
+    config = (workdir / "city.yaml").read_text()
+    assert "memory_limit_mb: 160" in config and "local_heap_mb: 672" in config, config
+    assert "max_queued_bytes 33554432" in (workdir / "mosquitto" / "mosquitto.conf").read_text()
+
+    report = build_report(record, tmp_path / "report")
+    box = report.summary.box
+    assert box is not None and box.memory_peak_mb == max(s.box["memory_peak_mb"] for s in boxed)
+    assert box.memory_limit_mb == 4096 and box.cpus == 2.0 and box.oom_kills == 0
+    assert not report.summary.missed or all("box" not in m for m in report.summary.missed)
+    assert (tmp_path / "report" / "edge_box.png").exists()
+    html = report.html.read_text()
+    assert "edge box memory peak" in html and "edge box (cgroup v1) limits" in html
+    # Removed at the end.
+    assert not any(Path(d).exists() for d in record.info.box["dirs"].values())

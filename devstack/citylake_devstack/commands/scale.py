@@ -77,6 +77,20 @@ def run(
     ] = 600.0,
     sample: Annotated[float, typer.Option(min=1, help="seconds between samples")] = 5.0,
     marker_every: Annotated[float, typer.Option(min=0.1, help="seconds between freshness markers")] = 2.0,
+    edge_box: Annotated[
+        bool,
+        typer.Option(
+            "--edge-box",
+            help="run the edge's processes (mosquitto, ingest, Flink, query, daprd) in a cgroup v1 of "
+            "the edge node's size, with deploy/overlays/edge's settings; simulators stay outside (root)",
+        ),
+    ] = False,
+    edge_box_cpus: Annotated[
+        float, typer.Option(min=0.1, max=256, help="--edge-box: CPUs of the box (CFS quota)")
+    ] = 2.0,
+    edge_box_memory_mb: Annotated[
+        int, typer.Option(min=256, help="--edge-box: memory limit of the box, MiB")
+    ] = 4096,
 ) -> None:
     """Simulated devices at city rates through the whole pipeline under query
     load for N minutes; sampled into a report directory."""
@@ -96,6 +110,13 @@ def run(
         split = split_devices(devices, modbus, gb28181)
     except ValueError as exc:
         fail(str(exc), code=2)
+    if edge_box:
+        from citylake_devstack.scale.edgebox import EdgeBoxUnavailable, preflight
+
+        try:
+            preflight()  # before anything starts: root and the cgroup v1 controllers
+        except EdgeBoxUnavailable as exc:
+            fail(str(exc), code=2)
     plan = ScalePlan(
         devices=split,
         minutes=minutes,
@@ -112,6 +133,9 @@ def run(
         marker_every_s=marker_every,
         sample_s=sample,
         hot_window_s=hot_window,
+        edge_box=edge_box,
+        edge_box_cpus=edge_box_cpus,
+        edge_box_memory_mb=edge_box_memory_mb,
         alert_rules=[r.model_dump(exclude_none=True) for r in loaded.config.pipelines.alerts],
     )
     data_dir = loaded.config.data_dir
@@ -219,6 +243,17 @@ class _Progress:
                 f"{name} {stat.rss_mb:.0f} MB"
                 for name, stat in sorted(last.processes.items(), key=lambda item: -item[1].rss_mb)[:3]
             ),
+            **(
+                {
+                    "edge box": f"{last.box.get('memory_mb', 0):,.0f} MiB (peak "
+                    f"{last.box.get('memory_peak_mb', 0):,.0f}, rss {last.box.get('rss_mb', 0):,.0f}), "
+                    f"CPU {last.box.get('cpu_percent', 0):.0f}%, "
+                    f"{last.box.get('throttled_periods_percent', 0):.0f}% throttled, "
+                    f"OOM kills {last.box.get('oom_kills', 0):.0f}"
+                }
+                if last.box
+                else {}
+            ),
         }
 
     def render(self, record: RunRecord | None) -> Group:
@@ -257,6 +292,20 @@ def _print_summary(summary: Summary, record: RunRecord) -> None:
         "Flink JVMs RSS peak / mean",
         f"{summary.flink_jvm_rss_peak_mb:,.0f} / {summary.flink_jvm_rss_mean_mb:,.0f} MB (psutil, summed)",
     )
+    box = summary.box
+    if box is not None:
+        table.add_row("edge box limits", f"{box.cpus:g} CPUs, {box.memory_limit_mb:,.0f} MiB (cgroup v1)")
+        table.add_row(
+            "edge box memory peak / mean",
+            f"{box.memory_peak_mb:,.0f} / {box.memory_mean_mb:,.0f} MiB with page cache "
+            f"(rss peak {box.rss_peak_mb:,.0f} MiB)",
+        )
+        table.add_row(
+            "edge box CPU mean / peak",
+            f"{box.cpu_mean:.0f}% / {box.cpu_peak:.0f}% of one core, "
+            f"{box.throttled_periods_percent:.0f}% of periods throttled",
+        )
+        table.add_row("edge box OOM kills", str(box.oom_kills))
     for protocol, (planned, achieved, unit) in summary.load.items():
         table.add_row(f"load {protocol}", f"{achieved:,.0f} of {planned:,.0f} {unit} planned")
     table.add_row("machine CPU mean", f"{summary.machine_mean_cpu:.0f}% of one core ({summary.cores} cores)")

@@ -16,6 +16,7 @@ from typing import Any
 from ruamel.yaml import YAML
 
 from citylake.pipelines.jobs import JOB_NAMES
+from citylake_devstack.scale.edge_settings import EdgeSettings
 from citylake_devstack.simulators.mqtt import DEVICE_TYPES, METRICS
 
 MQTT, MODBUS, GB28181 = "mqtt", "modbus", "gb28181"
@@ -65,6 +66,11 @@ class ScalePlan:
     marker_every_s: float = 2.0
     sample_s: float = 5.0
     hot_window_s: float = 600.0
+    # The edge in a box (scale/edgebox.py): the edge's own processes in a
+    # cgroup of the edge node's size, configured as deploy/overlays/edge is.
+    edge_box: bool = False
+    edge_box_cpus: float = 2.0
+    edge_box_memory_mb: int = 4096
     alert_rules: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -97,9 +103,12 @@ def write_scale_config(
     mqtt_url: str,
     modbus_source: dict[str, Any] | None,
     sip_port: int,
+    edge: EdgeSettings | None = None,
 ) -> Path:
     """city.yaml for the run: one source per protocol, the live feed on Dapr
-    pub/sub into the query service's hot tier, the jobs' checkpoint interval."""
+    pub/sub into the query service's hot tier, the jobs' checkpoint interval;
+    with ``edge``, the edge overlay's ingest, Flink memory and query settings
+    on top (edge_settings.py says which)."""
     sources: list[dict[str, Any]] = [
         {
             "name": SOURCE_NAMES[MQTT],
@@ -150,6 +159,10 @@ def write_scale_config(
             }
         },
     }
+    if edge is not None:
+        document["ingest"].update(edge.ingest)
+        document["pipelines"]["flink"].update(edge.flink)
+        document["services"]["query"].update(edge.query)
     yaml = YAML()
     yaml.width = 200
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,12 @@ Flink -> lake) before the clock starts. Under load: the GB28181 storm (SIPp),
 the MQTT fleet, freshness markers and the query load generator, sampled every
 few seconds. At the end (or on Ctrl-C) everything is stopped in reverse order
 and /proc is checked for anything of the run still alive.
+
+With ``plan.edge_box`` the edge's own processes (mosquitto, both daprd, every
+ingest, the Flink job(s), the query service) start inside a cgroup of the edge
+node's size (edgebox.py) and with the edge overlay's settings
+(edge_settings.py); the simulators, the load generators and this orchestrator
+stay outside. The box is sampled with the rest and removed at the end.
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ from citylake_devstack.components import Daprd, Mosquitto, start_daprd, start_mo
 from citylake_devstack.ingest_probe import IngestProbe
 from citylake_devstack.modbus_sim import start_modbus_simulator
 from citylake_devstack.process import CITYLAKE, ComponentUnavailable, ManagedProcess, free_port
+from citylake_devstack.scale.edge_settings import EdgeSettings, edge_settings
+from citylake_devstack.scale.edgebox import BoxLimits, BoxReading, EdgeBox, members
 from citylake_devstack.scale.fleet import read_status
 from citylake_devstack.scale.load import MarkerPublisher, QueryLoad
 from citylake_devstack.scale.plan import (
@@ -107,6 +115,9 @@ class ScaleRun:
         self._dead_noted: set[str] = set()
         self._last_metrics: dict[str, Metrics] = {}
         self._scrapes_failed = 0
+        self.box: EdgeBox | None = None
+        self.edge: EdgeSettings | None = None
+        self._box_last: tuple[BoxReading, float] | None = None
         self.record = RunRecord(
             RunInfo(
                 started_at="",
@@ -144,29 +155,67 @@ class ScaleRun:
             try:
                 self._stop_everything()
             finally:
-                if previous is not None:
-                    signal.signal(signal.SIGINT, previous)
+                try:
+                    self._remove_box()  # after its processes are gone
+                finally:
+                    if previous is not None:
+                        signal.signal(signal.SIGINT, previous)
             self.record.info.wall_s = round(time.monotonic() - wall, 1)
         return self.record
 
-    def _add(self, name: str, process: ManagedProcess) -> ManagedProcess:
+    def _remove_box(self) -> None:
+        if self.box is None:
+            return
+        try:
+            killed = self.box.remove()
+        except OSError as exc:
+            self.record.info.notes.append(f"edge box cgroup {self.box.name} not removed: {exc}")
+            return
+        if killed:
+            self.record.info.notes.append(f"edge box: {len(killed)} processes still in it were killed")
+
+    def _prefix(self) -> list[str]:
+        """What puts an edge process in the box (nothing without one)."""
+        return self.box.prefix if self.box is not None else []
+
+    def _add(self, name: str, process: ManagedProcess, boxed: bool = False) -> ManagedProcess:
+        """Track a started process; ``boxed``: it was started in the edge box."""
         self.processes.append(process)
         self.sampler.add(name, process.pid)
+        if boxed and self.box is not None:
+            self.record.info.box["inside"].append(name)
         return process
 
     def _citylake(self, name: str, args: list[str], env: dict[str, str] | None = None) -> ManagedProcess:
+        """An edge process of citylake (ingest, a Flink job): in the box if there is one."""
         argv = [*CITYLAKE, *args]
         environment = {"CITYLAKE_LOG_LEVEL": "WARNING", **(env or {})}
-        return self._add(
-            name, ManagedProcess(name, argv, self.workdir / f"{name}.log", env=environment).start()
+        process = ManagedProcess(
+            name, argv, self.workdir / f"{name}.log", env=environment, prefix=self._prefix()
         )
+        return self._add(name, process.start(), boxed=True)
 
     def _start_stack(self) -> None:
         plan = self.plan
         self.workdir.mkdir(parents=True, exist_ok=True)
+        if plan.edge_box:
+            self.status(
+                f"making the edge box: {plan.edge_box_cpus:g} CPUs, {plan.edge_box_memory_mb} MiB (cgroup v1)"
+            )
+            self.edge = edge_settings()
+            self.box = EdgeBox.create(BoxLimits(plan.edge_box_cpus, plan.edge_box_memory_mb))
+            self.record.info.box = {
+                **self.box.describe(),
+                "edge_settings": self.edge.describe(),
+                "inside": [],
+            }
         self.status("starting mosquitto")
-        self.broker = start_mosquitto(self.workdir / "mosquitto")
-        self._add("mosquitto", self.broker.process)
+        self.broker = start_mosquitto(
+            self.workdir / "mosquitto",
+            extra_settings=self.edge.broker if self.edge else (),
+            prefix=self._prefix(),
+        )
+        self._add("mosquitto", self.broker.process, boxed=True)
 
         modbus_source = None
         if plan.devices[MODBUS]:
@@ -187,7 +236,13 @@ class ScaleRun:
 
         self.sip_port = free_port()
         config = write_scale_config(
-            self.workdir / "city.yaml", plan, self.data_dir, self.broker.url, modbus_source, self.sip_port
+            self.workdir / "city.yaml",
+            plan,
+            self.data_dir,
+            self.broker.url,
+            modbus_source,
+            self.sip_port,
+            self.edge,
         )
         self.config_path = config
         protocols = [p for p in (GB28181, MQTT, MODBUS) if plan.devices[p] or p == MQTT]
@@ -195,9 +250,13 @@ class ScaleRun:
 
         self.status("starting the ingest sidecar (daprd) for the live feed")
         ingest_sidecar = start_daprd(
-            "ingest", self.ingest_ports[MQTT], self.workdir / "dapr-ingest", self.broker.url
+            "ingest",
+            self.ingest_ports[MQTT],
+            self.workdir / "dapr-ingest",
+            self.broker.url,
+            prefix=self._prefix(),
         )
-        self._add("daprd-ingest", ingest_sidecar.process)
+        self._add("daprd-ingest", ingest_sidecar.process, boxed=True)
         for protocol in protocols:
             # One at a time: each recovers the shared landing zone at start.
             self.status(f"starting ingest for {protocol} ({SOURCE_NAMES[protocol]})")
@@ -240,17 +299,18 @@ class ScaleRun:
         self.status("starting the query service beside its daprd (hot tier fed by the live feed)")
         self.query_port = free_port()
         self.query_sidecar = start_daprd(
-            "query", self.query_port, self.workdir / "dapr-query", self.broker.url
+            "query", self.query_port, self.workdir / "dapr-query", self.broker.url, prefix=self._prefix()
         )
-        self._add("daprd-query", self.query_sidecar.process)
+        self._add("daprd-query", self.query_sidecar.process, boxed=True)
         service = start_service(
             "query",
             config,
             self.query_port,
             self.workdir,
             env={"DAPR_HTTP_PORT": str(self.query_sidecar.http_port), "CITYLAKE_LOG_LEVEL": "WARNING"},
+            prefix=self._prefix(),
         )
-        self._add("query", service)
+        self._add("query", service, boxed=True)
 
     def _warm_up(self) -> None:
         """A marker through the whole path before the clock runs: JVM and job
@@ -491,9 +551,21 @@ class ScaleRun:
         sample.lake_tables = {k: float(v) for k, v in rows.items()}
         sample.processes, sample.machine_cpu_percent, sample.steal_percent = self.sampler.sample()
         sample.mem_available_mb = round(mem_available_mb())
+        self._sample_box(sample)
         self._note_dead(t)
         self._collect_markers()
         return sample
+
+    def _sample_box(self, sample: Sample) -> None:
+        """The box's counters, and which process trees are in it (their root pids)."""
+        if self.box is None:
+            return
+        now = time.monotonic()
+        reading = self.box.read()
+        previous, at = self._box_last if self._box_last else (None, now)
+        sample.box = reading.figures(previous, now - at)
+        sample.box_members = members(reading.pids, self.sampler.roots)
+        self._box_last = (reading, now)
 
     def _sample_ingest(self, sample: Sample) -> float:
         """Each ingest process's /metrics into the sample; returns the readings

@@ -2,7 +2,8 @@
 
 samples.json    the record itself (everything measured; rebuilds the rest)
 samples.csv     one row per sample, derived rates and percentiles included
-<figure>.png    ingest_rate, lag, freshness, query_latency, cpu, memory, devices_online
+<figure>.png    ingest_rate, lag, freshness, query_latency, cpu, memory, devices_online;
+                edge_box with --edge-box
 index.html      the one-page summary with the figures embedded
 """
 
@@ -55,6 +56,7 @@ def csv_rows(record: RunRecord) -> tuple[list[str], list[dict[str, float]]]:
     counters = keys([s.counters for s in samples])
     gauges = keys([s.gauges for s in samples])
     tables = keys([s.lake_tables for s in samples])
+    box = keys([s.box for s in samples])
     rows = []
     for i, s in enumerate(samples):
         row: dict[str, float] = {
@@ -93,6 +95,8 @@ def csv_rows(record: RunRecord) -> tuple[list[str], list[dict[str, float]]]:
             row[f"counter[{name}]"] = s.counters.get(name, math.nan)
         for name in gauges:
             row[f"gauge[{name}]"] = s.gauges.get(name, math.nan)
+        for name in box:
+            row[f"box[{name}]"] = s.box.get(name, math.nan)
         rows.append(row)
     header = list(rows[0]) if rows else ["t_s"]
     return header, rows

@@ -62,6 +62,31 @@ def _image(path: Path, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
+def _box_rows(s: Summary) -> list[list[str]]:
+    """The edge box's limits and figures (runs with --edge-box)."""
+    box = s.box
+    if box is None:
+        return []
+    return [
+        [
+            "edge box (cgroup v1) limits",
+            f"{box.cpus:g} CPUs, {number(box.memory_limit_mb)} MiB; inside: {', '.join(box.inside)}",
+        ],
+        [
+            "edge box memory peak / mean",
+            f"{number(box.memory_peak_mb)} / {number(box.memory_mean_mb)} MiB with page cache "
+            f"(rss peak {number(box.rss_peak_mb)}, cache peak {number(box.cache_peak_mb)} MiB)",
+        ],
+        [
+            "edge box CPU mean / peak, throttling",
+            f"{number(box.cpu_mean)}% / {number(box.cpu_peak)}% of one core; "
+            f"{number(box.throttled_periods_percent, 1)}% of periods throttled, "
+            f"{number(box.throttled_s, 1)} s held back",
+        ],
+        ["edge box OOM kills / failcnt", f"{box.oom_kills} / {box.failcnt}"],
+    ]
+
+
 def render(record: RunRecord, summary: Summary, figures: Mapping[str, Path]) -> str:
     info = record.info
     s = summary
@@ -112,6 +137,7 @@ def render(record: RunRecord, summary: Summary, figures: Mapping[str, Path]) -> 
             "Flink JVMs' RSS, peak / mean (psutil, summed)",
             f"{number(s.flink_jvm_rss_peak_mb)} / {number(s.flink_jvm_rss_mean_mb)} MB",
         ],
+        *_box_rows(s),
         ["goals missed, load short", "; ".join(s.missed) or "none"],
         [
             "machine CPU mean / peak",

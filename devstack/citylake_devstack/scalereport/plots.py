@@ -157,7 +157,7 @@ def _stacked(
         labels.append(OUTSIDE)
         stacks.append(list(rest))
         colors.append((0.8, 0.8, 0.8, 1.0))
-    if samples:
+    if samples and stacks:  # samples without a process (none had started) draw nothing
         ax.stackplot(x, stacks, labels=labels, colors=colors, alpha=0.9)
     return fig, ax
 
@@ -197,6 +197,36 @@ def memory(record: RunRecord) -> Figure:
     return fig
 
 
+def edge_box(record: RunRecord) -> Figure:
+    """The box's memory against its limit, and its CPU against its quota."""
+    samples = [s for s in record.samples if s.box]
+    box = record.info.box
+    fig = Figure(figsize=(SIZE[0], SIZE[1] * 1.8), dpi=DPI)
+    memory_ax, cpu_ax = fig.subplots(2, 1, sharex=True)
+    x = _minutes(samples)
+    for key, label in (
+        ("memory_mb", "usage (rss + page cache)"),
+        ("rss_mb", "rss"),
+        ("cache_mb", "page cache"),
+        ("memory_peak_mb", "peak usage so far"),
+    ):
+        memory_ax.plot(x, [s.box.get(key, math.nan) for s in samples], label=label)
+    if "memory_mb" in box:
+        memory_ax.axhline(float(box["memory_mb"]), color="red", ls="--", lw=1, label="limit")
+    memory_ax.set_ylabel("MiB")
+    memory_ax.set_title(f"Edge box memory ({box.get('cgroup', '')})", fontsize=11)
+    memory_ax.grid(True, alpha=0.3)
+    memory_ax.legend(fontsize=8, loc="lower right", ncols=3)
+    cpu_ax.plot(x, [s.box.get("cpu_percent", math.nan) for s in samples], label="CPU of the box")
+    cpu_ax.plot(
+        x, [s.box.get("throttled_periods_percent", math.nan) for s in samples], label="% of periods throttled"
+    )
+    if "cpus" in box:
+        cpu_ax.axhline(100 * float(box["cpus"]), color="red", ls="--", lw=1, label="quota")
+    _finish(fig, cpu_ax, "Edge box CPU (% of one core) and throttling", "%")
+    return fig
+
+
 def devices_online(record: RunRecord) -> Figure:
     samples = record.samples
     fig = Figure(figsize=SIZE, dpi=DPI)
@@ -217,7 +247,10 @@ FIGURES: dict[str, tuple[str, Callable[[RunRecord], Figure]]] = {
     "cpu": ("CPU", cpu),
     "memory": ("Memory", memory),
     "devices_online": ("Devices online", devices_online),
+    "edge_box": ("Edge box", edge_box),
 }
+# Figures drawn only when the record has their data.
+OPTIONAL: dict[str, Callable[[RunRecord], bool]] = {"edge_box": lambda r: any(s.box for s in r.samples)}
 
 
 def write_figures(record: RunRecord, directory: Path) -> dict[str, Path]:
@@ -225,6 +258,8 @@ def write_figures(record: RunRecord, directory: Path) -> dict[str, Path]:
     directory.mkdir(parents=True, exist_ok=True)
     written = {}
     for name, (_, draw) in FIGURES.items():
+        if name in OPTIONAL and not OPTIONAL[name](record):
+            continue
         path = directory / f"{name}.png"
         draw(record).savefig(path, format="png")
         written[name] = path

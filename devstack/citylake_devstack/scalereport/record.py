@@ -58,6 +58,12 @@ class Sample:
     # Cumulative error and drop counters by name; gauges of backlog by name.
     counters: dict[str, float] = field(default_factory=dict)
     gauges: dict[str, float] = field(default_factory=dict)
+    # The edge box's cgroup (runs with --edge-box): memory in MiB (usage with
+    # page cache, its peak, rss and cache apart), CPU in % of one core over the
+    # interval, cumulative failcnt, OOM kills and throttling; and which of the
+    # run's process trees had their root pid in the box at this sample.
+    box: dict[str, float] = field(default_factory=dict)
+    box_members: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -110,6 +116,9 @@ class RunInfo:
     # After the load: readings ingest landed and the lake's readings rows.
     drain: dict[str, float] = field(default_factory=dict)
     workdir: str = ""
+    # The edge box (empty without --edge-box): its cgroup and limits, which
+    # processes were started in it, the edge settings the run was given.
+    box: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

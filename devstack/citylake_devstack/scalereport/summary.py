@@ -154,6 +154,60 @@ def process_figures(samples: Sequence[Sample]) -> list[ProcessFigures]:
     return sorted(figures, key=lambda f: -f.mean_cpu)
 
 
+@dataclass(frozen=True)
+class BoxFigures:
+    """The edge box (--edge-box): its limits and what its cgroup counted.
+    Memory is the kernel's charge to the box: usage includes the page cache
+    of the files its processes write and read (reclaimable), so rss and cache
+    are shown apart; the peak is memory.max_usage_in_bytes, warm-up included."""
+
+    cpus: float
+    memory_limit_mb: float
+    memory_peak_mb: float
+    memory_mean_mb: float
+    rss_peak_mb: float
+    cache_peak_mb: float
+    cpu_mean: float  # % of one core, over the load
+    cpu_peak: float
+    throttled_s: float  # time the box's processes were held back by the CPU quota, whole run
+    throttled_periods_percent: float  # mean share of CFS periods that throttled, over the load
+    oom_kills: int
+    failcnt: int
+    inside: list[str]  # the process trees started in the box
+    not_seen_inside: list[str]  # of those, never seen in its cgroup.procs at a sample
+
+
+def box_figures(record: RunRecord) -> BoxFigures | None:
+    box = record.info.box
+    samples = [s for s in record.samples if s.box]
+    if not box or not samples:
+        return None
+    intervals = measured(samples)
+    last = samples[-1].box
+    seen = {name for s in samples for name in s.box_members}
+    inside = [str(name) for name in box.get("inside", [])]
+
+    def series(key: str, of: Sequence[Sample] = samples) -> list[float]:
+        return [s.box.get(key, 0.0) for s in of]
+
+    return BoxFigures(
+        cpus=float(box.get("cpus", math.nan)),
+        memory_limit_mb=float(box.get("memory_mb", math.nan)),
+        memory_peak_mb=max(series("memory_peak_mb")),
+        memory_mean_mb=sum(series("memory_mb")) / len(samples),
+        rss_peak_mb=max(series("rss_mb")),
+        cache_peak_mb=max(series("cache_mb")),
+        cpu_mean=sum(series("cpu_percent", intervals)) / len(intervals),
+        cpu_peak=max(series("cpu_percent", intervals)),
+        throttled_s=last.get("throttled_s", 0.0),
+        throttled_periods_percent=sum(series("throttled_periods_percent", intervals)) / len(intervals),
+        oom_kills=int(max(series("oom_kills"))),
+        failcnt=int(max(series("failcnt"))),
+        inside=inside,
+        not_seen_inside=[name for name in inside if name not in seen],
+    )
+
+
 @dataclass
 class Summary:
     """The one-page figures."""
@@ -201,6 +255,7 @@ class Summary:
     # By protocol: (planned, achieved, unit): readings/s for polled and
     # reporting devices, devices online for GB28181 (keepalives, no readings).
     load: dict[str, tuple[float, float, str]] = field(default_factory=dict)
+    box: BoxFigures | None = None  # runs with --edge-box
     findings: list[str] = field(default_factory=list)
     missed: list[str] = field(default_factory=list)  # goals missed and load short: the run fails
 
@@ -221,6 +276,7 @@ def summarize(record: RunRecord) -> Summary:
     if info.drain:
         out.final_backlog_rows = max(0.0, info.drain.get("landed", 0.0) - info.drain.get("in_lake", 0.0))
     _load(out, info.plan)
+    out.box = box_figures(record)
     out.findings = findings(record, out)
     out.missed = missed_goals(out)
     return out
@@ -279,6 +335,13 @@ def missed_goals(summary: Summary) -> list[str]:
             f"Flink JVMs peak RSS {summary.flink_jvm_rss_peak_mb:,.0f} MB, "
             f"goal <= {GOAL_FLINK_JVM_RSS_MB:,.0f} MB"
         )
+    box = summary.box
+    if box is not None:
+        if box.oom_kills:
+            missed.append(f"{box.oom_kills} OOM kill(s) in the edge box ({box.memory_limit_mb:,.0f} MiB)")
+        if box.not_seen_inside:
+            # Then the box did not measure the edge: say so rather than report it.
+            missed.append(f"edge processes never seen in the box: {', '.join(box.not_seen_inside)}")
     return missed
 
 
@@ -398,6 +461,12 @@ def findings(record: RunRecord, summary: Summary) -> list[str]:
         found.append(
             f"{summary.markers - summary.markers_visible} of {summary.markers} freshness markers "
             "never seen in the lake"
+        )
+    box = summary.box
+    if box is not None and box.throttled_periods_percent >= 50:
+        found.append(
+            f"edge box CPU-bound: {box.throttled_periods_percent:.0f}% of CFS periods throttled on average "
+            f"({box.throttled_s:.0f} s held back by the {box.cpus:g}-CPU quota)"
         )
     if summary.queries and summary.query_errors > 0.01 * summary.queries:
         found.append(f"{summary.query_errors} of {summary.queries} queries failed (no answer or 5xx)")
