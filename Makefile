@@ -56,12 +56,15 @@ bench: setup
 	@bash tools/setup/bench.sh
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
-# The sync's two benches alone (issue 16): codecs per link, and >= 100 link
-# cuts in network namespaces (root). Not part of make test.
+# The sync's benches alone (issue 16): codecs per link; in network namespaces
+# (root), >= 100 short outages, a day's backlog after a cut, a region down
+# for 5 minutes while its edge writes. Not part of make test (~30 min).
 .PHONY: bench-sync
 bench-sync:
 	PYTHONPATH=$(CURDIR) $(BIN)/python bench/bench_sync_compression.py
 	PYTHONPATH=$(CURDIR) $(BIN)/python bench/bench_sync_outages.py --outages 100 --tiers 3
+	PYTHONPATH=$(CURDIR) $(BIN)/python bench/bench_sync_outages.py --scenario backlog --repeat 3
+	PYTHONPATH=$(CURDIR) $(BIN)/python bench/bench_sync_outages.py --scenario region-down --down-s 300 --repeat 2
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

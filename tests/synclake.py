@@ -1,54 +1,6 @@
-"""Edge lakes for the sync tests: part files written as Flink's sink commits
-them (hidden, then renamed), each reading numbered so a count, a distinct
-count and a sum show any loss or repeat."""
+"""Edge lakes for the sync tests: the test bench's part files
+(`citylake_devstack.synclake`, shared with bench/bench_sync_outages.py)."""
 
-from __future__ import annotations
+from citylake_devstack.synclake import CHECK_SQL, DAY_MS, READINGS, T0, expected_check, part_file
 
-import os
-from datetime import UTC, datetime
-from pathlib import Path
-
-import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-from citylake.schemas import DataLayout, table
-
-READINGS = table("readings")
-T0 = int(datetime(2026, 11, 20, tzinfo=UTC).timestamp() * 1000)
-DAY_MS = 86_400_000
-
-
-def part_file(layout: DataLayout, day: int, name: str, first: int, n: int, site: str = "edge-a") -> Path:
-    """Readings ``first`` .. ``first + n - 1`` (value = number) in the partition
-    of 2026-11-20 + ``day``. Values after the number are noise, so the file
-    is as incompressible as real measurements."""
-    numbers = np.arange(first, first + n, dtype=np.int64)
-    noise = np.random.default_rng(first).random(n)
-    stamp = datetime.fromtimestamp((T0 + day * DAY_MS) / 1000, UTC).date().isoformat()
-    rows = pa.table(
-        {
-            "device_id": pa.array([f"dev-{i % 50}" for i in numbers], pa.string()),
-            "ts": pa.array(T0 + day * DAY_MS + numbers, pa.timestamp("ms")),
-            "metric": pa.array(["level"] * n, pa.string()),
-            "value": pa.array(numbers.astype(np.float64)),
-            "text": pa.array([None] * n, pa.string()),
-            "unit": pa.array(["m"] * n, pa.string()),
-            "quality": pa.array(np.zeros(n, dtype=np.int32)),
-            "source": pa.array([f"{noise[i]:.12f}" for i in range(n)], pa.string()),
-            "site": pa.array([site] * n, pa.string()),
-            "ingest_ts": pa.array(np.full(n, T0, dtype=np.int64), pa.timestamp("ms")),
-        }
-    )
-    path = layout.lake(READINGS) / f"date={stamp}" / f"part-{name}"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    hidden = path.with_name(f".{path.name}.inprogress")
-    pq.write_table(rows, hidden, compression="zstd")
-    os.rename(hidden, path)
-    return path
-
-
-CHECK_SQL = (
-    "SELECT count(*), count(DISTINCT (device_id, ts)), coalesce(sum(value), 0), count(DISTINCT value) "
-    "FROM readings"
-)
+__all__ = ["CHECK_SQL", "DAY_MS", "READINGS", "T0", "expected_check", "part_file"]
