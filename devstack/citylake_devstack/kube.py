@@ -263,7 +263,10 @@ def start_kube_apiserver(workdir: Path) -> KubeApiServer:
                     ],
                     "users": [{"name": "citylake-test", "user": {"token": token}}],
                     "contexts": [
-                        {"name": "citylake-test", "context": {"cluster": "citylake-test", "user": "citylake-test"}}
+                        {
+                            "name": "citylake-test",
+                            "context": {"cluster": "citylake-test", "user": "citylake-test"},
+                        }
                     ],
                     "current-context": "citylake-test",
                 }
