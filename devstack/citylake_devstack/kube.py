@@ -10,6 +10,7 @@ one raises ``ComponentUnavailable`` with that hint.
 from __future__ import annotations
 
 import secrets
+import ssl
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,19 +87,24 @@ def crd_files(sources: SchemaSources) -> list[Path]:
     return sorted(dapr.glob("*.yaml")) + sorted(flink.glob("*.yml"))
 
 
-def _service_account_key(path: Path) -> None:
-    """The key the server signs service-account tokens with (and checks them
-    against): required by kube-apiserver even when no token is ever issued."""
+def _service_account_keys(private: Path, public: Path) -> None:
+    """The key pair the server signs service-account tokens with and checks
+    them against: required by kube-apiserver even when no token is issued."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
     key = ec.generate_private_key(ec.SECP256R1())
-    path.write_bytes(
+    private.write_bytes(
         key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
     )
-    path.chmod(0o600)
+    private.chmod(0o600)
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
 
 
 @dataclass
@@ -188,8 +194,8 @@ def start_kube_apiserver(workdir: Path) -> KubeApiServer:
         tokens = workdir / "tokens.csv"
         tokens.write_text(f'{token},citylake-test,citylake-test,"system:masters"\n')
         tokens.chmod(0o600)
-        sa_key = workdir / "service-account.key"
-        _service_account_key(sa_key)
+        sa_key, sa_pub = workdir / "service-account.key", workdir / "service-account.pub"
+        _service_account_keys(sa_key, sa_pub)
         cert_dir = workdir / "certs"
         apiserver = ManagedProcess(
             "kube-apiserver",
@@ -212,7 +218,7 @@ def start_kube_apiserver(workdir: Path) -> KubeApiServer:
                 "--service-account-issuer",
                 "https://kubernetes.default.svc.cluster.local",
                 "--service-account-key-file",
-                str(sa_key),
+                str(sa_pub),
                 "--service-account-signing-key-file",
                 str(sa_key),
                 # Where Service cluster IPs would come from; none is reachable
@@ -220,8 +226,6 @@ def start_kube_apiserver(workdir: Path) -> KubeApiServer:
                 "--service-cluster-ip-range",
                 "10.96.0.0/16",
                 "--profiling=false",
-                "-v",
-                "1",
             ],
             workdir / "kube-apiserver.log",
         ).start()
@@ -236,13 +240,10 @@ def start_kube_apiserver(workdir: Path) -> KubeApiServer:
             if not ca.exists():
                 return False
             try:
-                return (
-                    httpx.get(
-                        f"https://127.0.0.1:{port}/readyz", headers=headers, verify=str(ca), timeout=2
-                    ).status_code
-                    == 200
-                )
-            except httpx.HTTPError:
+                tls = ssl.create_default_context(cafile=str(ca))
+                url = f"https://127.0.0.1:{port}/readyz"
+                return httpx.get(url, headers=headers, verify=tls, timeout=2).status_code == 200
+            except (httpx.HTTPError, ssl.SSLError):
                 return False
 
         apiserver.wait_until(ready, READY_TIMEOUT_S, "/readyz 200")

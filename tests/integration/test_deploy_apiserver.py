@@ -188,7 +188,9 @@ def test_overlay_passes_server_side_dry_run(apiserver: KubeApiServer, tier: str)
     for d in returned:
         if d["kind"] == "Deployment":
             # Defaulting ran: a field none of the manifests sets.
-            assert d["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 30, d["metadata"]["name"]
+            assert d["spec"]["template"]["spec"]["schedulerName"] == "default-scheduler", d["metadata"][
+                "name"
+            ]
     assert "Warning" not in done.stderr, done.stderr
     # A dry run stores nothing.
     stored = ok(
@@ -228,23 +230,48 @@ def _missing_namespace(docs: list[Doc]) -> Doc:
     return d
 
 
-# Each breaks one thing in a real manifest of the edge overlay; kubeconform's
-# offline schemas catch none of the first and last (they are the server's own
-# validation and admission), which is why this check exists.
-BROKEN: dict[str, tuple[Callable[[list[Doc]], Doc], str]] = {
-    "selector-not-matching-template": (_selector_mismatch, r"selector does not match template labels"),
+# Each breaks one thing in a real manifest of the edge overlay, with the
+# server's refusal and whether kubeconform's offline schemas already catch it:
+# the ones they do not (the server's own validation and admission) are why
+# this check exists.
+BROKEN: dict[str, tuple[Callable[[list[Doc]], Doc], str, bool]] = {
+    "selector-not-matching-template": (
+        _selector_mismatch,
+        r"`selector` does not match template `labels`",
+        False,
+    ),
     "flink-version-outside-crd-enum": (
         _bad_flink_version,
         r"spec\.flinkVersion: Unsupported value: \"v9_9\"",
+        True,
     ),
-    "unknown-field-in-dapr-component": (_unknown_component_field, r"unknown field \"spec\.typo\""),
-    "namespace-that-does-not-exist": (_missing_namespace, r"namespaces \"citylake-nowhere\" not found"),
+    "unknown-field-in-dapr-component": (_unknown_component_field, r"unknown field \"spec\.typo\"", True),
+    "namespace-that-does-not-exist": (
+        _missing_namespace,
+        r"namespaces \"citylake-nowhere\" not found",
+        False,
+    ),
 }
+
+
+def kubeconform_accepts(doc: Doc) -> bool:
+    schemas = str(DEPLOY / "schemas" / "{{ .ResourceKind }}{{ .KindSuffix }}.json")
+    done = subprocess.run(
+        [str(cache_dir() / "bin" / "kubeconform"), "-strict", "-schema-location", schemas, "-"],
+        input=yaml.safe_dump(doc),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    return done.returncode == 0
 
 
 @pytest.mark.parametrize("case", BROKEN)
 def test_server_rejects_a_broken_manifest(apiserver: KubeApiServer, case: str) -> None:
-    breaks, message = BROKEN[case]
-    done = dry_run(apiserver, [breaks(docs_of("edge"))])
+    breaks, message, offline_too = BROKEN[case]
+    broken = breaks(docs_of("edge"))
+    done = dry_run(apiserver, [broken])
     assert done.returncode != 0, f"{case}: accepted:\n{done.stdout}"
     assert re.search(message, done.stderr), f"{case}: {done.stderr}"
+    assert kubeconform_accepts(broken) is not offline_too, f"{case}: kubeconform offline_too={offline_too}"

@@ -14,15 +14,22 @@
 # the matching published v0.X.Y. etcd's server module has the same problem
 # (it replaces its sibling modules with ../api etc.), so it gets a wrapper too.
 set -euo pipefail
-# The release deploy/schemas/ were generated from (deploy/schemas/SOURCES).
-K8S_VERSION="${K8S_VERSION:-1.35.4}"
-# The newest etcd 3.6 patch release; k8s 1.35 vendors etcd client 3.6.5 and
-# supports the 3.6 server line.
-ETCD_VERSION="${ETCD_VERSION:-3.6.16}"
-# Same as deploy/schemas/generate.sh.
-DAPR_VERSION="${DAPR_VERSION:-1.17.5}"
-FLINK_OPERATOR_VERSION="${FLINK_OPERATOR_VERSION:-1.10.0}"
 root="$(cd "$(dirname "$0")/../.." && pwd)"
+# The releases deploy/schemas/ were generated from, read from its SOURCES (which
+# generate.sh writes), so the server checks what kubeconform checks offline.
+sources="$root/deploy/schemas/SOURCES"
+source_version() {
+  local v
+  v="$(sed -n "$1" "$sources" | head -1)"
+  [ -n "$v" ] || { echo "setup: no $2 version in $sources" >&2; exit 1; }
+  echo "$v"
+}
+K8S_VERSION="${K8S_VERSION:-$(source_version 's#^k8s\.io/kubernetes v\([0-9.]*\) .*#\1#p' Kubernetes)}"
+DAPR_VERSION="${DAPR_VERSION:-$(source_version 's#^github\.com/dapr/dapr v\([0-9.]*\) .*#\1#p' Dapr)}"
+FLINK_OPERATOR_VERSION="${FLINK_OPERATOR_VERSION:-$(source_version 's#^org\.apache\.flink:flink-kubernetes-operator-api:\([0-9.]*\) .*#\1#p' "Flink operator")}"
+# The newest etcd 3.6 patch release: Kubernetes 1.35 ships with etcd 3.6
+# (its etcd client is 3.6.5).
+ETCD_VERSION="${ETCD_VERSION:-3.6.16}"
 cache="${CITYLAKE_CACHE:-$root/.cache}"
 mkdir -p "$cache/bin"
 
