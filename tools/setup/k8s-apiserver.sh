@@ -149,13 +149,21 @@ if [ ! -f "$flink_crds/.done" ]; then
   echo "setup: fetching the Flink operator CRDs (flink-kubernetes-operator-api $FLINK_OPERATOR_VERSION)" >&2
   jars="$(mktemp -d)"
   trap 'rm -rf "$jars"' EXIT
-  mvn -q -B dependency:copy \
+  mvn -q -B -Dstyle.color=never dependency:copy \
     -Dartifact="org.apache.flink:flink-kubernetes-operator-api:$FLINK_OPERATOR_VERSION" \
     -DoutputDirectory="$jars"
   rm -rf "$flink_crds" && mkdir -p "$flink_crds"
   # The jar carries the CRDs fabric8's generator wrote, one file per kind and
   # apiextensions version; only the v1 ones are installable.
-  (cd "$flink_crds" && unzip -q -j "$jars/flink-kubernetes-operator-api-$FLINK_OPERATOR_VERSION.jar" 'META-INF/fabric8/*-v1.yml')
+  # (Python's zipfile, not unzip: Debian's base image has no unzip.)
+  python3 - "$jars/flink-kubernetes-operator-api-$FLINK_OPERATOR_VERSION.jar" "$flink_crds" <<'PY'
+import sys, zipfile
+from pathlib import Path
+with zipfile.ZipFile(sys.argv[1]) as jar:
+    for name in jar.namelist():
+        if name.startswith("META-INF/fabric8/") and name.endswith("-v1.yml"):
+            (Path(sys.argv[2]) / Path(name).name).write_bytes(jar.read(name))
+PY
   ls "$flink_crds"/*-v1.yml >/dev/null 2>&1 || { echo "setup: no v1 CRDs in flink-kubernetes-operator-api $FLINK_OPERATOR_VERSION" >&2; exit 1; }
   touch "$flink_crds/.done"
 fi
