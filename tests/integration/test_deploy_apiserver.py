@@ -30,6 +30,8 @@ from citylake.pipelines.jars import cache_dir
 from citylake_devstack import ComponentUnavailable
 from citylake_devstack.kube import KubeApiServer, crd_files, kube_binary, schema_sources, start_kube_apiserver
 
+pytestmark = pytest.mark.integration
+
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 TIERS = ("edge", "region", "centre")
