@@ -13,28 +13,23 @@ do (no controllers, operators, webhooks or scheduling) is in deploy/README.md.
 from __future__ import annotations
 
 import copy
-import functools
 import importlib.util
 import json
 import re
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from citylake.pipelines.jars import cache_dir
 from citylake_devstack import ComponentUnavailable
 from citylake_devstack.kube import KubeApiServer, crd_files, kube_binary, schema_sources, start_kube_apiserver
+from tests.overlays import DEPLOY, TIERS, build, kubeconform
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
-DEPLOY = REPO / "deploy"
-TIERS = ("edge", "region", "centre")
 
 Doc = dict[str, Any]
 
@@ -67,24 +62,6 @@ def crd_documents() -> list[Doc]:
                     enum.extend(v for v in added if v not in enum)
             docs.append(doc)
     return docs
-
-
-@functools.cache
-def build(tier: str) -> str:
-    kustomize = cache_dir() / "bin" / "kustomize"
-    if not kustomize.exists():
-        pytest.fail(
-            f"kustomize not found at {kustomize}; run `make setup` (tools/setup/k8s-tools.sh builds it)"
-        )
-    done = subprocess.run(
-        [str(kustomize), "build", str(DEPLOY / "overlays" / tier)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-    assert done.returncode == 0, f"kustomize build deploy/overlays/{tier} failed:\n{done.stderr}"
-    return done.stdout
 
 
 def docs_of(tier: str) -> list[Doc]:
@@ -257,16 +234,7 @@ BROKEN: dict[str, tuple[Callable[[list[Doc]], Doc], str, bool]] = {
 
 
 def kubeconform_accepts(doc: Doc) -> bool:
-    schemas = str(DEPLOY / "schemas" / "{{ .ResourceKind }}{{ .KindSuffix }}.json")
-    done = subprocess.run(
-        [str(cache_dir() / "bin" / "kubeconform"), "-strict", "-schema-location", schemas, "-"],
-        input=yaml.safe_dump(doc),
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
-    return done.returncode == 0
+    return kubeconform(yaml.safe_dump(doc)).returncode == 0
 
 
 @pytest.mark.parametrize("case", BROKEN)

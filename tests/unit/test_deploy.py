@@ -28,12 +28,8 @@ import yaml
 from citylake.cli import app as cli_app
 from citylake.cli.serve import ServiceName
 from citylake.config import CityConfig, LoadedConfig, load_config
-from citylake.pipelines.jars import cache_dir
+from tests.overlays import DEPLOY, REPO, TIERS, build, kubeconform
 
-REPO = Path(__file__).resolve().parents[2]
-DEPLOY = REPO / "deploy"
-TIERS = ("edge", "region", "centre")
-SCHEMA_LOCATION = str(DEPLOY / "schemas" / "{{ .ResourceKind }}{{ .KindSuffix }}.json")
 CONFIG_DIR = "/etc/citylake"
 IMAGE_SOURCE = "/opt/citylake"  # where deploy/Dockerfile puts the repository
 PYTHON = "/usr/local/bin/python3"  # the interpreter of the python:3.11 base image
@@ -59,26 +55,6 @@ OPERATOR_SECRETS = {
 SERVICE_BASELINE_MI = 192
 
 Doc = dict[str, Any]
-
-
-def tool(name: str) -> Path:
-    path = cache_dir() / "bin" / name
-    if not path.exists():
-        pytest.fail(f"{name} not found at {path}; run `make setup` (tools/setup/k8s-tools.sh builds it)")
-    return path
-
-
-@functools.cache
-def build(tier: str) -> str:
-    done = subprocess.run(
-        [str(tool("kustomize")), "build", str(DEPLOY / "overlays" / tier)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-    assert done.returncode == 0, f"kustomize build deploy/overlays/{tier} failed:\n{done.stderr}"
-    return done.stdout
 
 
 @dataclass(frozen=True)
@@ -225,23 +201,7 @@ def test_overlay_builds_into_its_namespace(tier: Tier) -> None:
 def test_kubeconform_strict_offline(tier: Tier) -> None:
     """Every resource validates against the repo's strict schemas; none skipped
     (a kind without a schema is an error, not a skip)."""
-    done = subprocess.run(
-        [
-            str(tool("kubeconform")),
-            "-strict",
-            "-summary",
-            "-output",
-            "json",
-            "-schema-location",
-            SCHEMA_LOCATION,
-            "-",
-        ],
-        input=build(tier.name),
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
+    done = kubeconform(build(tier.name), "-summary", "-output", "json")
     report = json.loads(done.stdout)
     problems = [r for r in report.get("resources") or [] if r.get("status") != "statusValid"]
     assert done.returncode == 0 and not problems, json.dumps(problems, indent=1) + done.stderr
