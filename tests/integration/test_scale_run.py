@@ -8,19 +8,21 @@ the run's own account)."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from citylake_devstack.scale import ScalePlan, ScaleRun, split_devices
+from citylake_devstack.scale import ScalePlan, ScaleRun, edgebox, split_devices
 from citylake_devstack.scale.probes import processes_mentioning
 from citylake_devstack.scalereport import build_report
 
 pytestmark = pytest.mark.integration
 
 
-def test_a_tiny_scale_run_measures_everything_and_leaves_nothing_running(tmp_path: Path) -> None:
-    plan = ScalePlan(
+def tiny_plan() -> ScalePlan:
+    """36 devices of every protocol for 15 s: the whole run in about a minute."""
+    return ScalePlan(
         devices=split_devices(36, modbus=3, gb28181=3),
         minutes=0.25,
         mqtt_period_s=2.0,
@@ -33,6 +35,10 @@ def test_a_tiny_scale_run_measures_everything_and_leaves_nothing_running(tmp_pat
         marker_every_s=0.5,
         sample_s=3.0,
     )
+
+
+def test_a_tiny_scale_run_measures_everything_and_leaves_nothing_running(tmp_path: Path) -> None:
+    plan = tiny_plan()
     workdir = tmp_path / "run"
     started = time.monotonic()
     run = ScaleRun(plan, workdir)
@@ -66,27 +72,11 @@ def test_an_edge_box_run_holds_the_edge_in_its_cgroup_and_the_simulators_outside
     query service run in the box's cgroup (their pids in its cgroup.procs at
     every sample), the simulators and the orchestrator do not; the box is
     sampled into the report and removed afterwards."""
-    edgebox = pytest.importorskip("citylake_devstack.scale.edgebox")
     try:
         edgebox.preflight()
     except edgebox.EdgeBoxUnavailable as exc:
-        pytest.skip(str(exc))
-    plan = ScalePlan(
-        devices=split_devices(36, modbus=3, gb28181=3),
-        minutes=0.25,
-        mqtt_period_s=2.0,
-        modbus_interval_s=1.0,
-        gb28181_keepalive_s=2.0,
-        gb28181_rate=50,
-        jobs=("readings",),
-        checkpoint_s=1.0,
-        query_rate=10,
-        marker_every_s=0.5,
-        sample_s=3.0,
-        edge_box=True,
-        edge_box_cpus=2.0,
-        edge_box_memory_mb=4096,
-    )
+        pytest.fail(f"the edge box cannot run here: {exc}")
+    plan = replace(tiny_plan(), edge_box=True, edge_box_cpus=2.0, edge_box_memory_mb=4096)
     workdir = tmp_path / "run"
     run = ScaleRun(plan, workdir)
     record = run.run()
