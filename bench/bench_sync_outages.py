@@ -106,18 +106,15 @@ def lake_check(layout: DataLayout) -> tuple[object, ...]:
 
 def wire_bytes(paths: Sequence[Path], chunk_bytes: int, codec: str) -> int:
     """The upload bodies of these files as the sender makes them: each file in
-    ``chunk_bytes`` chunks, zstd at the codec's level while that pays (the
-    first chunk decides, `RegionClient.upload`): the least the link can carry."""
+    ``chunk_bytes`` chunks, zstd at the codec's level while that pays
+    (`wire.ChunkEncoder`, as `RegionClient.upload`): the least the link can carry."""
     level = wire.codec_level(codec)
     total = 0
     for path in paths:
         data = path.read_bytes()
-        compress = level is not None
+        encoder = wire.ChunkEncoder(level)
         for start in range(0, len(data), chunk_bytes):
-            chunk = data[start : start + chunk_bytes]
-            body, encoding = wire.maybe_compress(chunk, level) if compress else (chunk, None)
-            compress = compress and encoding is not None
-            total += len(body)
+            total += len(encoder.encode(data[start : start + chunk_bytes])[0])
     return total
 
 

@@ -587,3 +587,13 @@ def test_a_region_writes_only_its_sites_and_an_edge_only_its_own(tmp_path: Path)
             json={"partitions": {"date=2026-11-20": [[name.rsplit("/", 1)[1], 10, sha]]}},
         )
         assert refused.status_code == 403 and refused.json()["origin"] in ("edge-a", "edge-b")
+
+
+def test_chunk_encoder_stops_compressing_once_a_chunk_does_not_pay() -> None:
+    encoder = wire.ChunkEncoder(3)
+    text = b"readings " * 4096
+    assert encoder.encode(text)[1] == wire.ZSTD
+    noise = os.urandom(len(text))
+    assert encoder.encode(noise) == (noise, None)
+    assert encoder.encode(text) == (text, None), "a file that stopped paying is sent as it is"
+    assert wire.ChunkEncoder(None).encode(text) == (text, None)
