@@ -264,8 +264,7 @@ class RegionClient:
             return False
         started = time.monotonic()
         backoff = self.backoff()
-        level = wire.codec_level(self.config.wire_codec)
-        compress = level is not None  # until the first chunk shows it does not pay
+        encoder = wire.ChunkEncoder(wire.codec_level(self.config.wire_codec))
         mismatches = 0
         with open(path, "rb") as f:
             while True:
@@ -273,8 +272,7 @@ class RegionClient:
                 data = f.read(min(self.config.chunk_bytes, leaf.size - offset))
                 if len(data) != min(self.config.chunk_bytes, leaf.size - offset):
                     raise SyncFailed(f"{path}: not the {leaf.size} bytes hashed, yet lake files never change")
-                body, encoding = wire.maybe_compress(data, level) if compress else (data, None)
-                compress = compress and encoding is not None
+                body, encoding = encoder.encode(data)
                 try:
                     response = self._once(
                         "PATCH",

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import yaml
 
+from citylake.pipelines.jars import cache_dir
 from citylake_devstack.process import ComponentUnavailable, ManagedProcess, free_port, require_port_free
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -58,15 +59,9 @@ def schema_sources(path: Path = SCHEMA_SOURCES) -> SchemaSources:
     return SchemaSources(**found)
 
 
-def _cache() -> Path:
-    from citylake.pipelines.jars import cache_dir
-
-    return cache_dir()
-
-
 def kube_binary(name: str) -> Path:
     """``.cache/bin/<name>``: kube-apiserver, kubectl or etcd."""
-    path = _cache() / "bin" / name
+    path = cache_dir() / "bin" / name
     if not path.exists():
         raise ComponentUnavailable(
             f"{name} not found at {path}; run `make setup` (tools/setup/k8s-apiserver.sh builds it)"
@@ -76,7 +71,7 @@ def kube_binary(name: str) -> Path:
 
 def crd_files(sources: SchemaSources) -> list[Path]:
     """The cached Dapr and Flink operator CRDs (tools/setup/k8s-apiserver.sh)."""
-    root = _cache() / "k8s-crds"
+    root = cache_dir() / "k8s-crds"
     dapr = root / f"dapr-{sources.dapr}"
     flink = root / f"flink-kubernetes-operator-{sources.flink_operator}"
     for folder in (dapr, flink):
