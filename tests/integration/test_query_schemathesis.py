@@ -22,6 +22,13 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.result import Ok
+
+# Imported here, at collection, though from_asgi imports it lazily: pytest
+# rewrites schemathesis' modules as it imports them (its plugin), and CPython
+# 3.11.7's ast.parse can fail spuriously with "AST constructor recursion depth
+# mismatch" (gh-106905) when that first import happens mid-session, as it did
+# in a CI run after the Flink tests.
+from schemathesis.specs.openapi import schemas as _openapi_schemas  # noqa: F401
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_schema_conformance,
