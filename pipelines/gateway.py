@@ -8,12 +8,19 @@ with "Answer from Java side is empty" or "EnvironmentSettings does not exist
 in the JVM", and a long-lived process (a test session, the alerts job
 re-planning in place) could never plan a job again. A gateway that does not
 answer is dropped here, so the next PyFlink call launches a new one.
+
+Its object proxies are let go with it: each one that the garbage collector
+finalises later would otherwise try to reach the dead JVM and log a
+connection error with its traceback, from whatever code the collector
+happened to interrupt (on CPython 3.11.7, formatting that traceback inside
+an ``ast.parse`` trips the parser's shared recursion counter, gh-106905).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -34,4 +41,24 @@ def ensure_live_gateway() -> bool:
             with contextlib.suppress(Exception):
                 gateway.shutdown_callback_server()
             java_gateway._gateway = None
+            forget_proxies_of(gateway)
             return True
+
+
+def forget_proxies_of(gateway: Any) -> None:
+    """Unregisters the finalizers of a dead gateway's object proxies, so none
+    of them calls the JVM when it is collected (Py4J keys each by the
+    gateway's address and port, then the object id)."""
+    from py4j.finalizer import ThreadSafeFinalizer
+
+    client = gateway._gateway_client
+    prefix = f"{client.address}{client.port}"
+
+    def of_this_gateway(key: object) -> bool:
+        # Object ids start with a letter ("o12"), so port 3797 is not 37971.
+        rest = str(key)[len(prefix) :] if str(key).startswith(prefix) else ""
+        return rest[:1].isalpha()
+
+    with ThreadSafeFinalizer.lock:
+        for key in [k for k in ThreadSafeFinalizer.finalizers if of_this_gateway(k)]:
+            ThreadSafeFinalizer.finalizers.pop(key, None)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import psutil
 import pytest
+from py4j.finalizer import ThreadSafeFinalizer
+from pyflink import java_gateway
 
 from citylake.config import load_config
 from citylake.ingest.batcher import ColumnBatcher
@@ -60,6 +62,10 @@ def test_a_job_after_the_gateway_jvm_died_starts_a_new_one(city_config: Callable
     assert lake_count(layout) == 10
     jvms = gateway_jvms()
     assert jvms, "no gateway JVM under this process"
+    dead = java_gateway._gateway
+    assert dead is not None
+    dead_prefix = f"{dead._gateway_client.address}{dead._gateway_client.port}o"
+    assert any(str(k).startswith(dead_prefix) for k in ThreadSafeFinalizer.finalizers)
     for jvm in jvms:
         jvm.send_signal(signal.SIGKILL)
     psutil.wait_procs(jvms, timeout=30)
@@ -70,3 +76,5 @@ def test_a_job_after_the_gateway_jvm_died_starts_a_new_one(city_config: Callable
     # the lake's view keeps each reading key once (the conflict rule).
     assert lake_count(layout) == 15
     assert gateway_jvms(), "a new gateway JVM runs the second job"
+    # The dead JVM's proxies were let go: none will call it when collected.
+    assert not [k for k in ThreadSafeFinalizer.finalizers if str(k).startswith(dead_prefix)]

@@ -13,6 +13,7 @@ import pytest
 from citylake.config import AlertRule, CityConfig
 from citylake.pipelines.alerts import follow
 from citylake.pipelines.alerts.rulesource import RulesUnavailable
+from citylake.pipelines.gateway import ensure_live_gateway
 
 HOT = AlertRule(name="hot", metric="temp", above=90)
 COLD = AlertRule(name="cold", metric="temp", below=0)
@@ -54,15 +55,8 @@ class Running:
 def live_gateway() -> None:
     """These tests talk to PyFlink's gateway JVM, which pyflink caches per
     process: an earlier test in the same session may have left it dead (a
-    killed mini-cluster) or pointing elsewhere. Start a fresh one then."""
-    from pyflink import java_gateway
-
-    if java_gateway._gateway is None:
-        return
-    try:
-        java_gateway._gateway.jvm.org.apache.flink.api.common.JobStatus.valueOf("FAILED")
-    except Exception:  # a dead or foreign gateway: any py4j error means the same
-        java_gateway._gateway = None
+    killed mini-cluster). Start a fresh one then."""
+    ensure_live_gateway()
 
 
 def test_the_job_is_re_planned_only_when_the_rules_differ(caplog: pytest.LogCaptureFixture) -> None:
