@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import functools
 import json
+import math
 import re
 import subprocess
 from collections.abc import Iterator
@@ -53,6 +54,22 @@ OPERATOR_SECRETS = {
 # What a service process holds before DuckDB's memory_limit_mb (measured: the
 # registry idles at 190 MiB RSS, query at 145 MiB).
 SERVICE_BASELINE_MI = 192
+# The edge's processes' measured peak RSS, MiB (deploy/README.md, "The edge
+# budget", says how each was measured), and the rule the edge's sizes follow:
+# request = the peak, limit = EDGE_HEADROOM x the peak, rounded up to 8 MiB.
+EDGE_PEAK_RSS_MI = {
+    "ingest/ingest": 197.9,
+    "query/query": 302.1,
+    "query/daprd": 111.4,
+    "registry/registry": 196.2,
+    "registry/daprd": 89.2,
+    "alerts/alerts": 183.7,
+    "alerts/daprd": 89.2,
+    "lake-maintain/lake-maintain": 207.7,
+    "mosquitto/mosquitto": 40.2,  # 8.2 measured + its 32 MiB queue bound
+    "sync-push/sync-push": 142.3,
+}
+EDGE_HEADROOM = 1.25
 
 Doc = dict[str, Any]
 
@@ -710,6 +727,28 @@ def test_edge_fits_the_seed_node() -> None:
     assert f"| **all pods** | {totals} |" in readme, totals
 
 
+def up_to_8(mi: float) -> int:
+    return math.ceil(mi / 8) * 8
+
+
+def test_edge_sizes_follow_the_measured_peaks() -> None:
+    """Every edge container and sidecar but Flink's (sized by Flink's own
+    memory model in overlays/edge/flink.yaml) has the request and limit the
+    headroom rule gives its measured peak, and deploy/README.md's table states
+    the same figures."""
+    readme = (DEPLOY / "README.md").read_text()
+    sized = [u for u in edge_usage() if not u.what.startswith("flink/")]
+    assert {u.what for u in sized} == set(EDGE_PEAK_RSS_MI)
+    for u in sized:
+        peak = EDGE_PEAK_RSS_MI[u.what]
+        request, limit = up_to_8(peak), up_to_8(peak * EDGE_HEADROOM)
+        assert (u.memory_request_mi, u.memory_limit_mi) == (request, limit), u
+        row = f"| `{u.what}` | {peak:.0f} MiB |"
+        assert (
+            row in readme and f"| {request}Mi | {limit}Mi |" in readme.split(row, 1)[1].split("\n", 1)[0]
+        ), row
+
+
 def test_edge_pods_run_on_the_sites_node() -> None:
     edge = Tier(
         "edge",
@@ -765,9 +804,7 @@ def test_sync_runs_where_the_site_command_runs_it(tier: Tier) -> None:
     files its city.yaml names mounted from the operator's Secrets, and a
     receiver only over HTTPS with keys."""
     sync = tier.loaded.config.sync
-    # The edge's push is not in its overlay yet: the seed node's 2 cores / 4 GB
-    # are spoken for to the last 1 MiB and 1m (test_edge_fits_the_seed_node).
-    expected = {"edge": set(), "region": {"sync-push", "sync-serve"}, "centre": {"sync-serve"}}
+    expected = {"edge": {"sync-push"}, "region": {"sync-push", "sync-serve"}, "centre": {"sync-serve"}}
     assert {n for n in tier.names("Deployment") if n.startswith("sync-")} == expected[tier.name]
     if tier.has("Deployment", "sync-push"):
         push = tier.get("Deployment", "sync-push")
