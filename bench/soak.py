@@ -12,7 +12,8 @@ and that landing stayed under its bound the whole time. Plots, samples and
 a summary go to `--report`; the exit code is non-zero when a check failed.
 
     python bench/soak.py                       # 5 days of a 10k-device site in 20 minutes
-    python bench/soak.py --devices 300 --days 0.5 --minutes 2   # the short version make test runs
+    # the short version make test runs (tests/integration/test_soak_short.py):
+    python bench/soak.py --devices 300 --days 0.5 --minutes 1 --replay-window-s 20 --sample-s 2
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ import contextlib
 import csv
 import json
 import math
+import os
 import random
 import shutil
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +46,6 @@ from citylake_devstack.components import start_mosquitto
 from citylake_devstack.process import CITYLAKE, ManagedProcess, free_port
 
 GATEWAYS = 50
-REPLAY_WINDOW_S = 60.0
 METRICS = ("temperature", "humidity", "pm25", "noise")
 
 
@@ -94,22 +95,34 @@ class Sample:
     rss_mb: dict[str, float] = field(default_factory=dict)
 
 
+def _files(path: Path) -> Iterator[Path]:
+    # os.walk, not rglob: Flink and the collector remove directories while
+    # this walks them, and rglob raises on a directory gone mid-walk.
+    for parent, _, names in os.walk(path):
+        for name in names:
+            yield Path(parent, name)
+
+
 def landing_names(path: Path) -> set[str]:
-    return {p.name for p in path.rglob("*.parquet") if not p.name.startswith(".")}
+    return {p.name for p in _files(path) if p.suffix == ".parquet" and not p.name.startswith(".")}
 
 
 def dir_bytes(path: Path) -> tuple[int, int]:
     total = files = 0
-    for item in path.rglob("*"):
+    for item in _files(path):
         with contextlib.suppress(FileNotFoundError):
-            if item.is_file():
-                total += item.stat().st_size
-                files += 1
+            total += item.stat().st_size
+            files += 1
     return total, files
 
 
 def site_config(
-    workdir: Path, broker_url: str, plan: Plan, landing_bound: int, maintenance: bool = True
+    workdir: Path,
+    broker_url: str,
+    plan: Plan,
+    landing_bound: int,
+    maintenance: bool = True,
+    replay_window_s: float = 60.0,
 ) -> dict[str, Any]:
     return {
         "site": "soak-site",
@@ -130,8 +143,11 @@ def site_config(
             "flink": {"parallelism": 1, "checkpoint_interval_s": 5, "monitor_interval_s": 1},
             "jobs": ["readings", "rollups"],
         },
-        # Landing files go once the lake holds their rows and a minute has passed.
-        "landing": {"replay_window_h": REPLAY_WINDOW_S / 3600, "collect_every_s": 10},
+        # Landing files go once the lake holds their rows and the replay window has passed.
+        "landing": {
+            "replay_window_h": replay_window_s / 3600,
+            "collect_every_s": collect_every_s(replay_window_s),
+        },
         "lake": {
             "maintenance": {"compact_every_s": 30, "vacuum_every_s": 30, "retain_every_s": 300},
             # Keep every simulated day: the soak checks that nothing is lost.
@@ -140,6 +156,11 @@ def site_config(
         },
         "run": {"health_port": free_port(), "ingest_metrics_port": free_port(), "maintenance": maintenance},
     }
+
+
+def collect_every_s(replay_window_s: float) -> float:
+    """A few collections per replay window, and not more often than every 5 s."""
+    return max(5.0, min(10.0, replay_window_s / 4))
 
 
 class Fleet:
@@ -313,6 +334,12 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--sample-s", type=float, default=5.0)
     parser.add_argument(
+        "--replay-window-s",
+        type=float,
+        default=60.0,
+        help="landing.replay_window_h of the site, in seconds: landing files stay this long",
+    )
+    parser.add_argument(
         "--drain-s", type=float, default=300.0, help="wait this long for the lake to catch up"
     )
     parser.add_argument("--workdir", type=Path, default=Path("var/soak"))
@@ -360,7 +387,14 @@ def run_soak(args: argparse.Namespace, plan: Plan, landing_bound: int) -> Outcom
     """Site up, load for the planned minutes, drain, and the lake read back."""
     workdir = args.workdir.resolve()
     broker = start_mosquitto(workdir / "mosquitto")
-    document = site_config(workdir, broker.url, plan, landing_bound, maintenance=not args.no_maintenance)
+    document = site_config(
+        workdir,
+        broker.url,
+        plan,
+        landing_bound,
+        maintenance=not args.no_maintenance,
+        replay_window_s=args.replay_window_s,
+    )
     config_path = workdir / "city.yaml"
     with config_path.open("w") as out:
         YAML().dump(document, out)
@@ -404,7 +438,8 @@ def run_soak(args: argparse.Namespace, plan: Plan, landing_bound: int) -> Outcom
             _drain(args, outcome, lambda: sample(started, data_dir, fleet, health_url, client))
             # Past the replay window and one more collection, the landing zone
             # should hold (almost) nothing the lake has.
-            time.sleep(0 if args.no_maintenance else REPLAY_WINDOW_S + 15)
+            if not args.no_maintenance:
+                time.sleep(args.replay_window_s + collect_every_s(args.replay_window_s) + 5)
             outcome.samples.append(sample(started, data_dir, fleet, health_url, client))
             outcome.lake = lake_readings(data_dir)
             outcome.landing_left = landing_names(DataLayout(data_dir).landing_root)

@@ -1,8 +1,9 @@
 """The soak's short version (`make soak` is the long one): half a simulated
-day of 300 devices in two minutes through `citylake run`, with landing
-collection, compaction and vacuum running; exits 0 only if every
-acknowledged reading is in the lake once, the sums agree, landing stayed
-under its bound and its files were collected."""
+day of 300 devices in one minute through `citylake run`, with landing
+collection (a 20 s replay window, so collection shows within the minute),
+compaction and vacuum running; exits 0 only if every acknowledged reading is
+in the lake once, the sums agree, landing stayed under its bound and its
+files were collected."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ def test_short_soak_keeps_every_reading_and_collects_landing(tmp_path: Path) -> 
     report = tmp_path / "report"
     argv = [
         sys.executable, str(REPO / "bench" / "soak.py"),
-        "--devices", "300", "--days", "0.5", "--minutes", "2",
+        "--devices", "300", "--days", "0.5", "--minutes", "1", "--replay-window-s", "20", "--sample-s", "2",
         "--landing-bound-mb", "64", "--workdir", str(tmp_path / "soak"), "--report", str(report),
     ]  # fmt: skip
     done = subprocess.run(argv, capture_output=True, text=True, timeout=900, check=False, cwd=REPO)
