@@ -91,7 +91,9 @@ def raw_select(snap: TableSnapshot) -> str:
         return f"SELECT {_select_list(spec, False)} WHERE false"
     files = ", ".join(_quote(str(p)) for p in snap.paths)
     hive = "true" if spec.time_column is not None else "false"
-    source = with_added_columns(spec, f"read_parquet([{files}], hive_partitioning = {hive}, union_by_name = true)")
+    source = with_added_columns(
+        spec, f"read_parquet([{files}], hive_partitioning = {hive}, union_by_name = true)"
+    )
     return f"SELECT {_select_list(spec, True)} FROM {source}"
 
 

@@ -92,7 +92,9 @@ def write_sorted(spec: TableSpec, sources: list[str], target: str, memory_mb: in
     )
     # Files older than a column (spec.added) gain it as NULL: the output is
     # of the current contract, as its metadata says.
-    source = with_added_columns(spec, f"read_parquet([{files}], union_by_name = true, hive_partitioning = false)")
+    source = with_added_columns(
+        spec, f"read_parquet([{files}], union_by_name = true, hive_partitioning = false)"
+    )
     with duckdb.connect() as conn:
         conn.execute("SET TimeZone = 'UTC'")
         # One thread: compaction runs beside ingest and Flink on a 2-core edge node.
