@@ -122,7 +122,7 @@ DUCKDB_ROLLUP = """
 COPY (
   SELECT device_id, metric, time_bucket(INTERVAL '{width}', ts) AS window_start,
          count(*) AS count, min(value) AS min, max(value) AS max, avg(value) AS avg,
-         arg_max(value, (ts, value)) AS last,
+         arg_max(value, (ts, value)) AS last, site,
          strftime(time_bucket(INTERVAL '{width}', ts), '%Y-%m-%d') AS date
   FROM (SELECT DISTINCT ON (device_id, metric, ts) * FROM read_parquet('{landing}', hive_partitioning = true))
   WHERE value IS NOT NULL

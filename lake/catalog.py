@@ -72,6 +72,18 @@ def _quote(path: str) -> str:
     return "'" + path.replace("'", "''") + "'"
 
 
+def with_added_columns(spec: TableSpec, source: str) -> str:
+    """``source`` with the columns a later schema version added (``spec.added``)
+    present even when none of its files has them (all written before): NULL
+    there. ``union_by_name`` fills a column only some files lack; this covers
+    the rest. Filters and partition pruning still reach the scan."""
+    if not spec.added:
+        return source
+    types = {f.name: duckdb_type(f.type) for f in spec.schema}
+    nulls = ", ".join(f'CAST(NULL AS {types[name]}) AS "{name}"' for name in spec.added)
+    return f"(SELECT * FROM {source} UNION ALL BY NAME SELECT {nulls} WHERE false)"
+
+
 def raw_select(snap: TableSnapshot) -> str:
     """The snapshot's rows with the contract's column names and types."""
     spec = snap.spec
@@ -79,7 +91,9 @@ def raw_select(snap: TableSnapshot) -> str:
         return f"SELECT {_select_list(spec, False)} WHERE false"
     files = ", ".join(_quote(str(p)) for p in snap.paths)
     hive = "true" if spec.time_column is not None else "false"
-    source = f"read_parquet([{files}], hive_partitioning = {hive}, union_by_name = true)"
+    source = with_added_columns(
+        spec, f"read_parquet([{files}], hive_partitioning = {hive}, union_by_name = true)"
+    )
     return f"SELECT {_select_list(spec, True)} FROM {source}"
 
 
@@ -226,9 +240,10 @@ def live_views_sql(table_log: TableLog) -> list[str]:
     still reads the footer of every file on disk when the query is planned."""
     spec, name = table_log.spec, table_log.spec.name
     files_view = f'"_files_{name}"'
-    source = (
+    source = with_added_columns(
+        spec,
         f"read_parquet({_quote(str(table_log.root) + '/**/[!.]*')}, filename = true, "
-        "hive_partitioning = false, union_by_name = true)"
+        "hive_partitioning = false, union_by_name = true)",
     )
     columns = [f'CAST("{f.name}" AS {duckdb_type(f.type)}) AS "{f.name}"' for f in spec.schema]
     if spec.time_column is not None:

@@ -23,6 +23,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from citylake.lake.catalog import with_added_columns
 from citylake.lake.manifest import COMPACTED_PREFIX, SYNCED_PREFIX, Removed, TableLog
 from citylake.schemas import DataLayout, TableSpec
 from citylake.schemas.tables import SCHEMA_VERSION, SCHEMA_VERSION_KEY, TABLE_NAME_KEY
@@ -89,6 +90,11 @@ def write_sorted(spec: TableSpec, sources: list[str], target: str, memory_mb: in
         f'CAST("{f.name}" AS TIMESTAMPTZ) AS "{f.name}"' if pa.types.is_timestamp(f.type) else f'"{f.name}"'
         for f in spec.schema
     )
+    # Files older than a column (spec.added) gain it as NULL: the output is
+    # of the current contract, as its metadata says.
+    source = with_added_columns(
+        spec, f"read_parquet([{files}], union_by_name = true, hive_partitioning = false)"
+    )
     with duckdb.connect() as conn:
         conn.execute("SET TimeZone = 'UTC'")
         # One thread: compaction runs beside ingest and Flink on a 2-core edge node.
@@ -97,8 +103,7 @@ def write_sorted(spec: TableSpec, sources: list[str], target: str, memory_mb: in
             # Below the pod's limit at the edge: DuckDB spills the sort instead.
             conn.execute(f"SET memory_limit = '{int(memory_mb)}MB'")
         conn.execute(
-            f"COPY (SELECT {columns} FROM read_parquet([{files}], union_by_name = true, "
-            f"hive_partitioning = false) ORDER BY {order}) "
+            f"COPY (SELECT {columns} FROM {source} ORDER BY {order}) "
             f"TO {_quote(target)} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_ROWS}, "
             f"KV_METADATA {metadata})"
         )

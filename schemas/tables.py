@@ -14,7 +14,9 @@ import pyarrow as pa
 
 # 2: `devices` gained `district` (a place name, as a device reports it) and
 # `attributes` (JSON text: what a source knows of a device beyond the columns).
-SCHEMA_VERSION = 2
+# 3: `readings_1m` and `readings_1h` gained `site` (the site whose readings a
+# row rolls up), so a receiver can tell two sites' rows of one window apart.
+SCHEMA_VERSION = 3
 SCHEMA_VERSION_KEY = b"citylake.schema_version"
 TABLE_NAME_KEY = b"citylake.table"
 
@@ -54,6 +56,9 @@ class TableSpec:
     required: tuple[str, ...]
     time_column: str | None
     description: str
+    # Columns a later schema version added: files written before lack them and
+    # every reader (views, compaction, the serving store) reads them as NULL.
+    added: tuple[str, ...] = ()
 
     def with_metadata(self) -> pa.Schema:
         """The schema with citylake's version metadata, as written to Parquet."""
@@ -93,6 +98,9 @@ _ROLLUP_SCHEMA = pa.schema(
         pa.field("max", pa.float64()),
         pa.field("avg", pa.float64()),
         pa.field("last", pa.float64()),
+        # The site whose readings the row rolls up (version 3; NULL in older
+        # files). Not required: a site's files from before it still ship.
+        pa.field("site", _DICT_STR),
     ]
 )
 
@@ -102,6 +110,7 @@ READINGS_1M = TableSpec(
     ("device_id", "metric", "window_start", "count"),
     "window_start",
     "per device, metric and minute",
+    added=("site",),
 )
 READINGS_1H = TableSpec(
     "readings_1h",
@@ -109,6 +118,7 @@ READINGS_1H = TableSpec(
     ("device_id", "metric", "window_start", "count"),
     "window_start",
     "per device, metric and hour",
+    added=("site",),
 )
 
 DEVICE_EVENTS = TableSpec(

@@ -5,6 +5,8 @@
 -- text readings are not rolled up. A reading later than that (a gateway
 -- uploading an hour-old buffer) misses the streaming windows; a batch run over
 -- the range (citylake pipeline run rollups --mode batch --from --to) includes it.
+-- Rows carry the site of the readings they roll up (one per edge; the lake's
+-- readings_1m/1h views keep one row per window where two sites' rows meet).
 SELECT
   device_id,
   metric,
@@ -14,7 +16,8 @@ SELECT
   MAX(`value`) AS `max`,
   AVG(`value`) AS `avg`,
   CAST(SPLIT_INDEX(MAX(CONCAT(DATE_FORMAT(ts, 'yyyyMMddHHmmssSSS'), '|', CAST(`value` AS STRING))), '|', 1) AS DOUBLE) AS `last`,
+  site,
   DATE_FORMAT(window_start, 'yyyy-MM-dd') AS `date`
 FROM TABLE(TUMBLE(TABLE readings_deduped, DESCRIPTOR(ts), INTERVAL '{window}'))
 WHERE `value` IS NOT NULL
-GROUP BY window_start, window_end, device_id, metric
+GROUP BY window_start, window_end, device_id, metric, site

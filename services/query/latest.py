@@ -35,6 +35,9 @@ SITE_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
 SiteQuery = Annotated[
     str | None, Query(pattern=SITE_PATTERN, description="a site: readings.site, where the reading came from")
 ]
+RegionQuery = Annotated[
+    str | None, Query(pattern=SITE_PATTERN, description="a region: the sites `sync.regions` gives it")
+]
 
 
 LATEST_SCHEMA = pa.schema(
@@ -201,9 +204,7 @@ def router(config: ServiceConfig) -> APIRouter:
             str | None, Query(min_length=1, max_length=64, description="devices.type, e.g. ipc, air_quality")
         ] = None,
         site: SiteQuery = None,
-        region: Annotated[
-            str | None, Query(pattern=SITE_PATTERN, description="a region: the sites `sync.regions` gives it")
-        ] = None,
+        region: RegionQuery = None,
         limit: Annotated[
             int, Query(ge=1, le=config.page_max_rows, description="rows per page")
         ] = default_limit,

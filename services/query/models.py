@@ -99,6 +99,9 @@ class WindowAggregate(BaseModel):
 class MetricAggregate(BaseModel):
     metric: str
     grain: str
+    district: str | None = Field(default=None, description="the district filter as asked")
+    site: str | None = Field(default=None, description="the site filter as asked")
+    region: str | None = Field(default=None, description="the region filter as asked")
     items: list[WindowAggregate] = Field(description="one per window with data, ordered by window_start")
 
 

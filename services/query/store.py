@@ -47,7 +47,8 @@ log = logging.getLogger(__name__)
 
 # Bumped when the stored tables change shape: an older file is rebuilt.
 # 2: readings kept as every copy (_raw_readings) behind the lake's conflict rule.
-STORE_VERSION = 2
+# 3: readings_1h too (_raw_readings_1h, with its site), behind the rollups' rule.
+STORE_VERSION = 3
 # The order rows are inserted in: what the routes reading each table filter on first.
 ORDER = {
     "readings": ("device_id", "metric", "ts"),
@@ -147,7 +148,8 @@ class ServingStore:
                 # Every copy is stored, as the lake's files hold them; the routes
                 # read the lake's own view SQL over them, so the store answers
                 # with the conflict rule of every tier (lake/README.md).
-                dated = f'(SELECT *, CAST(ts AS DATE) AS "date" FROM {_stored(name)})'
+                time_column = _ident(table(name).time_column or "ts")
+                dated = f'(SELECT *, CAST({time_column} AS DATE) AS "date" FROM {_stored(name)})'
                 statements.append(f'CREATE VIEW "{name}" AS {fold.replace("{raw}", dated)}')
         statements += [
             "CREATE TABLE _files (id INTEGER PRIMARY KEY, tbl VARCHAR NOT NULL, path VARCHAR NOT NULL, "

@@ -10,6 +10,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pytest
 
 import citylake.lake
 from citylake.schemas import PARTITION_COLUMN, table
@@ -241,3 +242,63 @@ def test_device_events_view_keeps_one_row_per_event_by_the_same_rule() -> None:
         columns, got = run_view("device_events", ordered)
         assert columns == contract("device_events").names
         assert [(r["site"], r["attributes"]) for r in got] == [("edge-b", None)]
+
+
+# --- rollups: one row per window, the same rule at every tier -----------------
+
+
+def rolled(site: str | None, count: int, avg: float, minute: int = 0, **columns: object) -> Row:
+    return {
+        "device_id": "air-1", "metric": "pm25", "window_start": at(minute), "count": count,
+        "min": avg - 1, "max": avg + 1, "avg": avg, "last": avg, "site": site,
+        "date": date(2025, 11, 25), **columns,
+    }  # fmt: skip
+
+
+def rollup_winners(name: str, rows: list[Row]) -> list[tuple[Any, ...]]:
+    """The view's rows as (window_start, site, count, avg), for rows in both orders."""
+    found: list[list[tuple[Any, ...]]] = []
+    for ordered in (rows, rows[::-1]):
+        columns, got = run_view(name, ordered)
+        assert columns == contract(name).names
+        found.append(sorted((r["window_start"], r["site"], r["count"], r["avg"]) for r in got))
+    assert found[0] == found[1], "the pick depends on the order the files were read in"
+    return found[0]
+
+
+@pytest.mark.parametrize("name", ["readings_1m", "readings_1h"])
+def test_rollups_view_counts_a_window_two_sites_rolled_up_once(name: str) -> None:
+    """Two edges heard the same device for the whole window (or a backfill was
+    replayed at two edges): the same readings, equal rows; one counts, so the
+    window's count is the distinct readings', not twice that."""
+    got = rollup_winners(
+        name, [rolled("edge-a", 6, 20.0), rolled("edge-b", 6, 20.0), rolled("edge-b", 3, 9.0, 1)]
+    )
+    assert got == [(at(0), "edge-b", 6, 20.0), (at(1), "edge-b", 3, 9.0)]
+
+
+def test_rollups_view_breaks_equal_counts_by_site_then_values_a_null_site_lowest() -> None:
+    assert rollup_winners("readings_1m", [rolled("edge-b", 6, 1.0), rolled("edge-a", 6, 9.0)]) == [
+        (at(0), "edge-b", 6, 1.0)
+    ]
+    # One site's two rows of a window (its streaming job and a batch run): the larger last.
+    assert rollup_winners("readings_1m", [rolled("edge-a", 6, 1.0), rolled("edge-a", 6, 2.0)]) == [
+        (at(0), "edge-a", 6, 2.0)
+    ]
+    # A file from before rollups carried a site: any site's row wins over it.
+    assert rollup_winners("readings_1m", [rolled(None, 6, 9.0), rolled("edge-a", 6, 1.0)]) == [
+        (at(0), "edge-a", 6, 1.0)
+    ]
+
+
+def test_rollups_view_keeps_the_site_that_saw_more_of_a_window_a_device_moved_in() -> None:
+    """A device moved from edge-a to edge-b 40 s into a minute: edge-a rolled up
+    4 of its readings, edge-b 2. The rule keeps edge-a's row (the larger count,
+    the smaller loss): that minute counts 4 of the 6 distinct readings, which
+    the readings view still holds whole (lake/README.md, "Conflict rule"). A
+    batch run that took late readings in wins over the streaming row the same
+    way."""
+    got = rollup_winners("readings_1m", [rolled("edge-a", 4, 20.0), rolled("edge-b", 2, 30.0)])
+    assert got == [(at(0), "edge-a", 4, 20.0)]
+    got = rollup_winners("readings_1m", [rolled("edge-a", 5, 20.0), rolled("edge-a", 6, 21.0)])
+    assert got == [(at(0), "edge-a", 6, 21.0)]
