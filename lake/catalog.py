@@ -97,8 +97,12 @@ def raw_select(snap: TableSnapshot) -> str:
     return f"SELECT {_select_list(spec, True)} FROM {source}"
 
 
+# Tables whose rows fold by one shared rule, in one file.
+_SHARED_FOLDS = {"readings_1m": "rollups", "readings_1h": "rollups"}
+
+
 def fold_sql(spec: TableSpec) -> str | None:
-    path = VIEWS_DIR / f"{spec.name}.sql"
+    path = VIEWS_DIR / f"{_SHARED_FOLDS.get(spec.name, spec.name)}.sql"
     return path.read_text("utf-8") if path.exists() else None
 
 

@@ -5,17 +5,15 @@ table's files cast to the contract's columns, plus ``date``)."""
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 import pytest
 
-import citylake.lake
+from citylake.lake.catalog import fold_sql
 from citylake.schemas import PARTITION_COLUMN, table
 
-VIEWS = Path(citylake.lake.__file__).parent / "views"
 T0 = datetime(2025, 11, 25, 12, 0, tzinfo=UTC)
 Row = dict[str, Any]
 
@@ -39,8 +37,8 @@ def run_view(name: str, rows: list[Row]) -> tuple[list[str], list[Row]]:
     schema = contract(name)
     raw = pa.Table.from_pylist([dict.fromkeys(schema.names) | row for row in rows], schema=schema)
     connection.register("raw_rows", raw)
-    sql = (VIEWS / f"{name}.sql").read_text("utf-8")
-    assert sql.count("{raw}") == 1 and "{" not in sql.replace("{raw}", "")
+    sql = fold_sql(table(name))
+    assert sql is not None and sql.count("{raw}") == 1 and "{" not in sql.replace("{raw}", "")
     cursor = connection.execute(sql.replace("{raw}", "raw_rows"))
     columns = [d[0] for d in cursor.description]
     result = [dict(zip(columns, values, strict=True)) for values in cursor.fetchall()]

@@ -1,4 +1,4 @@
--- One row per rollup key (device_id, metric, window_start): the conflict rule
+-- readings_1m and readings_1h: one row per rollup key (device_id, metric, window_start): the conflict rule
 -- of rollups (lake/README.md, "Conflict rule"), the same at every tier. A key
 -- arrives more than once when two sites rolled up the same device's window
 -- (two edges heard it, a backfill was replayed at two edges, the device moved
