@@ -34,7 +34,13 @@ tbf's rate, the seconds beyond that minimum, and the link's bytes against it.
 are killed (SIGKILL) and stay down ``--down-s`` seconds while the edge keeps
 committing a part file every ``--write-every-s``; then both start again.
 Measured: time from the region's return until the region holds the edge's
-snapshot and the centre the region's.
+snapshot and the centre the region's. With ``--edges N`` the region has N
+edges, each its own namespace, link (tbf, loss) and `sync push`, into the
+region's one namespace and receiver; their readings are numbered apart
+(`ReadingNumbers`), so the region's and the centre's lakes must hold the
+union of the edges' exactly. Also measured: each link's bytes against its
+minimum (the repeat's new files as its sender sends them), the backlog's
+growth per hour, and the CPU of each role while down and while healing.
 
 At the end each tier's lake must hold every reading once (count, distinct
 keys, sum). Needs root; not part of make test (`make bench-sync`).
@@ -42,6 +48,8 @@ keys, sum). Needs root; not part of make test (`make bench-sync`).
     sudo PYTHONPATH=$PWD .venv/bin/python bench/bench_sync_outages.py [--outages 100 --tiers 3 --loss 0.02]
     sudo PYTHONPATH=$PWD .venv/bin/python bench/bench_sync_outages.py --scenario backlog --repeat 3
     sudo PYTHONPATH=$PWD .venv/bin/python bench/bench_sync_outages.py --scenario region-down --down-s 300
+    sudo PYTHONPATH=$PWD .venv/bin/python bench/bench_sync_outages.py --scenario region-down --edges 3 \\
+        --down-s 1380
 """
 
 from __future__ import annotations
