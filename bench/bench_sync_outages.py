@@ -34,7 +34,13 @@ tbf's rate, the seconds beyond that minimum, and the link's bytes against it.
 are killed (SIGKILL) and stay down ``--down-s`` seconds while the edge keeps
 committing a part file every ``--write-every-s``; then both start again.
 Measured: time from the region's return until the region holds the edge's
-snapshot and the centre the region's.
+snapshot and the centre the region's. With ``--edges N`` the region has N
+edges, each its own namespace, link (tbf, loss) and `sync push`, into the
+region's one namespace and receiver; their readings are numbered apart
+(`ReadingNumbers`), so the region's and the centre's lakes must hold the
+union of the edges' exactly. Also measured: each link's bytes against its
+minimum (the repeat's new files as its sender sends them), the backlog's
+growth per hour, and the CPU of each role while down and while healing.
 
 At the end each tier's lake must hold every reading once (count, distinct
 keys, sum). Needs root; not part of make test (`make bench-sync`).
@@ -42,6 +48,8 @@ keys, sum). Needs root; not part of make test (`make bench-sync`).
     sudo PYTHONPATH=$PWD .venv/bin/python bench/bench_sync_outages.py [--outages 100 --tiers 3 --loss 0.02]
     sudo PYTHONPATH=$PWD .venv/bin/python bench/bench_sync_outages.py --scenario backlog --repeat 3
     sudo PYTHONPATH=$PWD .venv/bin/python bench/bench_sync_outages.py --scenario region-down --down-s 300
+    sudo PYTHONPATH=$PWD .venv/bin/python bench/bench_sync_outages.py --scenario region-down --edges 3 \\
+        --down-s 1380
 """
 
 from __future__ import annotations
@@ -49,6 +57,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import random
 import re
 import signal
@@ -73,10 +82,18 @@ from citylake.sync.sender import Counters, status_path
 from citylake_devstack.netns import NetnsPair
 from citylake_devstack.process import ManagedProcess
 from citylake_devstack.scalereport.summary import quantile
-from citylake_devstack.synclake import CHECK_SQL, READINGS, expected_check, part_file
+from citylake_devstack.synclake import (
+    CHECK_SQL,
+    READINGS,
+    SITE_COUNTS_SQL,
+    ReadingNumbers,
+    edge_sites,
+    expected_check,
+    part_file,
+    range_check,
+)
 
 SITE, REGION, PORT = "edge-north", "region-south", 8090
-KEYS = {SITE: "edge-north-key-0123456789", REGION: "region-south-key-0123456789"}
 CITYLAKE = [sys.executable, "-m", "citylake"]
 CHUNK = 64 * 1024  # sync.chunk_bytes of the senders here: a cut costs at most this again
 CODECS = ("zstd-9", "zstd-3")  # the edge's uplink, the region's WAN (README, Compression)
@@ -91,6 +108,11 @@ def tc_rate_bytes_per_s(rate: str) -> int:
     return int(match.group(1)) * {"kbit": 1000, "mbit": 1_000_000}[match.group(2)] // 8
 
 
+def key_of(site: str) -> str:
+    """The bench's sync key of a site (each sender its own)."""
+    return f"{site}-key-0123456789"
+
+
 def edge_root(layout: DataLayout) -> str:
     return edge_lake(layout, [READINGS], HashCache(layout.data_dir / "bench-hashes.json")).tree.root
 
@@ -102,6 +124,24 @@ def lake_check(layout: DataLayout) -> tuple[object, ...]:
         return tuple(row or ())
     finally:
         lake.close()
+
+
+def site_counts(layout: DataLayout) -> dict[str, int]:
+    """Readings per origin site in a lake's view."""
+    lake = Lake(layout)
+    try:
+        return {str(site): int(n) for site, n in lake.cursor().execute(SITE_COUNTS_SQL).fetchall()}
+    finally:
+        lake.close()
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a live process has used; 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wire_bytes(paths: Sequence[Path], chunk_bytes: int, codec: str) -> int:
@@ -120,22 +160,32 @@ def wire_bytes(paths: Sequence[Path], chunk_bytes: int, codec: str) -> int:
 
 @dataclass
 class EdgeWriter:
-    """The edge's Flink-like commits, numbered so the checks see loss or repeats."""
+    """The edge's Flink-like commits, numbered so the checks see loss or
+    repeats; edges of one region share ``numbers`` so no two readings have
+    one key."""
 
     layout: DataLayout
     site: str = SITE
+    numbers: ReadingNumbers = field(default_factory=ReadingNumbers)
     written: int = 0
     files: int = 0
     file_bytes: int = 0
+    ranges: list[tuple[int, int]] = field(default_factory=list)
+    paths: list[Path] = field(default_factory=list)
 
     def commit(self, day: int, rows: int, devices: int = 50) -> Path:
-        path = part_file(
-            self.layout, day, f"{uuid.uuid4()}-0-{self.files}", self.written, rows, self.site, devices
-        )
+        first = self.numbers.take(rows)
+        path = part_file(self.layout, day, f"{uuid.uuid4()}-0-{self.files}", first, rows, self.site, devices)
         self.written += rows
         self.files += 1
         self.file_bytes += path.stat().st_size
+        self.ranges.append((first, rows))
+        self.paths.append(path)
         return path
+
+    def expected(self) -> tuple[int, int, float, int]:
+        """``CHECK_SQL`` over this edge's own lake when it holds each of its readings once."""
+        return range_check(self.ranges)
 
 
 @dataclass
@@ -158,22 +208,26 @@ class Link:
     serve_argv: list[str] = field(default_factory=list)
     push_argv: list[str] = field(default_factory=list)
 
-    def start(self, codec: str) -> None:
-        serve_cfg = self.work / f"{self.receiver}.yaml"
-        sync = {"host": self.net.region_ip, "port": PORT, "request_timeout_s": 20} | self.receiver_sync
-        serve_cfg.write_text(
-            yaml.safe_dump(
-                {"site": self.receiver, "data_dir": str(self.receiver_layout.data_dir), "sync": sync}
+    def start(self, codec: str, serve: bool = True) -> None:
+        """Start the receiver (unless another edge's link of the same region
+        namespace runs it: ``serve=False``) and the sender's push."""
+        if serve:
+            serve_cfg = self.work / f"{self.receiver}.yaml"
+            # All addresses of the region's namespace: each of its edges has its own link there.
+            sync = {"host": "0.0.0.0", "port": PORT, "request_timeout_s": 20} | self.receiver_sync
+            serve_cfg.write_text(
+                yaml.safe_dump(
+                    {"site": self.receiver, "data_dir": str(self.receiver_layout.data_dir), "sync": sync}
+                )
             )
-        )
-        self.serve_argv = self.net.exec_argv(
-            self.net.region, [*CITYLAKE, "sync", "serve", "--config", str(serve_cfg)]
-        )
-        self.start_serve()
+            self.serve_argv = self.net.exec_argv(
+                self.net.region, [*CITYLAKE, "sync", "serve", "--config", str(serve_cfg)]
+            )
+            self.start_serve()
         push_cfg = self.work / f"{self.sender}-push.yaml"
         push_cfg.write_text(yaml.safe_dump({
             "site": self.sender, "data_dir": str(self.sender_layout.data_dir),
-            "sync": {"region_url": f"http://{self.net.region_ip}:{PORT}", "api_key": KEYS[self.sender],
+            "sync": {"region_url": f"http://{self.net.region_ip}:{PORT}", "api_key": key_of(self.sender),
                      "tables": ["readings"], "chunk_bytes": CHUNK, "interval_s": 0.5, "timeout_s": 3,
                      "retry_max_s": 1, "retry_window_s": 10, "wire_codec": codec},
         }))  # fmt: skip
@@ -227,9 +281,10 @@ class Link:
                 process.stop()
 
 
-def wait_consistent(links: Sequence[Link], deadline_s: float) -> list[float] | None:
+def wait_consistent(links: Sequence[Link], deadline_s: float, poll_s: float = 0.1) -> list[float] | None:
     """Seconds until each link's receiver held its sender's snapshot (all of
-    them at once at the end), or None past the deadline."""
+    them at once at the end), or None past the deadline. Each poll hashes
+    every lake's tree: ``poll_s`` keeps that modest on large lakes."""
     started = time.monotonic()
     reached: dict[int, float] = {}
     while time.monotonic() - started < deadline_s:
@@ -244,7 +299,7 @@ def wait_consistent(links: Sequence[Link], deadline_s: float) -> list[float] | N
                 reached.pop(i, None)  # an upper tier may fall behind again as the lower one commits
         if all(states):
             return [reached[i] for i in range(len(links))]
-        time.sleep(0.1)
+        time.sleep(poll_s)
     return None
 
 
@@ -406,14 +461,17 @@ def backlog(args: argparse.Namespace, links: Sequence[Link], writer: EdgeWriter)
     }
 
 
-def keep_writing(writer: EdgeWriter, rows: int, every_s: float, stop: threading.Event) -> Callable[[], None]:
-    """Start committing a part file every ``every_s``; returns a join."""
+def keep_writing(
+    writers: Sequence[EdgeWriter], rows: int, every_s: float, stop: threading.Event
+) -> Callable[[], None]:
+    """Start committing a part file at each edge every ``every_s``; returns a join."""
     problems: list[BaseException] = []
 
     def run() -> None:
         try:
             while not stop.wait(every_s):
-                writer.commit(writer.files % 2, rows)
+                for writer in writers:
+                    writer.commit(writer.files % 2, rows)
         except BaseException as exc:  # reported by join, in the bench's thread
             problems.append(exc)
 
@@ -428,56 +486,136 @@ def keep_writing(writer: EdgeWriter, rows: int, every_s: float, stop: threading.
     return join
 
 
+@dataclass
+class CpuMeter:
+    """CPU seconds of the sync's processes and of this bench (the edges'
+    writer and the consistency polls), per phase."""
+
+    links: Sequence[Link]
+    marks: dict[str, float] = field(default_factory=dict)
+
+    def sample(self) -> dict[str, float]:
+        pushes = sum(process_cpu_s(link.push.pid) for link in self.links[:-1] if link.push is not None)
+        return {
+            "edge_pushes": pushes,
+            "region_serve": process_cpu_s(self.links[0].serve.pid) if self.links[0].serve else 0.0,
+            "region_push": process_cpu_s(self.links[-1].push.pid) if self.links[-1].push else 0.0,
+            "centre_serve": process_cpu_s(self.links[-1].serve.pid) if self.links[-1].serve else 0.0,
+            "bench": time.process_time(),
+        }
+
+    def between(self, before: dict[str, float], after: dict[str, float], wall_s: float) -> dict[str, Any]:
+        """Each role's share of one core over ``wall_s`` (a process restarted
+        in between counts from its start), and the machine's load then."""
+        used = {k: max(0.0, after[k] - (before[k] if after[k] >= before[k] else 0.0)) for k in after}
+        share = {k: round(v / wall_s, 3) for k, v in used.items()}
+        return {
+            "cpu_s": {k: round(v, 1) for k, v in used.items()},
+            "cores": share,
+            "cores_total": round(sum(share.values()), 3),
+            "loadavg_1m_at_end": round(os.getloadavg()[0], 2),
+        }
+
+
+def stay_down(down_s: float, writers: Sequence[EdgeWriter], files0: int, bytes0: int) -> None:
+    """Wait ``down_s``, saying each minute what the edges wrote meanwhile."""
+    down_at = time.monotonic()
+    while (left := down_s - (time.monotonic() - down_at)) > 0:
+        time.sleep(min(left, 60.0))
+        print(
+            f"region down {time.monotonic() - down_at:.0f} s: edges wrote "
+            f"{sum(w.files for w in writers) - files0} files, "
+            f"{(sum(w.file_bytes for w in writers) - bytes0) / 1e6:.1f} MB",
+            flush=True,
+        )
+
+
 def region_down(
-    args: argparse.Namespace, links: Sequence[Link], writer: EdgeWriter, rng: random.Random
+    args: argparse.Namespace, links: Sequence[Link], writers: Sequence[EdgeWriter], rng: random.Random
 ) -> dict[str, Any]:
-    to_region, to_centre = links
-    for _ in range(args.files):
-        writer.commit(writer.files % 2, args.rows)
+    """The region's receiver and push die while ``len(writers)`` edges keep
+    writing; links are each edge's to the region, then the region's to the centre."""
+    edge_links, to_region, to_centre = links[:-1], links[0], links[-1]
+    rate = tc_rate_bytes_per_s(args.rate)
+    for writer in writers:
+        for _ in range(args.files):
+            writer.commit(writer.files % 2, args.rows)
     if wait_consistent(links, args.deadline) is None:
         raise RuntimeError("the first sync did not finish")
+    meter = CpuMeter(links)
     runs: list[dict[str, Any]] = []
     failed: list[int] = []
     for repeat in range(args.repeat):
         stop = threading.Event()
-        files0, bytes0, written0 = writer.files, writer.file_bytes, writer.written
-        join = keep_writing(writer, args.rows, args.write_every_s, stop)
+        since = [len(w.paths) for w in writers]
+        files0 = sum(w.files for w in writers)
+        bytes0, written0 = sum(w.file_bytes for w in writers), sum(w.written for w in writers)
+        sent0 = [link.net.edge_bytes()[0] for link in links]
+        join = keep_writing(writers, args.rows, args.write_every_s, stop)
         time.sleep(rng.uniform(2.0, 5.0))  # the region is mid-upload, mid-commit or between rounds
         # The region dies: its receiver and its own push, where they are.
         to_region.kill_receiver()
         to_centre.kill_sender()
-        down_at = time.monotonic()
-        time.sleep(args.down_s)
+        down_at, cpu_down0 = time.monotonic(), meter.sample()
+        stay_down(args.down_s, writers, files0, bytes0)
         stop.set()
         join()
         down_s = time.monotonic() - down_at
+        cpu_down = meter.between(cpu_down0, meter.sample(), down_s)
         restart_at = time.monotonic()
         to_region.start_serve()
         to_centre.start_push()
         listening_s = time.monotonic() - restart_at
-        reached = wait_consistent(links, args.deadline)
-        checks = [
-            lake_check(layout)
-            for layout in (writer.layout, to_region.receiver_layout, to_centre.receiver_layout)
-        ]
-        exact = all(check == expected_check(writer.written) for check in checks)
+        cpu_up0, up_at = meter.sample(), time.monotonic()
+        reached = wait_consistent(links, args.deadline + args.down_s, args.poll_s)
+        up_s = time.monotonic() - up_at
+        cpu_up = meter.between(cpu_up0, meter.sample(), up_s)
+        sent = [link.net.edge_bytes()[0] - s0 for link, s0 in zip(links, sent0, strict=True)]
+        # The minimum: this repeat's new files, as each sender chunks and compresses them.
+        new = [w.paths[n:] for w, n in zip(writers, since, strict=True)]
+        edge_minimum = [wire_bytes(paths, CHUNK, CODECS[0]) for paths in new]
+        region_minimum = wire_bytes([p for paths in new for p in paths], CHUNK, CODECS[1])
+        exact, checks = lakes_exact(writers, to_region.receiver_layout, to_centre.receiver_layout)
+        new_bytes = sum(w.file_bytes for w in writers) - bytes0
         run: dict[str, Any] = {
+            "edges": len(writers),
             "down_s": round(down_s, 1),
-            "edge_files_while_down": writer.files - files0,
-            "edge_file_bytes_while_down": writer.file_bytes - bytes0,
-            "edge_readings_while_down": writer.written - written0,
+            "edge_files_while_down": sum(w.files for w in writers) - files0,
+            "edge_file_bytes_while_down": new_bytes,
+            "edge_readings_while_down": sum(w.written for w in writers) - written0,
+            # How fast the backlog grows, for outages longer than this run.
+            "backlog_file_bytes_per_hour": round(new_bytes / down_s * 3600),
+            "backlog_readings_per_hour": round((sum(w.written for w in writers) - written0) / down_s * 3600),
             "region_start_to_listening_s": round(listening_s, 2),
+            "edge_link_bytes": sent[:-1],
+            "edge_minimum_bytes": edge_minimum,
+            "edge_link_over_minimum": [
+                round(b / max(1, m), 3) for b, m in zip(sent, edge_minimum, strict=False)
+            ],
+            "edge_minimum_s": round(max(edge_minimum) / rate, 1),
+            "region_link_bytes": sent[-1],
+            "region_minimum_bytes": region_minimum,
+            "region_link_over_minimum": round(sent[-1] / max(1, region_minimum), 3),
+            "cpu_while_down": cpu_down,
+            "cpu_while_healing": cpu_up,
             "lakes_exact": exact,
+            "checks": checks,
         }
         if reached is None or not exact:
             failed.append(repeat)
             run["healed"] = False
         else:
-            run |= {"region_consistent_s": round(reached[0], 2), "centre_consistent_s": round(reached[1], 2)}
+            run |= {
+                "each_edge_at_region_s": [round(r, 2) for r in reached[: len(edge_links)]],
+                "region_consistent_s": round(max(reached[: len(edge_links)]), 2),
+                "centre_consistent_s": round(reached[-1], 2),
+                "region_overhead_s": round(max(reached[: len(edge_links)]) - max(edge_minimum) / rate, 1),
+            }
         runs.append(run)
         print(f"region down {repeat + 1}/{args.repeat}: {json.dumps(run)}", flush=True)
     healed = [r for r in runs if "centre_consistent_s" in r]
     return {
+        "edges": len(writers),
         "repeats": args.repeat,
         "healed": len(healed),
         "failed": failed,
@@ -485,6 +623,23 @@ def region_down(
         "centre_consistent_s": spread([r["centre_consistent_s"] for r in healed]),
         "runs": runs,
     }
+
+
+def lakes_exact(writers: Sequence[EdgeWriter], *receivers: DataLayout) -> tuple[bool, dict[str, Any]]:
+    """Whether each edge's lake holds its readings once, and each receiver's
+    the union of them once (count, distinct keys, sum; readings per site)."""
+    total = sum(w.written for w in writers)
+    per_site = {w.site: w.written for w in writers}
+    checks: dict[str, Any] = {w.site: lake_check(w.layout) for w in writers}
+    exact = all(checks[w.site] == w.expected() for w in writers)
+    numbered = {w.numbers.taken for w in writers}
+    exact &= numbered == {total}  # nothing numbered was left unwritten
+    for layout in receivers:
+        name = layout.data_dir.name
+        checks[name] = lake_check(layout)
+        checks[f"{name}_per_site"] = site_counts(layout)
+        exact &= checks[name] == expected_check(total) and checks[f"{name}_per_site"] == per_site
+    return exact, checks
 
 
 def parse_args() -> argparse.Namespace:
@@ -520,13 +675,19 @@ def parse_args() -> argparse.Namespace:
         "--down-s", type=float, default=300.0, help="region-down: how long the region is down"
     )
     parser.add_argument("--write-every-s", type=float, default=1.0, help="region-down: the edge's commits")
+    parser.add_argument("--edges", type=int, default=1, help="region-down: edges behind the one region")
+    parser.add_argument(
+        "--poll-s", type=float, default=1.0, help="region-down: between consistency checks while healing"
+    )
     parser.add_argument("--out", type=Path, help="write the figures as JSON here too")
     args = parser.parse_args()
     if args.scenario == "backlog" and args.tiers != 2:
         parser.error("--scenario backlog runs on the edge's link alone (two tiers)")
     if args.scenario == "region-down":
         args.tiers = 3
-    for name in ("outages", "repeat", "devices", "metrics", "every_s", "files_per_day", "rows"):
+    elif args.edges != 1:
+        parser.error("--edges is for --scenario region-down (short and backlog run one edge)")
+    for name in ("outages", "repeat", "devices", "metrics", "every_s", "files_per_day", "rows", "edges"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     try:
@@ -540,44 +701,56 @@ def main() -> None:
     args = parse_args()
     rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="citylake-outages-"))
-    edge, region, centre = (DataLayout(work / t) for t in ("edge", "region", "centre"))
-    writer = EdgeWriter(edge)
+    numbers = ReadingNumbers()
+    sites = edge_sites(args.edges, SITE)
+    writers = [EdgeWriter(DataLayout(work / site), site, numbers) for site in sites]
+    region, centre = DataLayout(work / "region"), DataLayout(work / "centre")
     with contextlib.ExitStack() as stack:
-        nets = [stack.enter_context(NetnsPair()) for _ in range(args.tiers - 1)]
+        # The edges' links, all into the region's one namespace; then the region's to the centre.
+        first = stack.enter_context(NetnsPair())
+        edge_nets = [first, *(stack.enter_context(NetnsPair(region_of=first)) for _ in sites[1:])]
+        nets = edge_nets + [stack.enter_context(NetnsPair()) for _ in range(args.tiers - 2)]
         for net in nets:
             if args.loss > 0:
                 net.loss(args.loss)
-        nets[0].limit(args.rate)  # the edge's uplink; region → centre is a WAN without a tbf
-        links = [Link(nets[0], work, SITE, edge, REGION, region, {"site_keys": {SITE: [KEYS[SITE]]}})]
+        for net in edge_nets:  # each edge's uplink; region → centre is a WAN without a tbf
+            net.limit(args.rate)
+        region_sync = {"site_keys": {site: [key_of(site)] for site in sites}}
+        links = [
+            Link(net, work, w.site, w.layout, REGION, region, region_sync)
+            for net, w in zip(edge_nets, writers, strict=True)
+        ]
         if args.tiers == 3:
-            centre_sync = {"site_keys": {REGION: [KEYS[REGION]]}, "regions": {REGION: [SITE]}}
-            links.append(Link(nets[1], work, REGION, region, "centre", centre, centre_sync))
-        for link, codec in zip(links, CODECS, strict=False):
+            centre_sync = {"site_keys": {REGION: [key_of(REGION)]}, "regions": {REGION: sites}}
+            links.append(Link(nets[-1], work, REGION, region, "centre", centre, centre_sync))
+        for i, link in enumerate(links):
             stack.callback(link.stop)
-            link.start(codec)
+            is_edge = i < len(edge_nets)
+            # One receiver in the region's namespace serves all its edges (the first link's).
+            link.start(CODECS[0] if is_edge else CODECS[1], serve=i == 0 or not is_edge)
         sent_before = [net.edge_bytes()[0] for net in nets]
         started = time.monotonic()
         if args.scenario == "short":
-            figures = short_outages(args, links, writer, rng)
+            figures = short_outages(args, links, writers[0], rng)
         elif args.scenario == "backlog":
-            figures = backlog(args, links, writer)
+            figures = backlog(args, links, writers[0])
         else:
-            figures = region_down(args, links, writer, rng)
+            figures = region_down(args, links, writers, rng)
         sent = [net.edge_bytes()[0] - before for net, before in zip(nets, sent_before, strict=True)]
         elapsed = time.monotonic() - started
-    checks = {layout.data_dir.name: lake_check(layout) for layout in (edge, region, centre)[: args.tiers]}
-    exact = all(check == expected_check(writer.written) for check in checks.values())
+    exact, checks = lakes_exact(writers, *(region, centre)[: args.tiers - 1])
+    file_bytes = sum(w.file_bytes for w in writers)
     figures = {
         "scenario": args.scenario,
         "tiers": args.tiers,
         **figures,
         "lake_exact": exact,
         "checks": checks,
-        "file_bytes_written": writer.file_bytes,
-        "files_written": writer.files,
+        "file_bytes_written": file_bytes,
+        "files_written": sum(w.files for w in writers),
         "bytes_on_each_uplink": sent,
-        "link_over_file_bytes": [round(b / max(1, writer.file_bytes), 3) for b in sent],
-        "readings": writer.written,
+        "link_over_file_bytes": [round(b / max(1, file_bytes), 3) for b in sent],
+        "readings": sum(w.written for w in writers),
         "elapsed_s": round(elapsed, 1),
         "loss": args.loss,
         "rate": args.rate,

@@ -61,27 +61,45 @@ def sweep_orphans() -> list[str]:
 
 class NetnsPair:
     """``edge`` and ``region`` namespaces, addresses ``edge_ip`` and ``region_ip``
-    on a /30; faults apply on the edge's end of the link."""
+    on a /30; faults apply on the edge's end of the link.
 
-    def __init__(self) -> None:
+    ``NetnsPair(region_of=first)`` is another edge of ``first``'s region: its
+    own edge namespace and veth pair, the other end in ``first.region`` (which
+    ``first`` owns: create and close it after this one), on the next free /30
+    of ``first``'s /24, so a region can have many edges, each its own link
+    and faults."""
+
+    def __init__(self, region_of: NetnsPair | None = None) -> None:
         for tool in ("ip", "iptables", "tc"):
             if shutil.which(tool) is None:
                 raise ComponentUnavailable(f"{tool} not found; install iproute2 and iptables")
         sweep_orphans()
         tag = f"{os.getpid()}-{random.getrandbits(24):06x}"
-        self.edge, self.region = f"{PREFIX}e-{tag}", f"{PREFIX}r-{tag}"
         short = f"{random.getrandbits(32):08x}"  # interface names: 15 characters at most
         self.edge_if, self.region_if = f"cle{short}", f"clr{short}"
-        net = f"10.{random.randint(200, 250)}.{random.randint(0, 255)}"
-        offset = random.randrange(0, 256, 4)
-        self.edge_ip, self.region_ip = f"{net}.{offset + 1}", f"{net}.{offset + 2}"
+        self.edge = f"{PREFIX}e-{tag}"
+        self._owns_region, self._joined = region_of is None, 0
+        if region_of is None:
+            self.region = f"{PREFIX}r-{tag}"
+            self._net = f"10.{random.randint(200, 250)}.{random.randint(0, 255)}"
+            self._offset = random.randrange(0, 256, 4)
+        else:
+            if not region_of._owns_region:
+                raise ValueError("NetnsPair: join the pair that owns the region namespace")
+            region_of._joined += 1
+            if region_of._joined >= 64:
+                raise ValueError("NetnsPair: at most 63 more edges in one region (the /24's /30s)")
+            self.region, self._net = region_of.region, region_of._net
+            self._offset = (region_of._offset + 4 * region_of._joined) % 256
+        self.edge_ip, self.region_ip = f"{self._net}.{self._offset + 1}", f"{self._net}.{self._offset + 2}"
         self._created = False
 
     def create(self) -> NetnsPair:
         self._created = True
         try:
             _run("ip", "netns", "add", self.edge)
-            _run("ip", "netns", "add", self.region)
+            if self._owns_region:
+                _run("ip", "netns", "add", self.region)
             _run("ip", "link", "add", self.edge_if, "type", "veth", "peer", "name", self.region_if)
             for ns, interface, address in (
                 (self.edge, self.edge_if, self.edge_ip),
@@ -149,7 +167,7 @@ class NetnsPair:
             return
         # Deleting a namespace deletes its veth end (and so the pair) and its
         # iptables rules and qdiscs.
-        for ns in (self.edge, self.region):
+        for ns in (self.edge, self.region) if self._owns_region else (self.edge,):
             with contextlib.suppress(ComponentUnavailable):
                 _run("ip", "netns", "del", ns)
         self._created = False

@@ -5,6 +5,7 @@ distinct count and a sum show any loss or repeat."""
 from __future__ import annotations
 
 import os
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,6 +22,7 @@ CHECK_SQL = (
     "SELECT count(*), count(DISTINCT (device_id, ts)), coalesce(sum(value), 0), count(DISTINCT value) "
     "FROM readings"
 )
+SITE_COUNTS_SQL = "SELECT site, count(*) FROM readings GROUP BY site ORDER BY site"
 
 
 def part_file(
@@ -59,3 +61,38 @@ def part_file(
 def expected_check(readings: int) -> tuple[int, int, float, int]:
     """What ``CHECK_SQL`` gives over readings 0 .. ``readings`` - 1, each once."""
     return (readings, readings, float(readings * (readings - 1) // 2), readings)
+
+
+def edge_sites(n: int, first: str = "edge-north") -> list[str]:
+    """The names of ``n`` edges of one region: ``first``, then ``edge-2`` ..."""
+    if n < 1:
+        raise ValueError(f"edge_sites: n ({n}) must be ≥ 1")
+    return [first, *(f"edge-{i}" for i in range(2, n + 1))]
+
+
+class ReadingNumbers:
+    """One numbering of readings across edges (thread-safe), so that each
+    reading of every edge has its own number and key: the union of the
+    edges' lakes at the region and the centre holds ``expected_check(taken)``
+    exactly when no reading is lost or repeated (readings with equal keys
+    from two edges would be one row in the views, by the conflict rule)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.taken = 0
+
+    def take(self, n: int) -> int:
+        """The first of ``n`` numbers no one else gets."""
+        if n < 1:
+            raise ValueError(f"ReadingNumbers.take: n ({n}) must be ≥ 1")
+        with self._lock:
+            first, self.taken = self.taken, self.taken + n
+        return first
+
+
+def range_check(ranges: list[tuple[int, int]]) -> tuple[int, int, float, int]:
+    """What ``CHECK_SQL`` gives over readings ``first`` .. ``first + n - 1`` of
+    each (first, n) in ``ranges`` (disjoint), each once: one edge's lake."""
+    count = sum(n for _, n in ranges)
+    total = sum(n * (2 * first + n - 1) // 2 for first, n in ranges)
+    return (count, count, float(total), count)
