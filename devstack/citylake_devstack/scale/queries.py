@@ -108,6 +108,9 @@ def main() -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    # Started ahead of t = 0 (its imports take seconds on a busy machine, which
+    # would count against its rate): it waits for t = 0 to send the first.
+    stop.wait(max(0.0, t0 - time.monotonic()))
     started = time.monotonic()
     load.start()
     try:

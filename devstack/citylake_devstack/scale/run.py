@@ -78,6 +78,8 @@ from citylake_devstack.sipp import Sipp, read_stats, sim_devices
 log = logging.getLogger(__name__)
 Status = Callable[[str], None]
 WARM_UP_TIMEOUT_S = 300.0
+# The query load process is started this long before t = 0, to be ready to send at t = 0.
+QUERY_LOAD_LEAD_S = 5.0
 # The load's processes: one that exits is noted in the record, not a failed start.
 LOAD_PROCESSES = ("mqtt-fleet", "query-load", "sipp keepalive_loop")
 
@@ -362,7 +364,34 @@ class ScaleRun:
     def _load(self) -> None:
         assert self.broker is not None
         plan = self.plan
-        self._t0 = time.monotonic()
+        # Its own process (scale/queries.py): in this one the load shared the
+        # GIL with the sampler and reached 29 of 200 requests/s (issue 12).
+        self._t0 = time.monotonic() + QUERY_LOAD_LEAD_S
+        self.queries = self._add(
+            "query-load",
+            ManagedProcess(
+                "query-load",
+                [
+                    sys.executable,
+                    "-m",
+                    "citylake_devstack.scale.queries",
+                    "--url",
+                    self._query_url("").rstrip("/"),
+                    "--rate",
+                    str(plan.query_rate),
+                    "--t0",
+                    repr(self._t0),
+                    "--fleet-status",
+                    str(self.workdir / "fleet.json"),
+                    "--status",
+                    str(self.workdir / "queries.json"),
+                    "--out",
+                    str(self.workdir / "queries.jsonl"),
+                ],
+                self.workdir / "query-load.log",
+            ).start(),
+        )
+        time.sleep(max(0.0, self._t0 - time.monotonic()))
         self._wall0 = time.time()
         self.record.info.started_at = datetime.now(UTC).isoformat(timespec="seconds")
         # t = 0: the counters as the load starts (the warm-up's rows are not
@@ -415,32 +444,6 @@ class ScaleRun:
         )
         self.markers = MarkerPublisher(self.broker.url, plan.marker_every_s, self.clock)
         self.markers.start()
-        # Its own process (scale/queries.py): in this one the load shared the
-        # GIL with the sampler and reached 29 of 200 requests/s (issue 12).
-        self.queries = self._add(
-            "query-load",
-            ManagedProcess(
-                "query-load",
-                [
-                    sys.executable,
-                    "-m",
-                    "citylake_devstack.scale.queries",
-                    "--url",
-                    self._query_url("").rstrip("/"),
-                    "--rate",
-                    str(plan.query_rate),
-                    "--t0",
-                    repr(self._t0),
-                    "--fleet-status",
-                    str(self.workdir / "fleet.json"),
-                    "--status",
-                    str(self.workdir / "queries.json"),
-                    "--out",
-                    str(self.workdir / "queries.jsonl"),
-                ],
-                self.workdir / "query-load.log",
-            ).start(),
-        )
         lake_thread = threading.Thread(target=self._watch_lake, name="lake", daemon=True)
         lake_thread.start()
         # Under load Ctrl-C sets a flag the loop checks: a KeyboardInterrupt
