@@ -17,6 +17,7 @@ from citylake_devstack.scale import ScalePlan, ScaleRun, edgebox, split_devices
 from citylake_devstack.scale.probes import processes_mentioning
 from citylake_devstack.scalereport import build_report
 from citylake_devstack.scalereport.record import RunRecord
+from citylake_devstack.scalereport.summary import missed_goals, summarize
 
 pytestmark = pytest.mark.integration
 
@@ -36,6 +37,10 @@ def tiny_plan() -> ScalePlan:
         marker_every_s=0.5,
         sample_s=3.0,
     )
+
+
+def report_missed(record: RunRecord) -> list[str]:
+    return missed_goals(summarize(record))
 
 
 def assert_the_run_measured_everything(record: RunRecord, workdir: Path) -> None:
@@ -78,7 +83,7 @@ def test_a_tiny_edge_box_run_measures_everything_and_leaves_nothing_running(tmp_
 
     edge = {"mosquitto", "daprd-ingest", "ingest-mqtt", "ingest-modbus", "ingest-gb28181"}
     edge |= {"flink-readings", "daprd-query", "query"}
-    outside = {"orchestrator", "modbus-gateways", "sipp", "mqtt-fleet"}
+    outside = {"orchestrator", "modbus-gateways", "sipp", "mqtt-fleet", "query-load"}
     assert set(record.info.box["inside"]) == edge
     boxed = [s for s in record.samples if s.box]
     assert len(boxed) == len(record.samples) >= 3
@@ -86,6 +91,12 @@ def test_a_tiny_edge_box_run_measures_everything_and_leaves_nothing_running(tmp_
         assert edge <= set(sample.box_members), sample.box_members
         assert not outside & set(sample.box_members), sample.box_members
     assert outside <= set(record.samples[-1].processes), "the simulators ran (outside the box)"
+    # The query load ran as its own process and sent what was planned (open loop).
+    assert record.samples[-1].processes["query-load"].cpu_percent > 0
+    assert record.samples[-1].counters["queries: sent"] > 0
+    achieved = len(record.queries) / record.info.duration_s
+    assert achieved >= 0.9 * plan.query_rate, f"{achieved:.1f} of {plan.query_rate:g} queries/s"
+    assert not any("query load short" in m for m in report_missed(record))
     # The Flink JVM under its Python driver inherited the box: it dominates the box's memory.
     last = boxed[-1].box
     assert last["processes"] > len(edge) and last["rss_mb"] > 300, last

@@ -214,14 +214,14 @@ class _Progress:
         self.step = "starting"
 
     def _current(self, record: RunRecord) -> dict[str, str]:
-        from citylake_devstack.scalereport.summary import landed_total, per_interval, query_events, rates
+        from citylake_devstack.scalereport.summary import landed_total, rates
 
         samples = record.samples
         last = samples[-1]
         window = samples[-2:]
         landed = rates(window, [landed_total(s) for s in window])[-1] if len(window) == 2 else math.nan
         lake = rates(window, [s.lake_rows for s in window])[-1] if len(window) == 2 else math.nan
-        query = per_interval(samples[-1:], query_events(_recent(record, last.t)))[-1]
+        sent = last.counters.get("queries: sent", 0)
         lags = [m.lag_s for m in record.markers if m.lag_s is not None]
         busiest = sorted(last.processes.items(), key=lambda item: -item[1].cpu_percent)[:4]
         return {
@@ -233,8 +233,10 @@ class _Progress:
             f"lake {last.lake_rows:,.0f} ({lake:,.0f}/s)",
             "lag": ", ".join(f"{s} {v:.1f}s" for s, v in last.event_lag_s.items()) or "—",
             "freshness": f"last marker {lags[-1]:.1f}s" if lags else "no marker in the lake yet",
-            "queries": f"p50 {query.p50:.1f} ms, p99 {query.p99:.1f} ms, {query.errors} errors this interval"
-            if query.count
+            # The load process reports counts as it goes; latencies come at the end.
+            "queries": f"sent {sent:,.0f}, answered {last.counters.get('queries: answered', 0):,.0f}, "
+            f"failed {last.counters.get('queries: failed (no answer or 5xx)', 0):,.0f}"
+            if sent
             else "—",
             "cpu": f"machine {last.machine_cpu_percent:.0f}%; "
             + ", ".join(f"{name} {stat.cpu_percent:.0f}%" for name, stat in busiest),
