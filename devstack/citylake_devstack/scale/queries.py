@@ -7,11 +7,16 @@ fleet: open loop at ``--rate`` (``QueryLoad``), a device among those the fleet
 reports (read from the fleet's status file), progress written as JSON to
 ``--status`` every second, and every request, one ``[t, kind, latency_ms,
 status]`` row per line, to ``--out`` when it stops (SIGTERM or ``--duration``).
-``t`` is seconds since ``--t0`` (a ``time.monotonic()`` of the orchestrator:
-the same clock on one machine), so the rows line up with the run's samples.
+``t`` is seconds since t = 0, a ``time.monotonic()`` of the orchestrator
+(the same clock on one machine), so the rows line up with the run's samples.
+
+The start is a handshake, because the imports take seconds on a busy machine
+and would count against the rate: once ready to send, the process writes
+``"ready": true`` to its status file and waits for the ``--go`` file, which
+holds t = 0; with no ``--go`` it starts at once.
 
     python -m citylake_devstack.scale.queries --url http://127.0.0.1:3500/v1.0/invoke/query/method \
-        --rate 200 --t0 12345.6 --fleet-status fleet.json --status queries.json --out queries.jsonl
+        --rate 200 --go go.txt --fleet-status fleet.json --status queries.json --out queries.jsonl
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from citylake_devstack.scale.load import QueryLoad
 from citylake_devstack.scalereport.record import Query
 
 STATUS_EVERY_S = 1.0
+GO_POLL_S = 0.05
 
 
 def status_of(queries: list[Query], elapsed_s: float, done: bool) -> dict[str, float | bool]:
@@ -69,6 +75,22 @@ def read_rows(path: Path) -> list[Query]:
     return queries
 
 
+def start_at(go: Path, t0: float) -> None:
+    """Tells a ready load process to send from ``t0`` (``time.monotonic()``)."""
+    partial = go.with_name(f".{go.name}.tmp")
+    partial.write_text(repr(t0))
+    partial.replace(go)
+
+
+def _wait_for_go(go: Path, stop: threading.Event) -> float | None:
+    while not stop.is_set():
+        try:
+            return float(go.read_text())
+        except FileNotFoundError:
+            stop.wait(GO_POLL_S)
+    return None
+
+
 def _write_status(path: Path, document: dict[str, float | bool]) -> None:
     partial = path.with_name(f".{path.name}.tmp")
     partial.write_text(json.dumps(document))
@@ -81,7 +103,7 @@ def main() -> None:
     )
     parser.add_argument("--url", required=True, help="the query service's (or daprd's invoke) URL")
     parser.add_argument("--rate", type=float, required=True, help="requests per second, open loop")
-    parser.add_argument("--t0", type=float, default=None, help="time.monotonic() of t = 0; default: now")
+    parser.add_argument("--go", type=Path, default=None, help="wait for this file: it holds t = 0")
     parser.add_argument("--fleet-status", type=Path, default=None, help="the MQTT fleet's status file")
     parser.add_argument("--duration", type=float, default=None, help="seconds; default until SIGTERM")
     parser.add_argument("--timeout", type=float, default=10.0)
@@ -91,7 +113,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.rate <= 0:
         parser.error(f"--rate must be > 0, got {args.rate}")
-    t0 = time.monotonic() if args.t0 is None else args.t0
+    t0 = time.monotonic()
     fleet_status: Path | None = args.fleet_status
 
     def reporting() -> int:
@@ -100,7 +122,7 @@ def main() -> None:
     load = QueryLoad(
         args.url.rstrip("/"),
         args.rate,
-        lambda: time.monotonic() - t0,
+        lambda: time.monotonic() - t0,  # t0 as set below, before the first request
         reporting,
         timeout_s=args.timeout,
         max_in_flight=args.max_in_flight,
@@ -108,9 +130,14 @@ def main() -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    # Started ahead of t = 0 (its imports take seconds on a busy machine, which
-    # would count against its rate): it waits for t = 0 to send the first.
-    stop.wait(max(0.0, t0 - time.monotonic()))
+    if args.go is not None:
+        _write_status(args.status, {**status_of([], 0.0, False), "ready": True})
+        go = _wait_for_go(args.go, stop)
+        if go is None:  # stopped before the start
+            write_rows(args.out, [])
+            return
+        t0 = go
+        stop.wait(max(0.0, t0 - time.monotonic()))
     started = time.monotonic()
     load.start()
     try:

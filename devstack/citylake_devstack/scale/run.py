@@ -70,7 +70,7 @@ from citylake_devstack.scale.probes import (
     scrape,
     total,
 )
-from citylake_devstack.scale.queries import read_rows
+from citylake_devstack.scale.queries import read_rows, start_at
 from citylake_devstack.scalereport.record import RunInfo, RunRecord, Sample
 from citylake_devstack.scalereport.summary import FLINK_JVM_RSS, landed_total
 from citylake_devstack.sipp import Sipp, read_stats, sim_devices
@@ -78,8 +78,8 @@ from citylake_devstack.sipp import Sipp, read_stats, sim_devices
 log = logging.getLogger(__name__)
 Status = Callable[[str], None]
 WARM_UP_TIMEOUT_S = 300.0
-# The query load process is started this long before t = 0, to be ready to send at t = 0.
-QUERY_LOAD_LEAD_S = 5.0
+# How long the query load process may take to be ready to send.
+QUERY_LOAD_READY_S = 60.0
 # The load's processes: one that exits is noted in the record, not a failed start.
 LOAD_PROCESSES = ("mqtt-fleet", "query-load", "sipp keepalive_loop")
 
@@ -366,7 +366,6 @@ class ScaleRun:
         plan = self.plan
         # Its own process (scale/queries.py): in this one the load shared the
         # GIL with the sampler and reached 29 of 200 requests/s (issue 12).
-        self._t0 = time.monotonic() + QUERY_LOAD_LEAD_S
         self.queries = self._add(
             "query-load",
             ManagedProcess(
@@ -379,8 +378,8 @@ class ScaleRun:
                     self._query_url("").rstrip("/"),
                     "--rate",
                     str(plan.query_rate),
-                    "--t0",
-                    repr(self._t0),
+                    "--go",
+                    str(self.workdir / "queries.go"),
                     "--fleet-status",
                     str(self.workdir / "fleet.json"),
                     "--status",
@@ -391,7 +390,10 @@ class ScaleRun:
                 self.workdir / "query-load.log",
             ).start(),
         )
-        time.sleep(max(0.0, self._t0 - time.monotonic()))
+        self._wait_ready(self.queries, self.workdir / "queries.json")
+        self._t0 = time.monotonic() + 0.2
+        start_at(self.workdir / "queries.go", self._t0)
+        time.sleep(0.2)
         self._wall0 = time.time()
         self.record.info.started_at = datetime.now(UTC).isoformat(timespec="seconds")
         # t = 0: the counters as the load starts (the warm-up's rows are not
@@ -507,6 +509,20 @@ class ScaleRun:
                 time.sleep(0.5)
         self._drain()
 
+    def _wait_ready(self, process: ManagedProcess, status: Path) -> None:
+        deadline = time.monotonic() + QUERY_LOAD_READY_S
+        while not read_status(status).get("ready"):
+            if not process.alive():
+                raise ComponentUnavailable(
+                    f"{process.name} exited; log {process.log_path}:\n{process.log_tail(2000)}"
+                )
+            if time.monotonic() > deadline:
+                raise ComponentUnavailable(
+                    f"{process.name} not ready to send after {QUERY_LOAD_READY_S:.0f} s; "
+                    f"log {process.log_path}"
+                )
+            time.sleep(0.05)
+
     def _stop_queries(self) -> None:
         """SIGTERM the load process; it waits out its requests in flight (up
         to its timeout) and writes every request to queries.jsonl."""
@@ -556,11 +572,7 @@ class ScaleRun:
 
     def _check_alive(self) -> None:
         for process in self.processes:
-            if not process.alive() and process.name not in (
-                "mqtt-fleet",
-                "query-load",
-                "sipp keepalive_loop",
-            ):
+            if not process.alive() and process.name not in LOAD_PROCESSES:
                 raise ComponentUnavailable(
                     f"{process.name} exited; log {process.log_path}:\n{process.log_tail(2000)}"
                 )
