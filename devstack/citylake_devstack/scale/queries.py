@@ -116,8 +116,14 @@ def main() -> None:
     t0 = time.monotonic()
     fleet_status: Path | None = args.fleet_status
 
+    seen = {"at": -1.0, "count": 1}
+
     def reporting() -> int:
-        return int(read_status(fleet_status).get("devices_reported", 0)) if fleet_status else 1
+        # The fleet rewrites its status about once a second: read it no more often.
+        now = time.monotonic()
+        if fleet_status is not None and now - seen["at"] >= 1.0:
+            seen["at"], seen["count"] = now, int(read_status(fleet_status).get("devices_reported", 0))
+        return int(seen["count"])
 
     load = QueryLoad(
         args.url.rstrip("/"),
