@@ -20,7 +20,7 @@ import pytest
 
 from citylake.config import AlertRule, CityConfig, FlinkConfig, PipelinesConfig, SourceConfig
 from citylake.ingest.batcher import ColumnBatcher
-from citylake.ingest.landing import LandedFile, LandingWriter
+from citylake.ingest.landing import LandingWriter
 from citylake.lake import Lake
 from citylake.pipelines import runner
 from citylake.pipelines.jobs import JobSet
@@ -426,8 +426,8 @@ def land(data_dir: Path, rows: list[Row], table_name: str = "readings") -> None:
     land_together(data_dir, [(table_name, rows)])
 
 
-def land_together(data_dir: Path, landing: Landing) -> list[LandedFile]:
-    """One ingest commit: every table's file appears at once; returns the files."""
+def land_together(data_dir: Path, landing: Landing) -> None:
+    """One ingest commit: every table's file appears at once."""
     batches = []
     for table_name, rows in landing:
         batcher = ColumnBatcher(table(table_name))
@@ -436,27 +436,7 @@ def land_together(data_dir: Path, landing: Landing) -> list[LandedFile]:
         batch, bad = batcher.take()
         assert not bad, bad
         batches.append((table(table_name), batch))
-    return LandingWriter(DataLayout(data_dir)).commit(batches)
-
-
-def wait_until_discovered(data_dir: Path, files: list[LandedFile], timeout_s: float = 120) -> None:
-    """Until a completed checkpoint of the streaming job names every one of
-    ``files``: the file source's enumerator keeps the paths it has found in
-    its checkpointed state, so a file landed after this is found by a later
-    directory scan and handed to the reader after these."""
-    names = [f.path.name.encode() for f in files]
-    root = DataLayout(data_dir).checkpoints
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for metadata in root.glob("*/*/chk-*/_metadata"):
-            try:
-                state = metadata.read_bytes()
-            except FileNotFoundError:  # an older checkpoint Flink just dropped
-                continue
-            if all(name in state for name in names):
-                return
-        time.sleep(0.1)
-    raise AssertionError(f"no checkpoint within {timeout_s} s names {[f.path.name for f in files]}")
+    LandingWriter(DataLayout(data_dir)).commit(batches)
 
 
 def epoch_ms(value: Any) -> Any:
@@ -513,16 +493,13 @@ def run_streaming(data_dir: Path, job: str, expected: dict[str, int]) -> None:
     client = result.get_job_client()
     counts: dict[str, int] = {}
     try:
-        landings = [*inputs(job), *sentinel(job)]
-        for i, landing in enumerate(landings):
-            files = land_together(data_dir, landing)
+        for landing in [*inputs(job), *sentinel(job)]:
+            land_together(data_dir, landing)
             # Picked up before the next file lands: files found in the same
             # directory scan are not read in a guaranteed order, and a jump of
             # two hours read first would make the rest late (live data never
-            # jumps like that; the sentinel does). After the last, nothing is
-            # left to come out of order.
-            if i < len(landings) - 1:
-                wait_until_discovered(data_dir, files)
+            # jumps like that; the sentinel does).
+            time.sleep(2.0)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             counts = {name: len(lake_rows(data_dir, name)) for name in expected}
