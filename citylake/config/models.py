@@ -418,6 +418,12 @@ class ServiceConfig(BaseModel):
         le=366,
         description="query: newest days of readings and readings_1h the serving store keeps (0: no store)",
     )
+    serving_1m_days: int = Field(
+        default=2,
+        ge=0,
+        le=366,
+        description="query: newest days of readings_1m the serving store keeps (0: none)",
+    )
     serving_max_rows: int = Field(
         default=400_000_000,
         ge=1,

@@ -54,6 +54,7 @@ def start_store(
         return None
     bounds = StoreBounds(
         days=config.serving_days,
+        minute_days=config.serving_1m_days,
         max_rows=config.serving_max_rows,
         memory_limit_mb=config.serving_memory_mb,
         threads=config.duckdb_threads,

@@ -97,10 +97,20 @@ def fetch(
         raise lake_unreadable(exc) from exc
 
 
-def device_known(cursor: duckdb.DuckDBPyConnection, device_id: str, config: ServiceConfig) -> bool:
-    """Whether the lake has ever heard of ``device_id`` (a reading or a registry row)."""
+def device_known(
+    cursor: duckdb.DuckDBPyConnection, device_id: str, config: ServiceConfig, hot: HotTier | None = None
+) -> bool:
+    """Whether ``device_id`` has been heard of: by the hot tier, else in the
+    lake (a reading or a registry row).
+
+    Any stored copy answers, so the lake's raw views are asked, not the folded
+    ones: EXISTS can stop at the first row of a file instead of waiting for a
+    hash aggregate over every file (57 ms against 16 ms on a 4-minute edge-box
+    lake, issue 12), and an empty first page pays this on every request."""
+    if hot is not None and hot.latest(device_id) is not None:
+        return True
     sql = (
-        "SELECT EXISTS (SELECT 1 FROM readings WHERE device_id = $d) "
-        "OR EXISTS (SELECT 1 FROM devices WHERE device_id = $d) AS known"
+        'SELECT EXISTS (SELECT 1 FROM "_raw_readings" WHERE device_id = $d) '
+        'OR EXISTS (SELECT 1 FROM "_raw_devices" WHERE device_id = $d) AS known'
     )
     return bool(fetch(cursor, sql, {"d": device_id}, config).column("known")[0].as_py())

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import duckdb
 import pyarrow as pa
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
 
 from citylake.config import ServiceConfig
 from citylake.services.query import hot_json, paging
@@ -23,7 +23,6 @@ from citylake.services.query.deps import (
     fetch_stored,
     get_hot,
     get_store,
-    lake_cursor,
     open_lake_cursor,
 )
 from citylake.services.query.errors import error_responses
@@ -102,11 +101,12 @@ def _page(
     params: dict[str, object],
     limit: int,
     page: str | None,
+    hot: HotTier | None = None,
 ) -> tuple[pa.Table, str | None]:
     after_ts, after_metric = _position(page, identity)
     params = {**params, "after_ts": after_ts, "after_metric": after_metric, "limit": limit + 1}
     table = fetch(cursor, sql, params, config)
-    if table.num_rows == 0 and page is None and not device_known(cursor, device_id, config):
+    if table.num_rows == 0 and page is None and not device_known(cursor, device_id, config, hot):
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"device {device_id!r} is not in the lake")
     if table.num_rows <= limit:
         return table, None
@@ -119,6 +119,8 @@ def _page(
 def _stored_page(
     store: ServingStore,
     config: ServiceConfig,
+    sql: str,
+    time_column: str,
     identity: paging.QueryIdentity,
     params: dict[str, object],
     limit: int,
@@ -129,13 +131,13 @@ def _stored_page(
     at all is the lake's to say)."""
     after_ts, after_metric = _position(page, identity)
     params = {**params, "after_ts": after_ts, "after_metric": after_metric, "limit": limit + 1}
-    table = fetch_stored(store, _READINGS_SQL, params, config)
+    table = fetch_stored(store, sql, params, config)
     if table is None or (table.num_rows == 0 and page is None):
         return None
     if table.num_rows <= limit:
         return table, None
     table = table.slice(0, limit)
-    last_ts = table.column("ts")[-1].as_py()
+    last_ts = table.column(time_column)[-1].as_py()
     last_metric = table.column("metric")[-1].as_py()
     return table, paging.encode(identity, [paging.instant_key(last_ts), last_metric])
 
@@ -216,7 +218,9 @@ def router(config: ServiceConfig) -> APIRouter:
         if hot is not None and hot.covers(start) and hot.answers_for(device_id):
             table, next_cursor = _hot_page(hot, device_id, identity, params, limit, page)
             served_from = "hot"
-        elif store is not None and (stored := _stored_page(store, config, identity, params, limit, page)):
+        elif store is not None and (
+            stored := _stored_page(store, config, _READINGS_SQL, "ts", identity, params, limit, page)
+        ):
             table, next_cursor = stored
             served_from = "store"
         else:
@@ -260,7 +264,6 @@ def router(config: ServiceConfig) -> APIRouter:
         grain: Annotated[Grain, Path(description="1m or 1h")],
         start: From,
         end: To,
-        cursor: Annotated[duckdb.DuckDBPyConnection, Depends(lake_cursor)],
         metric: Metric = None,
         limit: Limit = default_limit,
         page: Cursor = None,
@@ -278,10 +281,26 @@ def router(config: ServiceConfig) -> APIRouter:
             "to": end.isoformat(),
         }
         params = {"device_id": device_id, "start": start, "end": end, "metric": metric}
-        sql = _ROLLUPS_SQL.format(table=_TABLES[grain])
-        table, next_cursor = _page(
-            cursor, config, sql, "window_start", device_id, identity, params, limit, page
-        )
+        name = _TABLES[grain]
+        sql = _ROLLUPS_SQL.format(table=name)
+        # readings_1h is stored in (metric, window_start, device_id) order for
+        # the city-wide aggregate: one device's hours there are a full scan,
+        # so they stay the lake's.
+        store = get_store(request, name, start) if grain is Grain.minute else None
+        stored = None
+        if store is not None and (
+            stored := _stored_page(store, config, sql, "window_start", identity, params, limit, page)
+        ):
+            table, next_cursor = stored
+            served_from = "store"
+        else:
+            with open_lake_cursor(request) as cursor:
+                table, next_cursor = _page(
+                    cursor, config, sql, "window_start", device_id, identity, params, limit, page,
+                    get_hot(request),
+                )  # fmt: skip
+            served_from = "lake"
+        headers = {"X-Served-From": served_from, **({"X-Next-Cursor": next_cursor} if next_cursor else {})}
         return tabular_response(
             request,
             table,
@@ -291,7 +310,7 @@ def router(config: ServiceConfig) -> APIRouter:
                 items=[Rollup.model_validate(row) for row in table.to_pylist()],
                 next_cursor=next_cursor,
             ),
-            {"X-Next-Cursor": next_cursor} if next_cursor else None,
+            headers,
         )
 
     return api

@@ -116,6 +116,20 @@ def test_horizon_keeps_the_newest_days_within_the_bounds(tmp_path: Path) -> None
     assert not follows.store.serves("readings", horizon - timedelta(seconds=1)), "older: the lake's"
     assert follows.store.serves("readings", horizon)
 
+    # readings_1m keeps its own, shorter, horizon (serving_1m_days).
+    minutes = [
+        {"device_id": "dev-0", "metric": "pm25", "window_start": T0 + timedelta(days=day), "count": 1}
+        for day in range(4)
+    ]
+    for row in minutes:
+        write_lake_table(tmp_path, "readings_1m", [row])
+    follows.store.close()
+    short = Follows(tmp_path, days=8, minute_days=1)
+    short.store.refresh()
+    assert short.store.horizon("readings_1m") == T0.replace(hour=0, minute=0) + timedelta(days=3)
+    assert short.store.counts()["readings_1m"] == 1 and short.store.counts()["readings"] == 120
+    short.store.close()
+
     # A row bound that holds one day's 30 rows but not two keeps only the newest.
     by_rows = Follows(tmp_path / "again", days=8, max_rows=45)
     for day in range(4):
@@ -211,6 +225,35 @@ def build(data_dir: Path) -> None:
             for h in range(3)
         ],
     )
+    write_lake_table(data_dir, "readings_1m", minute_rows("edge-a"))
+    # A second site rolled up dev-1's first minutes again, having heard more
+    # of them: the rollups' rule keeps its rows, in the store as in the lake.
+    write_lake_table(
+        data_dir,
+        "readings_1m",
+        [dict(r, count=9) for r in minute_rows("edge-b", days=(1,)) if r["device_id"] == "dev-1"][:6],
+        "part-b",
+    )
+
+
+def minute_rows(site: str, days: tuple[int, ...] = (0, 1)) -> list[dict[str, object]]:
+    return [
+        {
+            "device_id": f"dev-{d}",
+            "metric": metric,
+            "window_start": T0 + timedelta(days=day, minutes=m),
+            "count": 3,
+            "min": 1.0,
+            "max": float(d + m),
+            "avg": d * 0.5 + m,
+            "last": 2.0,
+            "site": site,
+        }
+        for day in days
+        for d in range(4)
+        for m in range(20)
+        for metric in ("pm25", "temp")
+    ]
 
 
 def z(moment: datetime) -> str:
@@ -237,6 +280,8 @@ def test_routes_answer_from_the_store_what_the_lake_answers(tmp_path: Path) -> N
         f"/v1/devices/dev-2/readings?from={z(start)}&to={z(start + timedelta(hours=1))}",
         f"/v1/devices/dev-1/readings?from={z(start)}&to={z(start + timedelta(hours=1))}&metric=temp&limit=7",
         f"/v1/metrics/pm25/aggregate?from={z(T0)}&to={z(T0 + timedelta(days=2))}",
+        f"/v1/devices/dev-1/rollups/1m?from={z(T0 + timedelta(days=1))}&to={z(start + timedelta(hours=1))}",
+        f"/v1/devices/dev-3/rollups/1m?from={z(start)}&to={z(start + timedelta(hours=1))}&limit=5",
     ]
     settings = QuerySettings(tmp_path, ServiceConfig.model_validate({"serving_refresh_s": 0.05}))
     lake_only = QuerySettings(tmp_path, ServiceConfig.model_validate({"serving_days": 0}))
@@ -251,6 +296,17 @@ def test_routes_answer_from_the_store_what_the_lake_answers(tmp_path: Path) -> N
         assert first["next_cursor"]
         follow = paths[1] + f"&cursor={first['next_cursor']}"
         assert get(stored, follow)[1] == get(lake, follow)[1]
+        _, minutes = get(stored, paths[4])
+        assert len(minutes["items"]) == 5 and minutes["next_cursor"]
+        follow = paths[4] + f"&cursor={minutes['next_cursor']}"
+        assert get(stored, follow) == ("store", get(lake, follow)[1])
+        counts = [item["count"] for item in get(stored, paths[3])[1]["items"]]
+        assert counts[:6] == [9] * 6 and set(counts[6:]) == {3}, "edge-b's fuller copies win"
+
+        # One device's hours are the lake's: the store keeps readings_1h in
+        # the city-wide aggregate's order.
+        hours = f"/v1/devices/dev-1/rollups/1h?from={z(T0)}&to={z(T0 + timedelta(days=2))}"
+        assert get(stored, hours) == get(lake, hours) and get(stored, hours)[0] == "lake"
 
         # A new commit: the store answers again once it holds it, the same rows as the lake.
         write_lake_readings(tmp_path, day_rows(1, devices=4, minutes=30, offset=0.25)[:40], "part-b")
