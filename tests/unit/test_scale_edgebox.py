@@ -206,7 +206,8 @@ def test_the_edge_settings_are_the_overlays_and_go_into_the_runs_config(tmp_path
     written = YAML(typ="safe").load(path.read_text())
     assert written["pipelines"]["flink"]["local_heap_mb"] == 672
     assert written["pipelines"]["flink"]["checkpoint_interval_s"] == plan.checkpoint_s
-    assert written["services"]["query"]["memory_limit_mb"] == 160
+    for key in ("memory_limit_mb", "serving_memory_mb", "hot_max_window_rows"):
+        assert written["services"]["query"][key] == city["services"]["query"][key], key
     assert written["services"]["query"]["live_pubsub"] == "citylake-pubsub"
     assert written["ingest"]["flush_max_rows"] == city["ingest"]["flush_max_rows"]
 
