@@ -12,8 +12,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from ruamel.yaml import YAML
 
 from citylake_devstack.scale import ScalePlan, ScaleRun, edgebox, split_devices
+from citylake_devstack.scale.edge_settings import EDGE_OVERLAY, edge_settings
 from citylake_devstack.scale.probes import processes_mentioning
 from citylake_devstack.scalereport import build_report
 from citylake_devstack.scalereport.record import RunRecord
@@ -103,8 +105,16 @@ def test_a_tiny_edge_box_run_measures_everything_and_leaves_nothing_running(tmp_
     assert last["oom_kills"] == 0 and last["memory_peak_mb"] < 4096
     assert boxed[-1].box["cpu_percent"] > 0 or boxed[-2].box["cpu_percent"] > 0
     # The edge overlay's settings were the run's (deploy/overlays/edge).
-    config = (workdir / "city.yaml").read_text()
-    assert "memory_limit_mb: 160" in config and "local_heap_mb: 672" in config, config
+    config = YAML(typ="safe").load((workdir / "city.yaml").read_text())
+    settings = edge_settings()
+    assert (
+        settings.query["memory_limit_mb"]
+        == YAML(typ="safe").load((EDGE_OVERLAY / "city.yaml").read_text())["services"]["query"][
+            "memory_limit_mb"
+        ]
+    )
+    assert {k: config["services"]["query"].get(k) for k in settings.query} == settings.query, config
+    assert {k: config["pipelines"]["flink"].get(k) for k in settings.flink} == settings.flink, config
     assert "max_queued_bytes 33554432" in (workdir / "mosquitto" / "mosquitto.conf").read_text()
 
     report = build_report(record, tmp_path / "report")
