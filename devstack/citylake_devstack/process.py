@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -23,18 +24,52 @@ class ComponentUnavailable(RuntimeError):
     """A real component could not be started; the message says why and what to do."""
 
 
-def free_port() -> int:
-    """A port on 127.0.0.1 nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+# Ports for the components are drawn below the kernel's ephemeral range: a
+# port the kernel hands out by itself (bind to 0) is in that range, and so is
+# the local port of every outgoing connection on the machine, which can take
+# it in the moment between our pick and the component's bind (seen: an
+# ingest's health server refused with EADDRINUSE in the scale run's test).
+FIRST_PORT = 10_000
+_handed_out: set[tuple[int, int]] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _free(kind: int) -> int:
+    low = _ephemeral_low()
+    if low - FIRST_PORT >= 1000:
+        rng = random.SystemRandom()
+        for _ in range(200):
+            port = rng.randrange(FIRST_PORT, low)
+            if (kind, port) in _handed_out:
+                continue
+            with socket.socket(socket.AF_INET, kind) as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _handed_out.add((kind, port))
+            return port
+    # A range too narrow to draw from: let the kernel choose, as before.
+    with socket.socket(socket.AF_INET, kind) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on right now, never handed out
+    before by this process, outside the ephemeral range."""
+    return _free(socket.SOCK_STREAM)
 
 
 def free_udp_port() -> int:
     """A UDP port on 127.0.0.1 nobody is bound to right now (SNMP, CoAP)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return _free(socket.SOCK_DGRAM)
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:

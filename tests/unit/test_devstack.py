@@ -62,3 +62,20 @@ def _running(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def test_free_ports_are_below_the_ephemeral_range_and_never_repeat() -> None:
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = [free_port() for _ in range(300)]
+    assert len(set(ports)) == len(ports)
+    assert all(10_000 <= p < low for p in ports), (min(ports), max(ports), low)
+
+
+def test_a_port_someone_listens_on_is_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", free_port()))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        draws = iter([taken, taken + 1])
+        monkeypatch.setattr("random.SystemRandom.randrange", lambda self, a, b: next(draws))
+        assert free_port() == taken + 1
