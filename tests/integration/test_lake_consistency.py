@@ -178,6 +178,19 @@ def summed(actions: list[dict[str, Any]], task: str, key: str) -> int:
     return sum(a.get(key, 0) for a in actions if a["task"] == task and a["table"] == "readings")
 
 
+def start_after_first_commit(
+    ingest: threading.Thread, queries: list[threading.Thread], lake: Lake, job: ManagedProcess
+) -> None:
+    """Ingest first; the queries once the job's first commit is in the lake."""
+    ingest.start()
+    deadline = time.monotonic() + 300
+    while not (lake.cursor().execute(CHECK_SQL).fetchone() or (0,))[0]:
+        assert job.alive() and time.monotonic() < deadline, job.log_tail()
+        time.sleep(0.5)
+    for thread in queries:
+        thread.start()
+
+
 def test_queries_see_consistent_snapshots_while_flink_writes_and_maintenance_runs(
     city_config: Callable[..., Path], tmp_path: Path
 ) -> None:
@@ -207,9 +220,11 @@ def test_queries_see_consistent_snapshots_while_flink_writes_and_maintenance_run
         threading.Thread(target=traffic.query_cli, args=(cli,)),
     ]
     try:
-        for thread in threads:
-            thread.start()
-        time.sleep(40)
+        # The queries' 30 s start with the job's first commit: a job slow to
+        # start (a loaded machine, two test workers) would leave them nothing
+        # but an empty lake to look at.
+        start_after_first_commit(threads[0], threads[1:], lake, job)
+        time.sleep(30)
         traffic.stop.set()
         for thread in threads:
             thread.join(60)
