@@ -4,6 +4,10 @@
 VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+# `make test` runs the suite on two pytest-xdist workers: most of its time is
+# components starting and tests waiting on them, not CPU. Each test file stays
+# on one worker, the files that start daprd share one (tests/conftest.py).
+TEST_WORKERS ?= 2
 
 .PHONY: setup demo scale soak test test-long check lint typecheck unit integration bench clean
 
@@ -30,7 +34,7 @@ soak: setup
 	$(BIN)/python bench/soak.py --report $(SOAK_REPORT) $(SOAK_ARGS)
 
 test: setup check
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The full-length proofs whose short variants run in `make test` (tests marked
 # `long`; README "Tests" says what each short variant keeps).

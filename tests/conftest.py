@@ -33,6 +33,41 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+# Files whose tests start daprd (directly or as part of a site). Self-hosted
+# daprd finds an app id by mDNS across the machine, so two of these running at
+# once on two xdist workers answer each other's invocations (seen: a 404 from
+# another test's query service). `make test` runs `pytest -n 2 --dist
+# loadfile`: each file on one worker, and these files on one worker, in turn.
+DAPR_FILES = {
+    "test_alert_rules_live.py",
+    "test_dapr_sdk.py",
+    "test_demo.py",
+    "test_hot_tier.py",
+    "test_scale_run.py",
+    "test_services_dapr.py",
+    "test_site_run.py",
+    "test_soak_short.py",
+    "test_thin_slice.py",
+}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadfile`` with the daprd files as one unit. (xdist_group
+    marks would say the same, but pytest-xdist 3.8 adds their group to
+    ``item._nodeid``, which pytest 9 no longer reads.)"""
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling  # type: ignore[import-untyped]
+
+    class FilesAndDaprd(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "daprd" if Path(path).name in DAPR_FILES else path
+
+    return FilesAndDaprd(config, log)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """`make test` runs the short variants; `make test-long` (--long) the long
     ones. Each side is deselected from the other, not skipped: the run that
