@@ -49,6 +49,7 @@ import pyarrow.parquet as pq
 from citylake.lake.manifest import FLINK_PART_PREFIX
 from citylake.schemas import DataLayout, table
 from citylake_devstack import ManagedProcess, free_port, start_daprd, start_mosquitto
+from citylake_devstack.process import CITYLAKE
 from citylake_devstack.scale.load import QueryLoad
 from citylake_devstack.scalereport.summary import quantile
 from citylake_devstack.simulators.mqtt import device_topic
@@ -227,17 +228,7 @@ def main() -> None:
         config.write_text(
             json.dumps({"site": "bench", "data_dir": str(data_dir), "services": {"query": query}})
         )
-        argv = [
-            sys.executable,
-            "-m",
-            "citylake",
-            "serve",
-            "query",
-            "--config",
-            str(config),
-            "--port",
-            str(port),
-        ]
+        argv = [*CITYLAKE, "serve", "query", "--config", str(config), "--port", str(port)]
         service = ManagedProcess(
             "citylake-query", argv, workdir / "query.log", {"DAPR_HTTP_PORT": str(sidecar.http_port), **env}
         )

@@ -77,6 +77,7 @@ from citylake.lake.compaction import write_sorted
 from citylake.schemas import DataLayout, table
 from citylake_devstack import ComponentUnavailable, ManagedProcess, free_port, start_daprd, start_mosquitto
 from citylake_devstack.components import daprd_binary
+from citylake_devstack.process import CITYLAKE
 from citylake_devstack.scalereport.summary import quantile  # the one percentile of every figure
 
 BENCH = Path(__file__).resolve().parent
@@ -552,17 +553,7 @@ def start_services(stack: ExitStack, workdir: Path, data_dir: Path, memory_mb: i
         query["memory_limit_mb"] = memory_mb
     config = workdir / "city.yaml"  # JSON is YAML
     config.write_text(json.dumps({"site": "bench", "data_dir": str(data_dir), "services": {"query": query}}))
-    argv = [
-        sys.executable,
-        "-m",
-        "citylake",
-        "serve",
-        "query",
-        "--config",
-        str(config),
-        "--port",
-        str(query_port),
-    ]
+    argv = [*CITYLAKE, "serve", "query", "--config", str(config), "--port", str(query_port)]
     env = {"DAPR_HTTP_PORT": str(sidecar.http_port)} if sidecar is not None else {}
     service = ManagedProcess("citylake-query", argv, workdir / "query.log", env)
     log_path = workdir / "query.log"  # appended to by each run: read this run's part
