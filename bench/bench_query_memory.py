@@ -14,12 +14,21 @@ daprd at ``--rate``. Phases of ``--phase-s`` each, in order:
 - ``rest``: nothing happens (the baseline every slope is compared with);
 - ``queries``: queries only, the lake still;
 - ``files``: files only, no queries;
-- ``both``: the two together, as at an edge.
+- ``both``: queries and files, no live feed;
+- ``feed``: the live feed only: landed readings published as ingest does
+  (Arrow IPC through a second daprd, ``--feed-every-s``) into the hot tier;
+- ``all``: queries, files and the feed together, as at an edge.
 
-Each phase prints RSS at its start and end and the least-squares slope in
-MB/min for the query process and for daprd; request latencies (p50/p99 from
-the shared ``quantile``) for the phases with queries. ``--env NAME=VALUE``
-is passed to the query process (e.g. ``MALLOC_ARENA_MAX=2``) to compare runs.
+``--phases`` picks and orders them (``rest`` first: every slope is compared
+with it). Each phase prints RSS at its start and end and the least-squares
+slope in MB/min for the query process and for daprd, daprd's Go heap in use
+(``go_memstats_heap_inuse_bytes`` from its metrics port: RSS growing while the
+heap stays flat is the collector's slack, not state), the hot tier's bytes
+(``citylake_hot_bytes``), and request latencies (p50/p99 from the shared
+``quantile``) for the phases with queries. ``--env NAME=VALUE`` is passed to
+the query process (e.g. ``MALLOC_ARENA_MAX=2``), ``--daprd-env`` to the query's
+daprd (e.g. ``GOMEMLIMIT=130MiB``, what the deploy's ``dapr.io/env`` sets), to
+compare runs.
 
     .venv/bin/python bench/bench_query_memory.py [--devices 10000] [--phase-s 240] [--rate 50]
 """
@@ -28,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import sys
 import tempfile
@@ -46,6 +56,7 @@ import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from citylake.ingest.live import ARROW_STREAM, encode
 from citylake.lake.manifest import FLINK_PART_PREFIX
 from citylake.schemas import DataLayout, table
 from citylake_devstack import ManagedProcess, free_port, start_daprd, start_mosquitto
@@ -55,8 +66,10 @@ from citylake_devstack.scalereport.summary import quantile
 from citylake_devstack.simulators.mqtt import device_topic
 
 METRICS = ("temperature", "humidity", "battery")
-PHASES = ("rest", "queries", "files", "both")
+PHASES = ("rest", "queries", "files", "both", "feed", "all")
+DEFAULT_PHASES = "rest,queries,files,feed,all"
 APP_ID = "query-memory-bench"
+FEEDER_ID = "ingest-memory-bench"
 
 
 def say(message: str) -> None:
@@ -74,26 +87,26 @@ def write_part(layout: DataLayout, name: str, columns: dict[str, pa.Array], day:
     hidden.rename(path)
 
 
-def readings_file(layout: DataLayout, devices: int, rows: int, now: datetime, rng: random.Random) -> None:
+def readings_columns(devices: int, rows: int, now: datetime, rng: random.Random) -> dict[str, pa.Array]:
+    """``rows`` readings of random devices in the two seconds before ``now``."""
     ids = [device_topic(rng.randrange(devices))[0] for _ in range(rows)]
     ms = int(now.timestamp() * 1000)
-    write_part(
-        layout,
-        "readings",
-        {
-            "device_id": pa.array(ids),
-            "ts": pa.array([ms - rng.randrange(2000) for _ in ids], pa.timestamp("ms", "UTC")),
-            "metric": pa.array([METRICS[rng.randrange(len(METRICS))] for _ in ids]),
-            "value": pa.array([rng.random() * 40 for _ in ids]),
-            "text": pa.nulls(rows, pa.string()),
-            "unit": pa.array(["u"] * rows),
-            "quality": pa.array([0] * rows, pa.uint8()),
-            "source": pa.array(["mqtt-sensors"] * rows),
-            "site": pa.array(["bench"] * rows),
-            "ingest_ts": pa.array([ms] * rows, pa.timestamp("ms", "UTC")),
-        },
-        now.date().isoformat(),
-    )
+    return {
+        "device_id": pa.array(ids),
+        "ts": pa.array([ms - rng.randrange(2000) for _ in ids], pa.timestamp("ms", "UTC")),
+        "metric": pa.array([METRICS[rng.randrange(len(METRICS))] for _ in ids]),
+        "value": pa.array([rng.random() * 40 for _ in ids]),
+        "text": pa.nulls(rows, pa.string()),
+        "unit": pa.array(["u"] * rows),
+        "quality": pa.array([0] * rows, pa.uint8()),
+        "source": pa.array(["mqtt-sensors"] * rows),
+        "site": pa.array(["bench"] * rows),
+        "ingest_ts": pa.array([ms] * rows, pa.timestamp("ms", "UTC")),
+    }
+
+
+def readings_file(layout: DataLayout, devices: int, rows: int, now: datetime, rng: random.Random) -> None:
+    write_part(layout, "readings", readings_columns(devices, rows, now, rng), now.date().isoformat())
 
 
 def rollups_file(layout: DataLayout, devices: int, window: datetime) -> None:
@@ -159,27 +172,103 @@ class LakeGrowth:
 
 
 @dataclass
+class LiveFeed:
+    """Landed readings published as ingest's ``LivePublisher`` does, while on:
+    one Arrow IPC stream every ``every_s`` through the feeder's daprd."""
+
+    publish_url: str
+    devices: int
+    readings_per_s: float
+    every_s: float
+    on: threading.Event = field(default_factory=threading.Event)
+    batches: int = 0
+    failed: int = 0
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="live-feed", daemon=True)
+
+    def _run(self) -> None:
+        rng = random.Random(7)
+        schema = table("readings").schema
+        rows = max(1, int(self.readings_per_s * self.every_s))
+        with httpx.Client(headers={"content-type": ARROW_STREAM}, timeout=5.0) as client:
+            while not self._stop.wait(self.every_s):
+                if not self.on.is_set():
+                    continue
+                columns = readings_columns(self.devices, rows, datetime.now(UTC), rng)
+                batch = pa.table(columns).cast(schema).to_batches()[0]
+                try:
+                    ok = client.post(self.publish_url, content=encode(batch)).status_code < 300
+                except httpx.HTTPError:
+                    ok = False
+                self.batches += ok
+                self.failed += not ok
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+
+@dataclass
+class Probes:
+    """What each sample reads besides RSS: daprd's Go heap and the hot tier's
+    bytes, from their own metrics endpoints (NaN when a scrape fails)."""
+
+    daprd_metrics: str
+    query_metrics: str
+
+    def read(self) -> dict[str, float]:
+        return {
+            "daprd_heap": _gauge(self.daprd_metrics, "go_memstats_heap_inuse_bytes") / 2**20,
+            "hot": _gauge(self.query_metrics, "citylake_hot_bytes") / 2**20,
+        }
+
+
+def _gauge(url: str, name: str) -> float:
+    try:
+        text = httpx.get(url, timeout=2).text
+    except httpx.HTTPError:
+        return float("nan")
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return float("nan")
+
+
+@dataclass
 class Phase:
     name: str
     t: list[float] = field(default_factory=list)
     rss: dict[str, list[float]] = field(default_factory=lambda: {"query": [], "daprd": []})
+    probes: dict[str, list[float]] = field(default_factory=lambda: {"daprd_heap": [], "hot": []})
     latencies_ms: list[float] = field(default_factory=list)
     failed: dict[int, int] = field(default_factory=dict)  # status -> count; 0 = no answer
 
     def slope_mb_per_min(self, who: str) -> float:
         """Least-squares slope of RSS over the phase."""
-        xs, ys = self.t, self.rss[who]
-        if len(xs) < 2:
-            return 0.0
-        mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-        den = sum((x - mx) ** 2 for x in xs)
-        return 60 * sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / den if den else 0.0
+        return slope_per_min(self.t, self.rss[who])
 
 
-def sample(phase: Phase, started: float, procs: dict[str, psutil.Process]) -> None:
+def slope_per_min(xs: list[float], ys: list[float]) -> float:
+    """Least-squares slope per minute, samples whose scrape failed (NaN) left out."""
+    pairs = [(x, y) for x, y in zip(xs, ys, strict=True) if not math.isnan(y)]
+    if len(pairs) < 2:
+        return 0.0
+    mx, my = sum(x for x, _ in pairs) / len(pairs), sum(y for _, y in pairs) / len(pairs)
+    den = sum((x - mx) ** 2 for x, _ in pairs)
+    return 60 * sum((x - mx) * (y - my) for x, y in pairs) / den if den else 0.0
+
+
+def sample(phase: Phase, started: float, procs: dict[str, psutil.Process], probes: Probes) -> None:
     phase.t.append(time.monotonic() - started)
     for who, proc in procs.items():
         phase.rss[who].append(proc.memory_info().rss / 2**20)
+    for name, value in probes.read().items():
+        phase.probes[name].append(value)
 
 
 def seed_lake(layout: DataLayout, devices: int, minutes: int) -> None:
@@ -192,23 +281,38 @@ def seed_lake(layout: DataLayout, devices: int, minutes: int) -> None:
         readings_file(layout, devices, devices, moment, rng)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--devices", type=int, default=10_000)
     parser.add_argument("--phase-s", type=float, default=240.0)
     parser.add_argument("--rate", type=float, default=50.0, help="queries/s through daprd, open loop")
     parser.add_argument("--readings-per-s", type=float, default=450.0, help="the edge box's 444/s")
     parser.add_argument("--file-every-s", type=float, default=2.0, help="the box's checkpoint interval")
+    parser.add_argument("--feed-every-s", type=float, default=1.0, help="a live batch this often")
     parser.add_argument("--seed-minutes", type=int, default=30)
+    parser.add_argument("--phases", default=DEFAULT_PHASES, help=f"comma-separated, of {', '.join(PHASES)}")
     parser.add_argument(
         "--env", action="append", default=[], metavar="NAME=VALUE", help="for the query process"
+    )
+    parser.add_argument(
+        "--daprd-env", action="append", default=[], metavar="NAME=VALUE", help="for the query's daprd"
     )
     parser.add_argument(
         "--config", default="{}", help="JSON merged into services.query (e.g. the edge overlay's)"
     )
     parser.add_argument("--json", type=Path, help="write the figures here too")
     args = parser.parse_args()
+    args.phase_names = [name.strip() for name in args.phases.split(",") if name.strip()]
+    unknown = sorted(set(args.phase_names) - set(PHASES))
+    if unknown or not args.phase_names or args.phase_names[0] != "rest":
+        parser.error(f"--phases: {', '.join(unknown) or args.phases!r}: of {', '.join(PHASES)}, rest first")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
     env = dict(item.split("=", 1) for item in args.env)
+    daprd_env = dict(item.split("=", 1) for item in args.daprd_env)
 
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-query-memory-")))
@@ -221,8 +325,11 @@ def main() -> None:
         port = free_port()
         # Its own app id: self-hosted daprd resolves ids by mDNS machine-wide,
         # and a test suite's "query" may be running beside the bench.
-        sidecar = start_daprd(APP_ID, port, workdir / "dapr-query", mosquitto.url)
+        sidecar = start_daprd(APP_ID, port, workdir / "dapr-query", mosquitto.url, env=daprd_env)
         stack.callback(sidecar.process.stop)
+        # The feed's own sidecar, as ingest has: the query's daprd only receives.
+        feeder = start_daprd(FEEDER_ID, free_port(), workdir / "dapr-feeder", mosquitto.url)
+        stack.callback(feeder.process.stop)
         query = {"port": port, "live_pubsub": "citylake-pubsub", **json.loads(args.config)}
         config = workdir / "city.yaml"  # JSON is YAML
         config.write_text(
@@ -239,9 +346,23 @@ def main() -> None:
         growth = LakeGrowth(layout, args.devices, args.readings_per_s, args.file_every_s)
         growth.start()
         stack.callback(growth.stop)
+        live = LiveFeed(
+            f"{feeder.http_url}/v1.0/publish/citylake-pubsub/readings?metadata.rawPayload=true",
+            args.devices,
+            args.readings_per_s,
+            args.feed_every_s,
+        )
+        live.start()
+        stack.callback(live.stop)
+        probes = Probes(
+            f"http://127.0.0.1:{sidecar.metrics_port}/metrics", f"http://127.0.0.1:{port}/metrics"
+        )
         started = time.monotonic()
-        phases = [run_phase(name, args, growth, sidecar.http_url, procs, started) for name in PHASES]
-    report(phases, args, env, growth.files)
+        phases = [
+            run_phase(name, args, growth, live, sidecar.http_url, procs, probes, started)
+            for name in args.phase_names
+        ]
+    report(phases, args, env, daprd_env, growth.files, live)
     if args.json:
         args.json.write_text(json.dumps([p.__dict__ for p in phases]))
 
@@ -257,26 +378,29 @@ def run_phase(
     name: str,
     args: argparse.Namespace,
     growth: LakeGrowth,
+    live: LiveFeed,
     sidecar_url: str,
     procs: dict[str, psutil.Process],
+    probes: Probes,
     started: float,
 ) -> Phase:
     phase = Phase(name)
     say(f"phase {name}: {args.phase_s:g} s ...")
-    if name in ("files", "both"):
-        growth.on.set()
-    else:
-        growth.on.clear()
+    for switch, phases in ((growth.on, ("files", "both", "all")), (live.on, ("feed", "all"))):
+        if name in phases:
+            switch.set()
+        else:
+            switch.clear()
     load: QueryLoad | None = None
-    if name in ("queries", "both"):
+    if name in ("queries", "both", "all"):
         clock: Callable[[], float] = lambda: time.monotonic() - started  # noqa: E731
         load = QueryLoad(f"{sidecar_url}/v1.0/invoke/{APP_ID}/method", args.rate, clock, lambda: args.devices)
         load.start()
     end = time.monotonic() + args.phase_s
     while time.monotonic() < end:
-        sample(phase, started, procs)
+        sample(phase, started, procs, probes)
         time.sleep(5.0)
-    sample(phase, started, procs)
+    sample(phase, started, procs, probes)
     if load is not None:
         load.stop()
         phase.latencies_ms = [q.latency_ms for q in load.queries if q.status == 200]
@@ -284,24 +408,37 @@ def run_phase(
     return phase
 
 
-def report(phases: list[Phase], args: argparse.Namespace, env: dict[str, str], files: int) -> None:
+def report(
+    phases: list[Phase],
+    args: argparse.Namespace,
+    env: dict[str, str],
+    daprd_env: dict[str, str],
+    files: int,
+    live: LiveFeed,
+) -> None:
     print(
         f"query service memory: {args.devices} devices, {args.phase_s:g} s a phase, {args.rate:g} queries/s "
-        f"through daprd, a readings file every {args.file_every_s:g} s ({files} files written in all); "
-        f"query env {env or '{}'}, config {args.config}"
+        f"through daprd, a readings file every {args.file_every_s:g} s ({files} files written in all), "
+        f"a live batch every {args.feed_every_s:g} s ({live.batches} published, {live.failed} failed); "
+        f"query env {env or '{}'}, daprd env {daprd_env or '{}'}, config {args.config}"
     )
     rest = {who: phases[0].slope_mb_per_min(who) for who in ("query", "daprd")}
     print(
-        "| phase | query RSS start → end MB | query MB/min (rest) "
-        "| daprd RSS start → end MB | daprd MB/min (rest) | p50 / p99 ms | failed |"
+        "| phase | query RSS start → end (peak) MB | query MB/min (rest) | hot tier MB end "
+        "| daprd RSS start → end (peak) MB | daprd MB/min (rest) | daprd Go heap start → end MB "
+        "| p50 / p99 ms | failed |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for p in phases:
         cells = []
         for who in ("query", "daprd"):
             rss = p.rss[who]
-            cells.append(f"{rss[0]:.0f} → {rss[-1]:.0f}")
+            cells.append(f"{rss[0]:.0f} → {rss[-1]:.0f} ({max(rss):.0f})")
             cells.append(f"{p.slope_mb_per_min(who):+.1f} ({rest[who]:+.1f})")
+            if who == "query":
+                cells.append(f"{p.probes['hot'][-1]:.1f}")
+        heap = p.probes["daprd_heap"]
+        cells.append(f"{heap[0]:.0f} → {heap[-1]:.0f}")
         lat = "—"
         if p.latencies_ms:
             lat = f"{quantile(p.latencies_ms, 0.5):.1f} / {quantile(p.latencies_ms, 0.99):.1f}"

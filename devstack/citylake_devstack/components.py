@@ -102,6 +102,7 @@ class Daprd:
     app_id: str
     http_port: int
     grpc_port: int
+    metrics_port: int
 
     @property
     def http_url(self) -> str:
@@ -118,9 +119,11 @@ def start_daprd(
     mqtt_url: str,
     components: Path = DAPR_COMPONENTS,
     prefix: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
 ) -> Daprd:
     """A daprd sidecar in self-hosted mode with the project's component files.
-    No placement or scheduler: citylake uses neither actors nor jobs."""
+    No placement or scheduler: citylake uses neither actors nor jobs. ``env``
+    adds variables (e.g. ``GOMEMLIMIT``, as the deploy's ``dapr.io/env``)."""
     http_port, grpc_port, internal, metrics = free_port(), free_port(), free_port(), free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     argv = [
@@ -157,6 +160,7 @@ def start_daprd(
     env = {
         "CITYLAKE_MQTT_URL": mqtt_url.replace("mqtt://", "tcp://"),
         "CITYLAKE_DAPR_STATE_DB": f"file:{workdir / 'state.db'}",
+        **(env or {}),
     }
     process = ManagedProcess(
         f"daprd[{app_id}]", argv, workdir / f"daprd-{app_id}.log", env=env, prefix=prefix
@@ -171,7 +175,7 @@ def start_daprd(
             return False
 
     process.wait_until(healthy, 60, "outbound health")
-    return Daprd(process, app_id, http_port, grpc_port)
+    return Daprd(process, app_id, http_port, grpc_port, metrics)
 
 
 def start_service(
