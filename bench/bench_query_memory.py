@@ -220,6 +220,20 @@ class Probes:
 
     daprd_metrics: str
     query_metrics: str
+    daprd_heap_profile: str | None = None
+    profile_dir: Path | None = None
+
+    def save_profile(self, phase: str) -> None:
+        """The heap profile as ``go tool pprof -top`` reads it, one file a phase."""
+        if self.daprd_heap_profile is None or self.profile_dir is None:
+            return
+        self.profile_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            body = httpx.get(self.daprd_heap_profile, timeout=30).content
+        except httpx.HTTPError as exc:
+            say(f"daprd heap profile after {phase}: {exc}")
+            return
+        (self.profile_dir / f"daprd-heap-{phase}.pb.gz").write_bytes(body)
 
     def read(self) -> dict[str, float]:
         return {
@@ -300,6 +314,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--config", default="{}", help="JSON merged into services.query (e.g. the edge overlay's)"
     )
+    parser.add_argument(
+        "--daprd-profile",
+        type=Path,
+        help="write the query daprd's Go heap profile (pprof, in use) at the end of each phase here",
+    )
     parser.add_argument("--json", type=Path, help="write the figures here too")
     args = parser.parse_args()
     args.phase_names = [name.strip() for name in args.phases.split(",") if name.strip()]
@@ -325,7 +344,11 @@ def main() -> None:
         port = free_port()
         # Its own app id: self-hosted daprd resolves ids by mDNS machine-wide,
         # and a test suite's "query" may be running beside the bench.
-        sidecar = start_daprd(APP_ID, port, workdir / "dapr-query", mosquitto.url, env=daprd_env)
+        profile_port = free_port()
+        profiling = ["--enable-profiling", "--profile-port", str(profile_port)] if args.daprd_profile else []
+        sidecar = start_daprd(
+            APP_ID, port, workdir / "dapr-query", mosquitto.url, env=daprd_env, args=profiling
+        )
         stack.callback(sidecar.process.stop)
         # The feed's own sidecar, as ingest has: the query's daprd only receives.
         feeder = start_daprd(FEEDER_ID, free_port(), workdir / "dapr-feeder", mosquitto.url)
@@ -355,7 +378,10 @@ def main() -> None:
         live.start()
         stack.callback(live.stop)
         probes = Probes(
-            f"http://127.0.0.1:{sidecar.metrics_port}/metrics", f"http://127.0.0.1:{port}/metrics"
+            f"http://127.0.0.1:{sidecar.metrics_port}/metrics",
+            f"http://127.0.0.1:{port}/metrics",
+            f"http://127.0.0.1:{profile_port}/debug/pprof/heap" if args.daprd_profile else None,
+            args.daprd_profile,
         )
         started = time.monotonic()
         phases = [
@@ -401,6 +427,7 @@ def run_phase(
         sample(phase, started, procs, probes)
         time.sleep(5.0)
     sample(phase, started, procs, probes)
+    probes.save_profile(name)
     if load is not None:
         load.stop()
         phase.latencies_ms = [q.latency_ms for q in load.queries if q.status == 200]

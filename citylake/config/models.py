@@ -671,6 +671,11 @@ class SidecarConfig(BaseModel):
     resources_path: Path | None = Field(
         default=None, description="Dapr component files (deploy/dapr/components in a checkout)"
     )
+    config: Path | None = Field(
+        default=None,
+        description="the sidecars' Dapr Configuration (deploy/dapr/config.yaml in a checkout); "
+        "unset: daprd's defaults, which label HTTP metrics by full path (a series per device)",
+    )
     mqtt_url: str | None = Field(
         default=None, description="broker of the pub/sub component (CITYLAKE_MQTT_URL); unset: no pub/sub"
     )

@@ -38,14 +38,23 @@ class SidecarPorts:
 
 
 def daprd_argv(
-    binary: Path, app_id: str, app_port: int | None, ports: SidecarPorts, resources_path: Path
+    binary: Path,
+    app_id: str,
+    app_port: int | None,
+    ports: SidecarPorts,
+    resources_path: Path,
+    config: Path | None = None,
 ) -> list[str]:
-    """Self-hosted mode on 127.0.0.1 with the given components. No placement
-    or scheduler: citylake uses neither actors nor jobs. ``app_port`` None is
-    a sidecar for a client-only app (ingest publishes, nothing calls it)."""
+    """Self-hosted mode on 127.0.0.1 with the given components and, if given,
+    the sidecars' Configuration (deploy/dapr/config.yaml: without it daprd
+    labels HTTP metrics by full path, a series per device). No placement or
+    scheduler: citylake uses neither actors nor jobs. ``app_port`` None is a
+    sidecar for a client-only app (ingest publishes, nothing calls it)."""
     argv = [str(binary), "--mode", "standalone", "--app-id", app_id]
     if app_port is not None:
         argv += ["--app-port", str(app_port), "--app-protocol", "http", "--app-channel-address", "127.0.0.1"]
+    if config is not None:
+        argv += ["--config", str(config)]
     return [
         *argv,
         "--dapr-listen-addresses",

@@ -84,7 +84,14 @@ def plan_site(
         """Plans app_id's daprd; returns the env its app needs to reach it."""
         assert daprd is not None and sidecars.resources_path is not None
         ports = SidecarPorts(pick_port(), pick_port(), pick_port(), pick_port())
-        argv = daprd_argv(daprd, app_id, app_port, ports, sidecars.resources_path.resolve())
+        argv = daprd_argv(
+            daprd,
+            app_id,
+            app_port,
+            ports,
+            sidecars.resources_path.resolve(),
+            sidecars.config.resolve() if sidecars.config else None,
+        )
         env = daprd_env(sidecars.mqtt_url, (state_dir / f"dapr-{app_id}.db").resolve())
         health = f"http://127.0.0.1:{ports.http}/v1.0/healthz/outbound"
         units.append(Unit(f"daprd-{app_id}", UnitKind.SIDECAR, tuple(argv), env, health))

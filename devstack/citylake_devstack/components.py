@@ -16,10 +16,12 @@ from pathlib import Path
 
 import httpx
 
+from citylake.site.daprd import SidecarPorts, daprd_argv, daprd_env
 from citylake_devstack.process import ComponentUnavailable, ManagedProcess, free_port, require_port_free
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DAPR_COMPONENTS = REPO_ROOT / "deploy" / "dapr" / "components"
+DAPR_CONFIG = REPO_ROOT / "deploy" / "dapr" / "config.yaml"
 
 
 def _binary(name: str, hint: str) -> str:
@@ -120,62 +122,30 @@ def start_daprd(
     components: Path = DAPR_COMPONENTS,
     prefix: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
+    args: Sequence[str] = (),
+    config: Path | None = DAPR_CONFIG,
 ) -> Daprd:
-    """A daprd sidecar in self-hosted mode with the project's component files.
-    No placement or scheduler: citylake uses neither actors nor jobs. ``env``
-    adds variables (e.g. ``GOMEMLIMIT``, as the deploy's ``dapr.io/env``)."""
-    http_port, grpc_port, internal, metrics = free_port(), free_port(), free_port(), free_port()
+    """A daprd sidecar in self-hosted mode with the project's component files
+    and Configuration, started as ``citylake run`` starts one
+    (citylake/site/daprd.py). ``env`` adds variables (e.g. ``GOMEMLIMIT``, as
+    the deploy's ``dapr.io/env``), ``args`` flags (e.g. ``--enable-profiling``)."""
+    ports = SidecarPorts(free_port(), free_port(), free_port(), free_port())
     workdir.mkdir(parents=True, exist_ok=True)
-    argv = [
-        str(daprd_binary()),
-        "--mode",
-        "standalone",
-        "--app-id",
-        app_id,
-        "--app-port",
-        str(app_port),
-        "--app-protocol",
-        "http",
-        "--app-channel-address",
-        "127.0.0.1",
-        "--dapr-listen-addresses",
-        "127.0.0.1",
-        "--dapr-http-port",
-        str(http_port),
-        "--dapr-grpc-port",
-        str(grpc_port),
-        "--dapr-internal-grpc-port",
-        str(internal),
-        "--metrics-port",
-        str(metrics),
-        "--resources-path",
-        str(components),
-        "--placement-host-address",
-        "",
-        "--scheduler-host-address",
-        "",
-        "--log-level",
-        "info",
-    ]
-    env = {
-        "CITYLAKE_MQTT_URL": mqtt_url.replace("mqtt://", "tcp://"),
-        "CITYLAKE_DAPR_STATE_DB": f"file:{workdir / 'state.db'}",
-        **(env or {}),
-    }
+    argv = [*daprd_argv(daprd_binary(), app_id, app_port, ports, components, config), *args]
+    env = {**daprd_env(mqtt_url, workdir / "state.db"), **(env or {})}
     process = ManagedProcess(
         f"daprd[{app_id}]", argv, workdir / f"daprd-{app_id}.log", env=env, prefix=prefix
     ).start()
 
     def healthy() -> bool:
         try:
-            return (
-                httpx.get(f"http://127.0.0.1:{http_port}/v1.0/healthz/outbound", timeout=1).status_code == 204
-            )
+            outbound = httpx.get(f"http://127.0.0.1:{ports.http}/v1.0/healthz/outbound", timeout=1)
+            return outbound.status_code == 204
         except httpx.HTTPError:
             return False
 
     process.wait_until(healthy, 60, "outbound health")
-    return Daprd(process, app_id, http_port, grpc_port, metrics)
+    return Daprd(process, app_id, ports.http, ports.grpc, ports.metrics)
 
 
 def start_service(

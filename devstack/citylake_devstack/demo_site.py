@@ -16,7 +16,13 @@ from typing import Any
 import httpx
 from ruamel.yaml import YAML
 
-from citylake_devstack.components import DAPR_COMPONENTS, Mosquitto, daprd_binary, start_mosquitto
+from citylake_devstack.components import (
+    DAPR_COMPONENTS,
+    DAPR_CONFIG,
+    Mosquitto,
+    daprd_binary,
+    start_mosquitto,
+)
 from citylake_devstack.modbus_sim import start_modbus_simulator
 from citylake_devstack.process import CITYLAKE, ManagedProcess, free_port
 
@@ -76,6 +82,7 @@ def demo_site_config(
             "enabled": True,
             "daprd": str(daprd_binary()),
             "resources_path": str(DAPR_COMPONENTS),
+            "config": str(DAPR_CONFIG),
             "mqtt_url": broker.url,
         },
     }

@@ -10,6 +10,7 @@ behind Dapr pub/sub), with the component files of deploy/dapr/components/:
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
 import time
@@ -92,6 +93,21 @@ def test_registry_through_dapr_service_invocation(
         )
         assert bad_box.status_code == 422 and "bbox" in bad_box.json()["detail"]
         assert httpx.get(sidecar.invoke_url("registry", "v1/devices"), timeout=10).status_code == 401
+
+        # A city's worth of distinct device paths leaves the sidecar's metrics
+        # one series per route (deploy/dapr/config.yaml), not one per device.
+        for n in range(150):
+            httpx.get(sidecar.invoke_url("registry", f"v1/devices/unknown-{n}"), headers=KEY, timeout=10)
+        paths = sidecar_metric_paths(sidecar)
+        assert not any("unknown-" in p for p in paths), sorted(paths)
+        assert "/v1.0/invoke/{app_id}/method/v1/devices/{device_id}" in paths, sorted(paths)
+        assert len(paths) <= 8, sorted(paths)
+
+
+def sidecar_metric_paths(sidecar: Daprd) -> set[str]:
+    """The ``path`` label values of daprd's HTTP server metrics."""
+    text = httpx.get(f"http://127.0.0.1:{sidecar.metrics_port}/metrics", timeout=10).text
+    return set(re.findall(r'^dapr_http_server_request_count\{[^}]*path="([^"]*)"', text, re.MULTILINE))
 
 
 def test_alert_rules_live_in_the_dapr_state_store_across_restarts(

@@ -552,6 +552,43 @@ def test_dapr_components_are_the_kubernetes_flavour_of_the_tested_ones(tier: Tie
         assert set(scope["allowedSecrets"]) <= tier.names("Secret") | set(OPERATOR_SECRETS)
 
 
+def service_route_templates() -> set[str]:
+    """Every route template the query, registry and alerts apps serve."""
+    from citylake.config import ServiceConfig
+    from citylake.services.alerts.app import AlertsSettings
+    from citylake.services.alerts.app import create_app as alerts_app
+    from citylake.services.query.app import QuerySettings
+    from citylake.services.query.app import create_app as query_app
+    from citylake.services.registry.app import RegistrySettings
+    from citylake.services.registry.app import create_app as registry_app
+
+    here = Path(".")
+    apps = (
+        query_app(QuerySettings(here, ServiceConfig(live_pubsub="citylake-pubsub"))),
+        registry_app(RegistrySettings(here)),
+        alerts_app(AlertsSettings(here)),
+    )
+    return {path for app in apps for path in app.openapi()["paths"]}
+
+
+def test_sidecar_http_metrics_are_labelled_by_route_template_not_by_device(tier: Tier) -> None:
+    """daprd's default labels HTTP metrics by full path: a new series of every
+    histogram per device asked about (deploy/dapr/config.yaml). Both flavours
+    of the Configuration turn that off and name every route of the services,
+    so each keeps its own series and nothing else gets one."""
+    local = yaml.safe_load((DEPLOY / "dapr" / "config.yaml").read_text())
+    theirs = tier.get("Configuration", "citylake")
+    assert local["metadata"]["name"] == theirs["metadata"]["name"] == "citylake"
+    assert "metric" not in theirs["spec"], "spec.metrics only: daprd merges the two keys"
+    assert theirs["spec"]["metrics"] == local["spec"]["metrics"]
+    http = local["spec"]["metrics"]["http"]
+    assert http["increasedCardinality"] is False
+    assert sorted(http["pathMatching"]) == sorted(service_route_templates())
+    for template in http["pathMatching"]:
+        # Go's ServeMux reads {name} as one path segment, as FastAPI does.
+        assert re.fullmatch(r"(/([a-z0-9_]+|\{[a-z_]+\}))+", template), template
+
+
 def test_resiliency_is_scoped_to_the_services_and_outlasts_their_own_limits(tier: Tier) -> None:
     resiliency = tier.get("Resiliency", "citylake")
     services = {s.value for s in ServiceName}

@@ -60,7 +60,12 @@ ingest: {{live_pubsub: citylake-pubsub}}
 services: {{query: {{port: 0}}, registry: {{port: 0}}, alerts: {{port: 0}}}}
 run:
   services: [query, registry, alerts]
-  sidecars: {{enabled: true, daprd: {daprd}, resources_path: {tmp_path}, mqtt_url: "mqtt://127.0.0.1:1883"}}
+  sidecars:
+    enabled: true
+    daprd: {daprd}
+    resources_path: {tmp_path}
+    config: {tmp_path / "dapr-config.yaml"}
+    mqtt_url: "mqtt://127.0.0.1:1883"
 """,
     )
     plan = plan_site(load_config(path), path, python="py")
@@ -85,6 +90,10 @@ run:
     service_port = query.argv[query.argv.index("--port") + 1]
     assert sidecar.argv[sidecar.argv.index("--app-port") + 1] == service_port
     assert sidecar.env["CITYLAKE_MQTT_URL"] == "tcp://127.0.0.1:1883"
+    # Every sidecar with the site's Configuration (HTTP metrics by route template).
+    for unit in plan.units:
+        if unit.kind is UnitKind.SIDECAR:
+            assert unit.argv[unit.argv.index("--config") + 1] == str(tmp_path / "dapr-config.yaml")
     assert "--app-port" not in plan.unit("daprd-ingest").argv  # ingest only publishes
     assert plan.unit("ingest").env["DAPR_HTTP_PORT"] == plan.endpoints["dapr-ingest"].rsplit(":", 1)[1]
     # The site's jobs as ONE Flink job (one mini-cluster JVM)...
