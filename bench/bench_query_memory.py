@@ -38,7 +38,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
+import signal
 import sys
 import tempfile
 import threading
@@ -68,8 +70,10 @@ from citylake_devstack.simulators.mqtt import device_topic
 METRICS = ("temperature", "humidity", "battery")
 PHASES = ("rest", "queries", "files", "both", "feed", "all")
 DEFAULT_PHASES = "rest,queries,files,feed,all"
-APP_ID = "query-memory-bench"
-FEEDER_ID = "ingest-memory-bench"
+# Self-hosted daprd resolves app ids by mDNS machine-wide: ids of their own, so
+# neither a test suite's "query" nor another run of this bench answers for it.
+APP_ID = f"query-memory-bench-{os.getpid()}"
+FEEDER_ID = f"ingest-memory-bench-{os.getpid()}"
 
 
 def say(message: str) -> None:
@@ -299,6 +303,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--devices", type=int, default=10_000)
     parser.add_argument("--phase-s", type=float, default=240.0)
+    parser.add_argument("--rest-s", type=float, help="the rest phase's length (default: --phase-s)")
     parser.add_argument("--rate", type=float, default=50.0, help="queries/s through daprd, open loop")
     parser.add_argument("--readings-per-s", type=float, default=450.0, help="the edge box's 444/s")
     parser.add_argument("--file-every-s", type=float, default=2.0, help="the box's checkpoint interval")
@@ -330,6 +335,9 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    # A SIGTERM unwinds the ExitStack like Ctrl-C does, so the service, its
+    # daprd and mosquitto are stopped, not orphaned with the bench's app ids.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     env = dict(item.split("=", 1) for item in args.env)
     daprd_env = dict(item.split("=", 1) for item in args.daprd_env)
 
@@ -342,8 +350,6 @@ def main() -> None:
         mosquitto = start_mosquitto(workdir / "mosquitto")
         stack.callback(mosquitto.process.stop)
         port = free_port()
-        # Its own app id: self-hosted daprd resolves ids by mDNS machine-wide,
-        # and a test suite's "query" may be running beside the bench.
         profile_port = free_port()
         profiling = ["--enable-profiling", "--profile-port", str(profile_port)] if args.daprd_profile else []
         sidecar = start_daprd(
@@ -411,7 +417,8 @@ def run_phase(
     started: float,
 ) -> Phase:
     phase = Phase(name)
-    say(f"phase {name}: {args.phase_s:g} s ...")
+    seconds = args.rest_s if name == "rest" and args.rest_s else args.phase_s
+    say(f"phase {name}: {seconds:g} s ...")
     for switch, phases in ((growth.on, ("files", "both", "all")), (live.on, ("feed", "all"))):
         if name in phases:
             switch.set()
@@ -422,7 +429,7 @@ def run_phase(
         clock: Callable[[], float] = lambda: time.monotonic() - started  # noqa: E731
         load = QueryLoad(f"{sidecar_url}/v1.0/invoke/{APP_ID}/method", args.rate, clock, lambda: args.devices)
         load.start()
-    end = time.monotonic() + args.phase_s
+    end = time.monotonic() + seconds
     while time.monotonic() < end:
         sample(phase, started, procs, probes)
         time.sleep(5.0)

@@ -11,6 +11,7 @@ import uvicorn
 
 from citylake.cli.common import DEFAULT_CONFIG, ConfigOption, fail, load, setup_logging
 from citylake.config import LoadedConfig, ServiceConfig
+from citylake.services.allocator import map_large_blocks
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -62,6 +63,8 @@ def serve(
 
         settings = loaded.config.services.query
         app = create_app(QuerySettings(data_dir=loaded.config.data_dir, config=settings))
+    # Before the first request: the hot tier's merges must not grow the heap for good.
+    map_large_blocks()
     uvicorn.run(app, host=host or settings.host, port=port or settings.port, log_level="warning")
 
 
