@@ -46,7 +46,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -135,27 +135,50 @@ def rollups_file(layout: DataLayout, devices: int, window: datetime) -> None:
     )
 
 
+class _Switched:
+    """A daemon thread doing its work every ``every_s`` while ``on`` is set
+    (each phase sets or clears it)."""
+
+    every_s: float
+
+    def _begin(self, name: str) -> None:
+        self.on = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def _ticks(self) -> Iterator[None]:
+        while not self._stop.wait(self.every_s):
+            if self.on.is_set():
+                yield
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+
 @dataclass
-class LakeGrowth:
+class LakeGrowth(_Switched):
     """A readings file every ``every_s`` and a minute's rollups every minute while on."""
 
     layout: DataLayout
     devices: int
     readings_per_s: float
     every_s: float
-    on: threading.Event = field(default_factory=threading.Event)
     files: int = 0
 
     def __post_init__(self) -> None:
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="lake-growth", daemon=True)
+        self._begin("lake-growth")
 
     def _run(self) -> None:
         rng = random.Random(3)
         last_minute: datetime | None = None
-        while not self._stop.wait(self.every_s):
-            if not self.on.is_set():
-                continue
+        for _ in self._ticks():
             now = datetime.now(UTC)
             readings_file(
                 self.layout, self.devices, max(1, int(self.readings_per_s * self.every_s)), now, rng
@@ -167,16 +190,9 @@ class LakeGrowth:
                 self.files += 1
                 last_minute = minute
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(30)
-
 
 @dataclass
-class LiveFeed:
+class LiveFeed(_Switched):
     """Landed readings published as ingest's ``LivePublisher`` does, while on:
     one Arrow IPC stream every ``every_s`` through the feeder's daprd."""
 
@@ -184,22 +200,18 @@ class LiveFeed:
     devices: int
     readings_per_s: float
     every_s: float
-    on: threading.Event = field(default_factory=threading.Event)
     batches: int = 0
     failed: int = 0
 
     def __post_init__(self) -> None:
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="live-feed", daemon=True)
+        self._begin("live-feed")
 
     def _run(self) -> None:
         rng = random.Random(7)
         schema = table("readings").schema
         rows = max(1, int(self.readings_per_s * self.every_s))
         with httpx.Client(headers={"content-type": ARROW_STREAM}, timeout=5.0) as client:
-            while not self._stop.wait(self.every_s):
-                if not self.on.is_set():
-                    continue
+            for _ in self._ticks():
                 columns = readings_columns(self.devices, rows, datetime.now(UTC), rng)
                 batch = pa.table(columns).cast(schema).to_batches()[0]
                 try:
@@ -208,13 +220,6 @@ class LiveFeed:
                     ok = False
                 self.batches += ok
                 self.failed += not ok
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(30)
 
 
 @dataclass
